@@ -121,8 +121,8 @@ class WorldObject:
         elif self.motion == "orbit":
             # circle the anchor through 270 degrees so t = 0 and t = 1 differ
             phi = self.motion_dir + 1.5 * math.pi * t
-            x = ax + 0.22 * np.cos(phi)
-            y = ay + 0.22 * np.sin(phi)
+            x = ax + 0.15 * np.cos(phi)
+            y = ay + 0.15 * np.sin(phi)
             angle = self.heading + 1.5 * math.pi * t
         elif self.motion == "spin":
             angle = self.heading + 1.5 * math.pi * t * np.sign(self.motion_amount or 1.0)
@@ -192,13 +192,13 @@ def make_scene(seed: int, config: WorldConfig | None = None) -> Scene:
     n = int(rng.integers(config.n_objects[0], config.n_objects[1] + 1))
     # anchors spread around a circle so objects rarely collide; one object sits near the centre
     base_angle = rng.uniform(0, 2 * math.pi)
-    ring = 0.0 if n == 1 else 0.5
+    ring = 0.0 if n == 1 else 0.42
     shapes = rng.choice(len(config.shapes), size=n, replace=n > len(config.shapes))
     colors = rng.choice(len(config.colors), size=n, replace=n > len(config.colors))
     objects = []
     for k in range(n):
         phi = base_angle + 2 * math.pi * k / n
-        jitter = rng.uniform(-0.05, 0.05, size=2)
+        jitter = rng.uniform(-0.03, 0.03, size=2)
         anchor = (ring * math.cos(phi) + jitter[0], ring * math.sin(phi) + jitter[1])
         motion = config.motions[int(rng.integers(len(config.motions)))]
         objects.append(
@@ -211,7 +211,7 @@ def make_scene(seed: int, config: WorldConfig | None = None) -> Scene:
                 heading=float(rng.uniform(0, 2 * math.pi)),
                 # slides run tangentially to the ring so neighbours are not hit
                 motion_dir=float(phi + math.pi / 2 if n > 1 else rng.uniform(0, 2 * math.pi)),
-                motion_amount=float(rng.uniform(0.45, 0.6) if motion == "bounce" else rng.uniform(0.2, 0.3) * rng.choice([-1, 1])),
+                motion_amount=float(rng.uniform(0.45, 0.6) if motion == "bounce" else rng.uniform(0.12, 0.18) * rng.choice([-1, 1])),
             )
         )
     return Scene(seed=int(seed), objects=tuple(objects), config=config)
