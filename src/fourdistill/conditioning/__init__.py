@@ -1,0 +1,1 @@
+"""Per-layer text conditions from the mappers, and the attention processors that deliver them."""
