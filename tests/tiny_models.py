@@ -57,3 +57,36 @@ def tiny_unet(cross_attention_dim: int = 32, seed: int = 0):
         attention_head_dim=8,
         norm_num_groups=8,
     ).eval().requires_grad_(False)
+
+
+def tiny_vae(seed: int = 0):
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed)
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        block_out_channels=(8, 16),
+        latent_channels=4,
+        norm_num_groups=8,
+        sample_size=16,
+    ).eval().requires_grad_(False)
+
+
+def tiny_pipeline(folder):
+    """A StableDiffusionPipeline of tiny random models (16x16 images, 8x8 latents)."""
+    from diffusers import DDPMScheduler, StableDiffusionPipeline
+
+    tok = tiny_tokenizer(folder / "tokenizer")
+    return StableDiffusionPipeline(
+        vae=tiny_vae(),
+        text_encoder=tiny_text_encoder(len(tok)),
+        tokenizer=tok,
+        unet=tiny_unet(),
+        scheduler=DDPMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )

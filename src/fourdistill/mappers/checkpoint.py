@@ -1,0 +1,110 @@
+"""Save trained mappers, and attach them to a pipeline the user already has.
+
+A mapper checkpoint is a folder with `mappers.safetensors` (the weights, keys prefixed
+`time_mapper.` / `view_mapper.`) and `mappers.json` (everything needed to rebuild: base model,
+cross-attention layer list, mapper configs with encoding seeds and sigmas, bypass alphas,
+placeholder tokens). Folders are written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+FORMAT_VERSION = 1
+WEIGHTS_NAME = "mappers.safetensors"
+CONFIG_NAME = "mappers.json"
+
+
+def save_mappers(folder, conditioner, layers: list[str], base_model: str, extra: dict | None = None, overwrite: bool = True) -> Path:
+    """Write `conditioner`'s mappers and the config that rebuilds them into `folder`."""
+    from safetensors.torch import save_file
+
+    from ..conditioning.text import TIME_TOKEN, VIEW_TOKEN
+    from ..io import atomic_dir
+
+    config = {
+        "format_version": FORMAT_VERSION,
+        "base_model": base_model,
+        "layers": list(layers),
+        "time_mapper": conditioner.time_mapper.config.to_dict() if conditioner.time_mapper is not None else None,
+        "view_mapper": conditioner.view_mapper.config.to_dict() if conditioner.view_mapper is not None else None,
+        "bypass": {"time_alpha": conditioner.bypass_config.time_alpha, "view_alpha": conditioner.bypass_config.view_alpha},
+        "tokens": {"time": TIME_TOKEN, "view": VIEW_TOKEN},
+        **(extra or {}),
+    }
+    state = {k: v.detach().cpu().contiguous() for k, v in conditioner.state_dict().items()}
+    with atomic_dir(folder, overwrite=overwrite) as tmp:
+        save_file(state, str(tmp / WEIGHTS_NAME))
+        (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
+    return Path(folder)
+
+
+def read_mapper_config(folder) -> dict:
+    folder = Path(folder)
+    path = folder / CONFIG_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{folder}: not a mapper checkpoint (no {CONFIG_NAME})")
+    try:
+        config = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from None
+    for key in ("layers", "time_mapper", "view_mapper", "bypass"):
+        if key not in config:
+            raise ValueError(f"{path}: missing field {key!r}")
+    if not (folder / WEIGHTS_NAME).is_file():
+        raise FileNotFoundError(f"{folder}: missing {WEIGHTS_NAME}")
+    return config
+
+
+def build_conditioner(config: dict, text_encoder, tokenizer, state_dict=None):
+    """Rebuild a MappedTextConditioner from a saved config (and weights, if given)."""
+    from ..conditioning.text import BypassConfig, MappedTextConditioner
+    from .neti import MapperConfig, build_mapper
+
+    mappers = {k: build_mapper(MapperConfig(**config[k])) if config[k] else None for k in ("time_mapper", "view_mapper")}
+    cond = MappedTextConditioner(
+        text_encoder,
+        tokenizer,
+        len(config["layers"]),
+        mappers["time_mapper"],
+        mappers["view_mapper"],
+        BypassConfig(**config["bypass"]),
+    )
+    if state_dict is not None:
+        missing, unexpected = cond.load_state_dict(state_dict, strict=False)
+        if missing or unexpected:
+            raise ValueError(f"mapper weights do not match their config: missing {missing[:4]}, unexpected {unexpected[:4]}")
+    return cond
+
+
+def load_mappers(pipe, folder):
+    """Attach trained mappers to a Stable Diffusion pipeline (the `load_textual_inversion` habit).
+
+    Adds the placeholder tokens to the pipeline's tokenizer, installs layer-aware attention
+    processors on its U-Net (keeping a loaded IP-Adapter), and sets `pipe.mapper_conditioner`.
+    Load the IP-Adapter first: `load_ip_adapter` replaces attention processors.
+    Returns the conditioner.
+    """
+    from safetensors.torch import load_file
+
+    from ..conditioning.processors import install_layer_processors
+
+    folder = Path(folder)
+    config = read_mapper_config(folder)
+    layers = install_layer_processors(pipe.unet)
+    if layers != config["layers"]:
+        raise ValueError(
+            f"{folder}: these mappers were trained for a U-Net with {len(config['layers'])} cross-attention layers "
+            f"({config.get('base_model', '?')}); this pipeline's U-Net has {len(layers)}"
+        )
+    width = pipe.text_encoder.config.hidden_size
+    for key in ("time_mapper", "view_mapper"):
+        if config[key] and config[key]["word_dim"] != width:
+            raise ValueError(f"{folder}: {key} outputs width {config[key]['word_dim']}, this text encoder has {width}")
+    cond = build_conditioner(config, pipe.text_encoder, pipe.tokenizer, load_file(str(folder / WEIGHTS_NAME)))
+    param = next(pipe.unet.parameters())
+    cond.to(device=param.device).eval()
+    pipe.mapper_conditioner = cond
+    pipe.mapper_config = config
+    return cond
