@@ -1,0 +1,36 @@
+"""`fourdistill inspect PATH`: print what a 4D source holds and any problems found."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub) -> None:
+    parser = sub.add_parser(
+        "inspect",
+        help="print what a 4D source holds: kind, frames, time range, cameras, resolution, problems",
+        description="Open a 4D source (a video, a folder of frames, a D-NeRF folder, a nerfstudio capture "
+        "or world:SEED) and print what it holds. Bad data is reported with the file and field at fault.",
+    )
+    parser.add_argument("path", metavar="PATH", help="video file, folder, transforms.json or world:SEED")
+    parser.add_argument("--split", choices=("train", "val", "test", "all"), default=None, help="D-NeRF split (default train)")
+    parser.add_argument("--max-frames", type=int, default=None, help="videos and frame folders: keep at most this many frames")
+    parser.add_argument("--stride", type=int, default=None, help="videos and frame folders: keep every k-th frame")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.set_defaults(handler=_inspect)
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    import dataclasses
+    import json
+
+    from . import open_source
+
+    options = {"split": args.split, "max_frames": args.max_frames, "stride": args.stride}
+    source = open_source(args.path, **{k: v for k, v in options.items() if v is not None})
+    summary = source.summary()
+    if args.json:
+        print(json.dumps(dataclasses.asdict(summary), indent=2))
+    else:
+        print("\n".join(summary.lines()))
+    return 0

@@ -1,0 +1,159 @@
+"""Blender-style `transforms*.json` files (D-NeRF and nerfstudio): reading and checking fields.
+
+Both formats hold a "frames" list; each frame names an image (`file_path`) and its
+camera-to-world `transform_matrix` (4x4, OpenGL/Blender axes, method notes section 3).
+Intrinsics come from shared top-level keys or per-frame keys, the per-frame ones winning.
+Every check raises `SourceError` naming the JSON file and the field, e.g.
+`frames[3].transform_matrix`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from .base import SourceError
+from .images import IMAGE_SUFFIXES
+
+
+def read_json(path: Path) -> dict:
+    """The top-level JSON object of `path`."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SourceError(path, "file is missing") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SourceError(path, f"unreadable ({' '.join(str(exc).split())})") from None
+    try:
+        meta = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SourceError(path, f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+    if not isinstance(meta, dict):
+        raise SourceError(path, f"must hold a JSON object at the top level, found {type(meta).__name__}")
+    return meta
+
+
+def frame_list(meta: dict, path: Path) -> list[dict]:
+    """meta["frames"], checked to be a non-empty list of objects."""
+    if "frames" not in meta:
+        raise SourceError(path, "no 'frames' list", "frames")
+    frames = meta["frames"]
+    if not isinstance(frames, list):
+        raise SourceError(path, f"must be a list of frames, found {type(frames).__name__}", "frames")
+    if not frames:
+        raise SourceError(path, "is empty: the file lists no frames", "frames")
+    for i, frame in enumerate(frames):
+        if not isinstance(frame, dict):
+            raise SourceError(path, f"must be an object, found {type(frame).__name__}", f"frames[{i}]")
+    return frames
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def transform_matrix(frame: dict, path: Path, i: int) -> np.ndarray:
+    """(4, 4) float64 camera-to-world of frames[i]: 4 rows of 4 finite numbers, bottom row 0 0 0 1."""
+    field_name = f"frames[{i}].transform_matrix"
+    if "transform_matrix" not in frame:
+        raise SourceError(path, "missing", field_name)
+    rows = frame["transform_matrix"]
+    if not isinstance(rows, list) or not all(isinstance(r, list) for r in rows):
+        raise SourceError(path, "must be a 4x4 list of lists of numbers", field_name)
+    shape = f"{len(rows)}x{'/'.join(sorted({str(len(r)) for r in rows})) or 0}"
+    if len(rows) != 4 or any(len(r) != 4 for r in rows):
+        raise SourceError(path, f"must be 4x4, got {shape}", field_name)
+    if not all(_is_number(v) for r in rows for v in r):
+        raise SourceError(path, "must hold only numbers", field_name)
+    c2w = np.asarray(rows, dtype=np.float64)
+    if not np.all(np.isfinite(c2w)):
+        raise SourceError(path, "has non-finite entries (NaN or infinity)", field_name)
+    if not np.allclose(c2w[3], [0.0, 0.0, 0.0, 1.0], atol=1e-4):
+        raise SourceError(path, f"bottom row must be [0, 0, 0, 1], got {c2w[3].tolist()}", field_name)
+    return c2w
+
+
+def frame_time(value, path: Path, field_name: str) -> float:
+    """A time in [0, 1]: a finite number (not a bool or a string)."""
+    if not _is_number(value):
+        raise SourceError(path, f"time must be a number in [0, 1], got {value!r}", field_name)
+    t = float(value)
+    if not math.isfinite(t) or t < 0.0 or t > 1.0:
+        raise SourceError(path, f"time {value!r} is outside [0, 1]", field_name)
+    return t
+
+
+def resolve_image(base: Path, file_path, path: Path, field_name: str) -> Path:
+    """The image file a frame's `file_path` names, relative to `base` unless absolute.
+
+    A path without an image suffix gets one: ".png" first, as D-NeRF writes them
+    (file_path + ".png", method notes section 3), then the other image suffixes.
+    """
+    if not isinstance(file_path, str) or not file_path.strip():
+        raise SourceError(path, f"must be a non-empty string, got {file_path!r}", field_name)
+    image = Path(file_path)
+    image = image if image.is_absolute() else Path(base) / image
+    if image.suffix.lower() in IMAGE_SUFFIXES:
+        candidates = [image]
+    else:
+        candidates = [image.with_name(image.name + s) for s in IMAGE_SUFFIXES]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise SourceError(candidates[0], f"image file is missing (listed in {Path(path).name})", field_name)
+
+
+def lookup(frame: dict, meta: dict, key: str, i: int):
+    """(value, field name) of `key`, per-frame first, then shared; (None, None) when absent."""
+    if key in frame:
+        return frame[key], f"frames[{i}].{key}"
+    if key in meta:
+        return meta[key], key
+    return None, None
+
+
+def number(value, path: Path, field_name: str, positive: bool = False) -> float:
+    if not _is_number(value) or not math.isfinite(float(value)):
+        raise SourceError(path, f"must be a finite number, got {value!r}", field_name)
+    if positive and float(value) <= 0.0:
+        raise SourceError(path, f"must be positive, got {value!r}", field_name)
+    return float(value)
+
+
+def _focal_from_angle(angle, size: int, path: Path, field_name: str) -> float:
+    angle = number(angle, path, field_name, positive=True)
+    if angle >= math.pi:
+        raise SourceError(path, f"field of view must be below pi radians, got {angle!r}", field_name)
+    return 0.5 * size / math.tan(0.5 * angle)  # D-NeRF: focal = 0.5 W / tan(0.5 camera_angle_x), method notes 3
+
+
+def pinhole_intrinsics(frame: dict, meta: dict, size: tuple[int, int], path: Path, i: int) -> tuple[float, float, float, float]:
+    """(fx, fy, cx, cy) in pixels for frames[i] of an image `size` = (width, height).
+
+    fx from fl_x, else camera_angle_x; fy from fl_y, else camera_angle_y, else fx; the
+    principal point defaults to the image centre.
+    """
+    width, height = size
+    value, name = lookup(frame, meta, "fl_x", i)
+    if value is not None:
+        fx = number(value, path, name, positive=True)
+    else:
+        value, name = lookup(frame, meta, "camera_angle_x", i)
+        if value is None:
+            raise SourceError(path, "no focal length: give camera_angle_x (horizontal field of view, radians) or fl_x", "camera_angle_x")
+        fx = _focal_from_angle(value, width, path, name)
+    value, name = lookup(frame, meta, "fl_y", i)
+    if value is not None:
+        fy = number(value, path, name, positive=True)
+    else:
+        value, name = lookup(frame, meta, "camera_angle_y", i)
+        fy = fx if value is None else _focal_from_angle(value, height, path, name)
+    value, name = lookup(frame, meta, "cx", i)
+    cx = width / 2.0 if value is None else number(value, path, name)
+    value, name = lookup(frame, meta, "cy", i)
+    cy = height / 2.0 if value is None else number(value, path, name)
+    return fx, fy, cx, cy
