@@ -17,7 +17,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from ..cameras import Camera
+from ..cameras import Camera, OrbitRange
 
 
 class SourceError(ValueError):
@@ -91,8 +91,10 @@ class SourceSummary:
 class Source(ABC):
     """A 4D source. Subclasses set `kind` and implement `infos` and `frame`.
 
-    Continuous sources set `renders_any_view = True` and implement `render`; pair sampling
-    then draws cameras and times freely instead of from the held frames.
+    Continuous sources (the world, a fitted 4D field) set `renders_any_view = True`, give an
+    `orbit` (where cameras make sense) and implement `render` (and `render_batch` where
+    batching is faster); pair sampling then draws cameras and times freely instead of from
+    the held frames.
     """
 
     kind: ClassVar[str] = "source"
@@ -100,6 +102,7 @@ class Source(ABC):
 
     name: str = ""
     caption: str | None = None
+    orbit: OrbitRange | None = None
 
     @abstractmethod
     def infos(self) -> list[FrameInfo]:
