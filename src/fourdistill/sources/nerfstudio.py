@@ -60,7 +60,7 @@ class NerfstudioSource(ImageListSource):
                 mask_wh = image_size(mask, mask_field)
                 if mask_wh != wh:
                     raise SourceError(mask, f"mask is {mask_wh[0]}x{mask_wh[1]} but its image is {wh[0]}x{wh[1]}", mask_field)
-            fx, fy, cx, cy = pinhole_intrinsics(fr, meta, wh, json_path, i)
+            fx, fy, cx, cy = pinhole_intrinsics(fr, meta, wh, json_path, i, focal_key="fl_x")
             camera = Camera(c2w, fx, fy, cx, cy, wh[0], wh[1])
             infos.append(FrameInfo(index=i, time01=0.0, camera=camera, file=str(image)))
             fields.append(field_name)

@@ -131,11 +131,14 @@ def _focal_from_angle(angle, size: int, path: Path, field_name: str) -> float:
     return 0.5 * size / math.tan(0.5 * angle)  # D-NeRF: focal = 0.5 W / tan(0.5 camera_angle_x), method notes 3
 
 
-def pinhole_intrinsics(frame: dict, meta: dict, size: tuple[int, int], path: Path, i: int) -> tuple[float, float, float, float]:
+def pinhole_intrinsics(
+    frame: dict, meta: dict, size: tuple[int, int], path: Path, i: int, focal_key: str = "camera_angle_x"
+) -> tuple[float, float, float, float]:
     """(fx, fy, cx, cy) in pixels for frames[i] of an image `size` = (width, height).
 
     fx from fl_x, else camera_angle_x; fy from fl_y, else camera_angle_y, else fx; the
-    principal point defaults to the image centre.
+    principal point defaults to the image centre. With neither focal key, the error names
+    `focal_key` (the one the format normally carries).
     """
     width, height = size
     value, name = lookup(frame, meta, "fl_x", i)
@@ -144,7 +147,7 @@ def pinhole_intrinsics(frame: dict, meta: dict, size: tuple[int, int], path: Pat
     else:
         value, name = lookup(frame, meta, "camera_angle_x", i)
         if value is None:
-            raise SourceError(path, "no focal length: give camera_angle_x (horizontal field of view, radians) or fl_x", "camera_angle_x")
+            raise SourceError(path, "no focal length: give camera_angle_x (horizontal field of view, radians) or fl_x (pixels)", focal_key)
         fx = _focal_from_angle(value, width, path, name)
     value, name = lookup(frame, meta, "fl_y", i)
     if value is not None:

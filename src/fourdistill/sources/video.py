@@ -99,7 +99,7 @@ def _check_complete(path: Path, container, stream, decoded: int, last_end_s: flo
     else:
         declared_s = None
     if declared_s is not None and last_end_s is not None and fps:
-        if last_end_s < declared_s - 1.5 / fps:
+        if last_end_s < declared_s - 0.5 / fps:  # more than half a frame missing
             raise SourceError(path, f"truncated video: frames stop at {last_end_s:.3f} s of a declared {declared_s:.3f} s")
     # GIF: a complete data stream ends with the trailer byte 0x3B (GIF89a specification).
     if container.format.name == "gif":
