@@ -180,7 +180,10 @@ def test_dnerf_missing_transform_matrix(scene):
     expect_error(lambda: open_source(scene), path, "frames[2].transform_matrix", "missing")
 
 
-@pytest.mark.parametrize("time, match", [(-0.1, "outside [0, 1]"), (1.5, "outside [0, 1]"), (float("nan"), "outside [0, 1]"), ("0.5", "must be a number"), (True, "must be a number")])
+@pytest.mark.parametrize(
+    "time, match",
+    [(-0.1, "outside [0, 1]"), (1.5, "outside [0, 1]"), (float("nan"), "outside [0, 1]"), ("0.5", "must be a number"), (True, "must be a number")],
+)
 def test_dnerf_bad_time(scene, time, match):
     path = scene / "transforms_train.json"
     rewrite_json(path, lambda m: m["frames"][2].update(time=time))

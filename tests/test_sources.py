@@ -131,6 +131,27 @@ def test_frames_folder_reads_jpeg_and_rgba(tmp_path):
     np.testing.assert_array_equal(f.mask, np.repeat([[1.0, 1.0, 0.0, 0.0]], 4, axis=0))
 
 
+def test_frames_folder_reads_16_bit_and_palette_images(tmp_path):
+    gray16 = np.arange(12 * 10, dtype=np.uint16).reshape(10, 12) * 500
+    for i in range(2):
+        Image.fromarray(gray16).save(tmp_path / f"g{i}.png")  # mode I;16
+    f = FramesFolderSource(tmp_path).frame(0)
+    np.testing.assert_allclose(f.rgb, np.repeat(gray16[..., None] / 65535.0, 3, axis=-1), atol=1e-6)
+
+    palette_dir = tmp_path / "palette"
+    palette_dir.mkdir()
+    indices = np.zeros((4, 6), dtype=np.uint8)
+    indices[:, 3:] = 1
+    for i in range(2):
+        im = Image.fromarray(indices, "P")
+        im.putpalette([255, 0, 0, 0, 0, 255] + [0] * 762)
+        im.save(palette_dir / f"p{i}.png", transparency=1)  # palette entry 1 (blue) is transparent
+    f = FramesFolderSource(palette_dir, background=(0.0, 1.0, 0.0)).frame(1)
+    np.testing.assert_allclose(f.rgb[:, :3], [[[1.0, 0.0, 0.0]] * 3] * 4)
+    np.testing.assert_allclose(f.rgb[:, 3:], [[[0.0, 1.0, 0.0]] * 3] * 4)
+    np.testing.assert_array_equal(f.mask, (indices == 0).astype(np.float32))
+
+
 # ---------------------------------------------------------------- D-NeRF
 
 

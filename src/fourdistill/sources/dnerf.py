@@ -53,7 +53,9 @@ class DNeRFSource(ImageListSource):
         else:
             if split not in present:
                 have = ", ".join(present) or "none"
-                raise SourceError(folder / f"transforms_{split}.json", f"file is missing: this folder has no {split} split (splits present: {have})")
+                raise SourceError(
+                    folder / f"transforms_{split}.json", f"file is missing: this folder has no {split} split (splits present: {have})"
+                )
             splits = [split]
         self.folder = folder
         self.split = split

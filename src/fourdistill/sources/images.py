@@ -194,17 +194,9 @@ class ImageListSource(Source):
             info = self._infos[index]
             field_name = self._fields[index]
             rgb, mask = read_image(Path(info.file), self.background, field_name)
-            if (rgb.shape[1], rgb.shape[0]) != self._size:
-                raise SourceError(
-                    info.file, f"image decodes to {rgb.shape[1]}x{rgb.shape[0]}, its header said {self._size[0]}x{self._size[1]}", field_name
-                )
-            if self._masks[index] is not None:
+            if self._masks[index] is not None:  # sizes were checked against the image at open
                 mask_field = field_name.replace("file_path", "mask_path") if field_name else None
                 mask = read_mask(self._masks[index], mask_field)
-                if mask.shape != rgb.shape[:2]:
-                    raise SourceError(
-                        self._masks[index], f"mask is {mask.shape[1]}x{mask.shape[0]} but its image is {rgb.shape[1]}x{rgb.shape[0]}", mask_field
-                    )
             cached = Frame(rgb=rgb, time01=info.time01, camera=info.camera, mask=mask)
             self._cache.put(index, cached)
         return _copy(cached)
