@@ -394,6 +394,8 @@ def test_bad_configs_and_sources_are_named():
         PairConfig(p_same=1.5)
     with pytest.raises(ValueError, match="azimuth_delta_deg"):
         PairConfig(azimuth_delta_deg=(-270.0, 90.0))
+    with pytest.raises(ValueError, match="view change"):
+        PairConfig(mode="view", azimuth_delta_deg=(0.0, 0.0), elevation_delta_deg=(0.0, 0.0), radius_delta=(0.0, 0.0))
     with pytest.raises(ValueError, match="at least one source"):
         PairSampler([], PairConfig())
 
@@ -416,3 +418,50 @@ def test_bad_configs_and_sources_are_named():
     bad = BadFrames("badclip", np.linspace(0, 1, 4), [None] * 4)
     with pytest.raises(ValueError, match="source 0 \\(badclip.*rgb must have shape"):
         PairSampler([bad], PairConfig(mode="time")).batch(1)
+
+
+# --- the project's own readers, on data written from the world
+
+
+def test_pairs_from_real_readers(tmp_path):
+    from PIL import Image
+
+    from fourdistill.sources import open_source
+    from fourdistill.world import export_dnerf, export_video
+
+    scene = make_scene(21)
+    dnerf = open_source(export_dnerf(scene, tmp_path / "dnerf", resolution=32, n_train=8, n_val=0, n_test=0))
+    video = open_source(export_video(scene, tmp_path / "clip.gif", n_frames=8, resolution=32))
+    # a nerfstudio capture: one time, four posed views
+    capture = tmp_path / "capture"
+    capture.mkdir()
+    frames = []
+    for k in range(4):
+        cam = orbit_camera(90.0 * k, 25.0, 3.2, 40.0, 32, 32)
+        rgb = scene.render(cam, 0.5).rgb
+        Image.fromarray((rgb * 255).round().astype(np.uint8)).save(capture / f"v{k}.png")
+        frames.append({"file_path": f"v{k}.png", "transform_matrix": cam.c2w.tolist()})
+    meta = {"fl_x": cam.fx, "fl_y": cam.fy, "cx": 16.0, "cy": 16.0, "w": 32, "h": 32, "frames": frames}
+    (capture / "transforms.json").write_text(__import__("json").dumps(meta))
+    nerfstudio = open_source(capture)
+
+    cfg = dict(resolution=16, p_same=0.0)
+    b = PairSampler([dnerf], PairConfig(mode="joint", **cfg), seed=0).batch(4)
+    assert set(b.kind) == {"joint"} and b.pose_known.all() and b.mask_known.all() and (b.time_delta != 0).all()
+    infos = dnerf.infos()
+    s = PairSampler([dnerf], PairConfig(mode="joint", **cfg)).sample_spec(np.random.default_rng(1))
+    np.testing.assert_allclose(s.relative_pose, np.linalg.inv(infos[s.frame_ref].camera.c2w) @ infos[s.frame_tgt].camera.c2w, atol=1e-12)
+
+    b = PairSampler([video], PairConfig(mode="time", **cfg), seed=0).batch(4)
+    assert set(b.kind) == {"time"} and not b.pose_known.any() and b.target.shape == (4, 3, 16, 16)
+    with pytest.raises(ValueError, match="view pairs"):
+        PairSampler([video], PairConfig(mode="view"))
+
+    b = PairSampler([nerfstudio], PairConfig(mode="view", **cfg), seed=0).batch(4)
+    assert set(b.kind) == {"view"} and (b.time_delta == 0).all()
+    # four views 90 degrees apart: azimuth changes by a multiple of 90, elevation and radius stay
+    d_az = b.spherical_delta[:, 0]
+    torch.testing.assert_close(torch.remainder(d_az + 1e-3, 90.0), torch.full_like(d_az, 1e-3), atol=1e-3, rtol=0)
+    assert b.spherical_delta[:, 1:].abs().max() < 1e-4
+    with pytest.raises(ValueError, match="time pairs"):
+        PairSampler([nerfstudio], PairConfig(mode="time"))

@@ -95,7 +95,8 @@ class PairConfig:
         a, b = self.azimuth_delta_deg
         if a < -180.0 or b > 180.0:
             raise ValueError(f"PairConfig.azimuth_delta_deg: must lie in [-180, 180], got {(a, b)}")
-        if self.mode in ("view", "joint") and all(getattr(self, n) == (0.0, 0.0) for n in ("azimuth_delta_deg", "elevation_delta_deg", "radius_delta")):
+        view_ranges = (self.azimuth_delta_deg, self.elevation_delta_deg, self.radius_delta)
+        if self.mode in ("view", "joint") and all(tuple(r) == (0.0, 0.0) for r in view_ranges):
             raise ValueError(f"PairConfig: {self.mode} pairs need a non-zero range of view change")
         if self.resolution < 1:
             raise ValueError(f"PairConfig.resolution: must be positive, got {self.resolution}")
