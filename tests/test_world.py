@@ -226,3 +226,21 @@ def test_export_video_round_trips_through_a_real_decoder(tmp_path, suffix):
         frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
     assert len(frames) == 10 and frames[0].shape == (32, 32, 3)
     assert [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+def test_world_source_renders_any_view_and_lists_held_frames():
+    from fourdistill.sources.world import WorldScenes, WorldSource
+
+    scene = make_scene(9)
+    src = WorldSource(scene, resolution=32, n_views=4, n_times=5)
+    assert src.renders_any_view and src.caption == scene.caption and src.orbit == DEFAULT_ORBIT
+    infos = src.infos()
+    assert len(infos) == 20 and src.resolution == (32, 32)
+    frame = src.frame(7)
+    np.testing.assert_array_equal(frame.rgb, scene.render(infos[7].camera, infos[7].time01).rgb)
+    summary = src.summary()
+    assert summary.kind == "world" and summary.distinct_times == 5 and summary.frames == 20
+    scenes = WorldScenes(range(10, 13), resolution=32)
+    assert len(scenes) == 3 and scenes[1].scene.seed == 11
+    with pytest.raises(ValueError, match="reserved for evaluation"):
+        WorldScenes([EVAL_SEEDS[0]])

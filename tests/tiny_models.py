@@ -85,7 +85,7 @@ def tiny_pipeline(folder):
         text_encoder=tiny_text_encoder(len(tok)),
         tokenizer=tok,
         unet=tiny_unet(),
-        scheduler=DDPMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False),
+        scheduler=DDPMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False, steps_offset=1),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,

@@ -27,24 +27,29 @@ class WorldSource(Source):
         self.caption = scene.caption
         self.orbit = orbit or DEFAULT_ORBIT
         self._size = int(resolution)
-        el = float(np.mean(self.orbit.elevation_deg))
-        r = float(np.mean(self.orbit.radius))
-        from ..cameras import orbit_camera
-
-        cams = [
-            orbit_camera(az, el, r, self.orbit.fov_x_deg, self._size, self._size, self.orbit.target)
-            for az in np.linspace(-180.0, 180.0, n_views, endpoint=False)
-        ]
-        times = np.linspace(0.0, 1.0, n_times)
-        self._infos = [
-            FrameInfo(index=i * n_times + j, time01=float(t), camera=c) for i, c in enumerate(cams) for j, t in enumerate(times)
-        ]
+        self._grid = (int(n_views), int(n_times))
+        self._infos: list[FrameInfo] | None = None
 
     def infos(self) -> list[FrameInfo]:
+        """The held frames, built on first use (pair sampling from the world never needs them)."""
+        if self._infos is None:
+            from ..cameras import orbit_camera
+
+            n_views, n_times = self._grid
+            el = float(np.mean(self.orbit.elevation_deg))
+            r = float(np.mean(self.orbit.radius))
+            cams = [
+                orbit_camera(az, el, r, self.orbit.fov_x_deg, self._size, self._size, self.orbit.target)
+                for az in np.linspace(-180.0, 180.0, n_views, endpoint=False)
+            ]
+            times = np.linspace(0.0, 1.0, n_times)
+            self._infos = [
+                FrameInfo(index=i * n_times + j, time01=float(t), camera=c) for i, c in enumerate(cams) for j, t in enumerate(times)
+            ]
         return self._infos
 
     def frame(self, index: int) -> Frame:
-        info = self._infos[index]
+        info = self.infos()[index]
         return self.render(info.camera, info.time01)
 
     def render(self, camera: Camera, time01: float) -> Frame:
