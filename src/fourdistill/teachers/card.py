@@ -1,0 +1,76 @@
+"""The model card shipped next to the embedded stack's weights (README.md in the stack folder)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _fmt(x, digits: int = 3) -> str:
+    return "not measured" if x is None else f"{x:.{digits}f}"
+
+
+def model_card(summary: dict, quality: dict, command: str, steps_done: dict, machine: str, notes: list[str] | None = None) -> str:
+    """Markdown text. summary: the run's train_summary.json (config, wall_s); quality: a
+    StackQuality dict; steps_done: {"vae": n, "unet": n} actually trained."""
+    cfg = summary["config"]
+    stack = cfg["stack"]
+    data = cfg["data"]
+    wall = summary.get("wall_s", {})
+    last_seed = data["first_seed"] + data["n_scenes"] - 1
+    lines = [
+        "# fourdistill embedded stack (tiny Stable Diffusion layout + IP-Adapter-Plus)",
+        "",
+        "A tiny text-to-image diffusion model in the Stable Diffusion 1.x folder layout, with an",
+        "IP-Adapter-Plus in the h94/IP-Adapter file layout, trained on renders of the project's",
+        "procedural 4D world. It knows the world's objects from text and from a reference image; it",
+        "was never shown a time or view displacement (the Time and View Mappers learn those).",
+        "",
+        "```python",
+        "from diffusers import StableDiffusionPipeline",
+        "pipe = StableDiffusionPipeline.from_pretrained(folder)",
+        'pipe.load_ip_adapter(folder, subfolder="models", weight_name="ip-adapter-plus_tiny.safetensors")',
+        "```",
+        "or `fourdistill.teachers.load.load_stack()` (the same two calls, DPM-Solver multistep).",
+        "",
+        "## Parts",
+        "",
+        f"- images {stack['resolution']}x{stack['resolution']}, latents 4x{stack['resolution'] // 4}x{stack['resolution'] // 4}",
+        f"- text encoder: CLIPTextModel, width {stack['text']['hidden_size']}, {stack['text']['num_hidden_layers']} layers, context 77; tokenizer: CLIP BPE built offline from the world's captions and plain English words",
+        f"- VAE: AutoencoderKL, channels {stack['vae']['block_out_channels']}",
+        f"- U-Net: UNet2DConditionModel, channels {stack['unet']['block_out_channels']}, blocks {stack['unet']['down_block_types']}",
+        f"- image encoder: CLIPVisionModelWithProjection, {stack['resolution']}px, patch {stack['image_encoder']['patch_size']}, width {stack['image_encoder']['hidden_size']}",
+        f"- IP-Adapter-Plus: Resampler with {stack['ip_adapter']['num_tokens']} image tokens over the image encoder's penultimate hidden states",
+        "- scheduler: DPM-Solver multistep over SD's training schedule (DDPM 1000 steps, scaled_linear betas, epsilon prediction)",
+        "",
+        "## Training",
+        "",
+        f"- command: `{command}`",
+        f"- data: world seeds {data['first_seed']}..{last_seed} ({data['n_scenes']} scenes x {data['views_per_scene']} renders at DEFAULT_ORBIT cameras and uniform times); the held-out EVAL_SEEDS (1000000..1000999) were never trained on",
+        f"- VAE: {steps_done['vae']} steps, batch {cfg['vae_batch']}, lr {cfg['vae_lr']}, MSE + {cfg['vae_kl_weight']} KL",
+        f"- U-Net + text encoder + image encoder + IP-Adapter jointly: {steps_done['unet']} of {cfg['unet_steps']} planned steps, batch {cfg['batch']}, AdamW lr {cfg['lr']}, text dropout {cfg['text_dropout']}, image dropout {cfg['image_dropout']}, CLIP contrastive weight {cfg['contrastive_weight']}",
+        f"- seed {cfg['seed']}; torch threads {cfg['threads']}",
+        f"- wall time: VAE {wall.get('vae_s', 0) / 60:.1f} min, U-Net {wall.get('unet_s', 0) / 60:.1f} min, on {machine}",
+        "",
+        f"## Quality on held-out world seeds ({quality['n_scenes']} scenes, DPM-Solver {quality['steps']} steps, guidance {quality['guidance']})",
+        "",
+        "| measure | value | goal |",
+        "|---|---|---|",
+        f"| text-to-image: judge attribute accuracy (exact) | {_fmt(quality['text_to_image_accuracy'])} | >= 0.8 |",
+        f"| text-to-image: judge per-shape accuracy | {_fmt(quality['text_to_image_per_shape'])} | |",
+        f"| image prompt: PSNR of generation vs reference | {_fmt(quality['image_prompt_psnr_db'], 2)} dB | >= 20 dB |",
+        f"| VAE reconstruction PSNR of the references (ceiling) | {_fmt(quality['reference_vae_psnr_db'], 2)} dB | > 28 dB |",
+        "",
+        "Measured with `fourdistill teachers sample --evaluate --n 64 --out samples.png`.",
+    ]
+    if notes:
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
+    return "\n".join(lines) + "\n"
+
+
+def write_model_card(folder, text: str) -> Path:
+    from ..io import atomic_path
+
+    path = Path(folder) / "README.md"
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return path

@@ -1,0 +1,125 @@
+"""`fourdistill teachers train|info|sample`: the diffusion stacks."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub) -> None:
+    parser = sub.add_parser("teachers", help="the diffusion stacks: train the embedded one, inspect or sample any")
+    tsub = parser.add_subparsers(dest="teachers_command", metavar="ACTION")
+    parser.set_defaults(handler=lambda args: parser.print_help() or 0)
+
+    train = tsub.add_parser(
+        "train",
+        help="train the tiny stack on world renders (VAE, then U-Net + text encoder + IP-Adapter)",
+        description="Train the tiny Stable-Diffusion-layout stack with IP-Adapter on world renders. "
+        "Seeded; checkpoints every few hundred steps into OUT/checkpoint; --resume continues. "
+        "The finished stack is OUT/stack (the layout `load_stack` and StableDiffusionPipeline read).",
+    )
+    train.add_argument("--out", required=True, help="run folder (renders, checkpoints, samples, tensorboard)")
+    train.add_argument("--resume", action="store_true", help="continue the run in OUT from its last checkpoint")
+    train.add_argument("--config", default=None, help="JSON file overriding TrainConfig fields (e.g. a smaller stack); flags override it")
+    train.add_argument("--seed", type=int, default=None, help="seed of everything (default 0)")
+    train.add_argument("--scenes", type=int, default=None, help="training scenes (seeds 0..N-1; default 2000)")
+    train.add_argument("--views", type=int, default=None, help="renders per scene (default 4)")
+    train.add_argument("--vae-steps", type=int, default=None, help="VAE steps (default 700)")
+    train.add_argument("--unet-steps", type=int, default=None, help="U-Net steps (default 1300)")
+    train.add_argument("--batch", type=int, default=None, help="U-Net batch size (default 32)")
+    train.add_argument("--threads", type=int, default=None, help="torch threads (default 1)")
+    train.add_argument("--sample-every", type=int, default=None, help="steps between sample grids (default 250)")
+    train.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints (default 100)")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.set_defaults(handler=_train)
+
+    info = tsub.add_parser("info", help="what a stack holds: parts, sizes, cross-attention layers")
+    info.add_argument("model", nargs="?", default=None, help="'embedded' (default), a folder, or a hub id")
+    info.set_defaults(handler=_info)
+
+    sample = tsub.add_parser("sample", help="generate images from captions (and held-out reference renders)")
+    sample.add_argument("--model", default=None, help="'embedded' (default), a folder, or a hub id")
+    sample.add_argument("--caption", action="append", default=None, help="a caption (repeatable); default: held-out world captions")
+    sample.add_argument("--n", type=int, default=8, help="held-out scenes when no caption is given (default 8)")
+    sample.add_argument("--no-image-prompt", action="store_true", help="text only (IP-Adapter scale 0)")
+    sample.add_argument("--steps", type=int, default=30, help="DPM-Solver steps (default 30, method notes 1.5)")
+    sample.add_argument("--guidance", type=float, default=5.0, help="guidance scale (default 5.0, method notes 1.5)")
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--evaluate", action="store_true", help="also print text-to-image judge accuracy and image-prompt PSNR on the held-out scenes")
+    sample.add_argument("--out", required=True, help="PNG grid to write")
+    sample.set_defaults(handler=_sample)
+
+
+def _train(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from .train import TrainConfig, train
+
+    cfg = TrainConfig()
+    if args.config:
+        if args.resume:
+            raise ValueError(f"--config cannot change a run being resumed (its config is in {args.out}/train_config.json)")
+        path = Path(args.config)
+        try:
+            cfg = TrainConfig.from_dict(json.loads(path.read_text()))
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path}: no such training config file") from None
+        except (json.JSONDecodeError, TypeError) as exc:
+            raise ValueError(f"{path}: not a training config ({exc})") from None
+    for name, value in (
+        ("seed", args.seed),
+        ("vae_steps", args.vae_steps),
+        ("unet_steps", args.unet_steps),
+        ("batch", args.batch),
+        ("threads", args.threads),
+        ("sample_every", args.sample_every),
+        ("checkpoint_every", args.checkpoint_every),
+    ):
+        if value is not None:
+            if args.resume:
+                raise ValueError(f"--{name.replace('_', '-')} cannot change a run being resumed (its config is in {args.out}/train_config.json)")
+            setattr(cfg, name, value)
+    if args.scenes is not None:
+        cfg.data.n_scenes = args.scenes
+    if args.views is not None:
+        cfg.data.views_per_scene = args.views
+    if args.resume and (args.scenes is not None or args.views is not None):
+        raise ValueError(f"--scenes/--views cannot change a run being resumed (its config is in {args.out}/train_config.json)")
+    train(args.out, None if args.resume else cfg, resume=args.resume, progress=not args.no_progress)
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from .load import describe_stack, load_stack
+
+    pipe = load_stack(args.model)
+    for line in describe_stack(pipe):
+        print(line)
+    return 0
+
+
+def _sample(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ..io import image_grid, save_image
+    from .load import load_stack
+    from .quality import evaluate_stack, generate, held_out_references
+
+    pipe = load_stack(args.model)
+    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    if args.caption:
+        captions, refs = args.caption, None
+    else:
+        ref = held_out_references(args.n, size, args.seed)
+        captions, refs = ref.captions, (None if args.no_image_prompt else ref.rgb)
+    images = generate(pipe, captions, refs, 0.0 if args.no_image_prompt else 1.0, args.steps, args.guidance, args.seed)
+    rows = images if refs is None else np.concatenate([refs, images])
+    save_image(args.out, image_grid(rows, rows=1 if refs is None else 2))
+    for i, c in enumerate(captions):
+        print(f"{i}: {c}")
+    print(f"wrote {args.out}")
+    if args.evaluate:
+        q = evaluate_stack(pipe, n=args.n, seed=args.seed, steps=args.steps, guidance=args.guidance)
+        for k, v in q.to_dict().items():
+            print(f"{k}: {v}")
+    return 0

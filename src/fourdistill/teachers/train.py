@@ -1,0 +1,471 @@
+"""Training the tiny stack on the world: VAE first, then U-Net + text encoder + IP-Adapter jointly.
+
+Data: renders of training-seed scenes at random orbit cameras and times, with their captions,
+rendered once per run into `data.npz` in the run folder. The image prompt is the render itself
+(the same scene at the same time and camera, as IP-Adapter is trained), so the stack never
+sees a time or view displacement: learning those is the mappers' job.
+
+Phase "vae": AutoencoderKL, MSE + a small KL. Then every image is encoded once (latent mean
+and log-variance; a latent is sampled per step) and the VAE's scaling factor is set to
+1 / std of the latents (Stable Diffusion's 0.18215 came from the same measurement).
+
+Phase "unet": epsilon-prediction MSE (method notes 1.5), t uniform over SD's 1000 DDPM steps,
+with text dropout and image dropout (p = 0.1 each) so classifier-free guidance works on each.
+The image encoder trains through the IP-Adapter path, plus a small CLIP contrastive term
+between its projected embedding and the text encoder's pooled output.
+
+Checkpoints (`checkpoint/`: the stack in its shipped layout, optimizer and RNG states) are
+written atomically every `checkpoint_every` steps; `--resume` continues from the last one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .stack import StackConfig
+
+
+@dataclass
+class DataConfig:
+    """Training renders. Seeds are drawn from the world's training range (never EVAL_SEEDS)."""
+
+    first_seed: int = 0
+    n_scenes: int = 2000
+    views_per_scene: int = 4
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    stack: StackConfig = field(default_factory=StackConfig)
+    vae_steps: int = 700
+    vae_batch: int = 8
+    vae_lr: float = 1e-3
+    vae_kl_weight: float = 1e-6  # "a little KL": latents stay close to the reconstruction optimum
+    unet_steps: int = 1300
+    batch: int = 32
+    lr: float = 8e-4
+    warmup_steps: int = 100
+    weight_decay: float = 1e-2
+    text_dropout: float = 0.1  # classifier-free guidance on text (IP-Adapter trains with 0.05 each)
+    image_dropout: float = 0.1  # and on the image prompt
+    contrastive_weight: float = 0.1
+    checkpoint_every: int = 100
+    sample_every: int = 250
+    threads: int = 1  # torch threads: on a shared CPU one thread beats two by a wide margin
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        d = dict(d)
+        data = DataConfig(**d.pop("data", {}))
+        stack = StackConfig.from_dict(d.pop("stack", {}))
+        return cls(data=data, stack=stack, **d)
+
+
+# ----------------------------------------------------------------------------------------- data
+
+
+def training_seeds(cfg: DataConfig) -> list[int]:
+    from ..world import check_train_seeds
+
+    seeds = list(range(cfg.first_seed, cfg.first_seed + cfg.n_scenes))
+    check_train_seeds(seeds)
+    return seeds
+
+
+def render_training_set(cfg: DataConfig, resolution: int, seed: int, progress: bool = True) -> dict:
+    """Render the training set: images (N, H, W, 3) uint8, captions (S,) str, scene (N,) index
+    into captions, plus the cameras' (azimuth, elevation, radius) and times for the record."""
+    from tqdm import tqdm
+
+    from ..world import DEFAULT_ORBIT, make_scene
+
+    seeds = training_seeds(cfg)
+    rng = np.random.default_rng([seed, 0x7EAC])
+    images, scene_index, captions, times = [], [], [], []
+    for k, s in enumerate(tqdm(seeds, desc="rendering training set", disable=not progress, unit="scene")):
+        scene = make_scene(s)
+        assert not scene.seed in range(1_000_000, 1_001_000)
+        cams = [DEFAULT_ORBIT.sample(rng, resolution, resolution) for _ in range(cfg.views_per_scene)]
+        t = rng.uniform(0.0, 1.0, cfg.views_per_scene)
+        out = scene.render_batch(cams, t)
+        images.append((np.clip(out["rgb"], 0, 1) * 255 + 0.5).astype(np.uint8))
+        scene_index += [k] * cfg.views_per_scene
+        captions.append(scene.caption)
+        times.append(t)
+    return dict(
+        images=np.concatenate(images),
+        scene=np.asarray(scene_index, dtype=np.int64),
+        captions=np.asarray(captions),
+        seeds=np.asarray(seeds, dtype=np.int64),
+        times=np.concatenate(times).astype(np.float32),
+    )
+
+
+def load_or_render(run: Path, cfg: TrainConfig) -> dict:
+    from ..io import atomic_path
+
+    path = run / "data.npz"
+    if path.exists():
+        with np.load(path) as f:
+            data = {k: f[k] for k in f.files}
+        if len(data["seeds"]) != cfg.data.n_scenes or data["images"].shape[1] != cfg.stack.resolution:
+            raise ValueError(f"{path}: cached renders do not match the config (delete it to re-render)")
+        return data
+    data = render_training_set(cfg.data, cfg.stack.resolution, cfg.seed)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **data)
+    return data
+
+
+# ---------------------------------------------------------------------------------- checkpoints
+
+
+def _rng_state() -> dict:
+    import random
+
+    import torch
+
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+
+
+def _set_rng_state(state: dict) -> None:
+    import random
+
+    import torch
+
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+
+
+def write_checkpoint(run: Path, phase: str, step: int, stack, optimizer, extra: dict | None = None) -> None:
+    """run/checkpoint/: the stack in its shipped layout + trainer.pt (optimizer, RNG, step).
+    Atomic: a crash mid-write leaves the previous checkpoint intact."""
+    import torch
+
+    from ..io import atomic_dir
+    from .stack import save_stack
+
+    with atomic_dir(run / "checkpoint", overwrite=True) as tmp:
+        save_stack(stack, tmp / "stack")
+        torch.save({"phase": phase, "step": step, "optimizer": optimizer.state_dict(), "rng": _rng_state(), **(extra or {})}, tmp / "trainer.pt")
+
+
+def load_stack_for_training(folder: Path, cfg: StackConfig):
+    """A Stack (trainable modules) from a saved folder, with its IP-Adapter installed."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection
+
+    from .ip_adapter import install_ip_adapter, read_ip_adapter_file
+    from .stack import IMAGE_ENCODER_SUBFOLDER, IP_ADAPTER_SUBFOLDER, IP_ADAPTER_WEIGHT_NAME, Stack
+
+    folder = Path(folder)
+    unet = UNet2DConditionModel.from_pretrained(folder / "unet")
+    image_proj = install_ip_adapter(unet, read_ip_adapter_file(folder / IP_ADAPTER_SUBFOLDER / IP_ADAPTER_WEIGHT_NAME))
+    return Stack(
+        config=cfg,
+        tokenizer=CLIPTokenizer.from_pretrained(folder / "tokenizer"),
+        text_encoder=CLIPTextModel.from_pretrained(folder / "text_encoder"),
+        vae=AutoencoderKL.from_pretrained(folder / "vae"),
+        unet=unet,
+        image_encoder=CLIPVisionModelWithProjection.from_pretrained(folder / IP_ADAPTER_SUBFOLDER / IMAGE_ENCODER_SUBFOLDER),
+        image_proj=image_proj,
+    )
+
+
+# -------------------------------------------------------------------------------------- trainer
+
+
+def _lr_lambda(warmup: int):
+    return lambda step: min(1.0, (step + 1) / max(1, warmup))
+
+
+def unet_parameters(stack) -> list:
+    """What the U-Net phase trains, in a fixed order (the optimizer state depends on it)."""
+    params = list(stack.unet.parameters())  # includes the Resampler (encoder_hid_proj)
+    params += [p for proc in stack.ip_attn_processors().values() for p in proc.parameters() if not any(p is q for q in params)]
+    params += list(stack.text_encoder.parameters()) + list(stack.image_encoder.parameters())
+    seen, out = set(), []
+    for p in params:
+        if id(p) not in seen:
+            seen.add(id(p))
+            out.append(p)
+    return out
+
+
+def train(run, cfg: TrainConfig | None = None, resume: bool = False, progress: bool = True, log=print) -> Path:
+    """Train (or resume) a stack into `run`; the finished stack is `run/stack`. Returns it."""
+    import torch
+
+    from ..io import write_json
+    from .stack import build_stack, save_stack
+    from .tokenizer import build_tokenizer
+
+    run = Path(run)
+    cfg_path = run / "train_config.json"
+    if resume:
+        if not cfg_path.exists():
+            raise FileNotFoundError(f"{cfg_path}: nothing to resume (no training config in {run})")
+        cfg = TrainConfig.from_dict(json.loads(cfg_path.read_text()))
+    else:
+        cfg = cfg or TrainConfig()
+        if (run / "checkpoint").exists():
+            raise FileExistsError(f"{run} already holds a training run; pass --resume to continue it or choose another folder")
+        run.mkdir(parents=True, exist_ok=True)
+        write_json(cfg_path, cfg.to_dict())
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+
+    data = load_or_render(run, cfg)
+    state = None
+    if resume and (run / "checkpoint" / "trainer.pt").exists():
+        state = torch.load(run / "checkpoint" / "trainer.pt", weights_only=False)
+        stack = load_stack_for_training(run / "checkpoint" / "stack", cfg.stack)
+        _set_rng_state(state["rng"])
+        log(f"resuming phase {state['phase']} at step {state['step']}")
+    else:
+        tokenizer = build_tokenizer(run / "tokenizer")
+        stack = build_stack(cfg.stack, tokenizer, seed=cfg.seed)
+
+    started = time.time()
+    wall = dict(state.get("wall", {})) if state else {}
+    if state is None or state["phase"] == "vae":
+        t0 = time.time()
+        _train_vae(run, cfg, stack, data, state, progress, log)
+        wall["vae_s"] = wall.get("vae_s", 0.0) + time.time() - t0
+        state = None
+        write_checkpoint(run, "unet", 0, stack, _fresh_unet_optimizer(stack, cfg), {"wall": wall})
+    t0 = time.time()
+    _train_unet(run, cfg, stack, data, state, progress, log, wall)
+    wall["unet_s"] = wall.get("unet_s", 0.0) + time.time() - t0
+    save_stack(stack, run / "stack")
+    write_json(run / "train_summary.json", {"config": cfg.to_dict(), "wall_s": wall, "session_s": time.time() - started})
+    log(f"done: {run / 'stack'} (vae {wall.get('vae_s', 0) / 60:.1f} min, unet {wall['unet_s'] / 60:.1f} min)")
+    return run / "stack"
+
+
+def _images_tensor(data: dict, idx: np.ndarray):
+    import torch
+
+    return torch.from_numpy(data["images"][idx]).float().div_(255.0).permute(0, 3, 1, 2).contiguous()
+
+
+def _train_vae(run: Path, cfg: TrainConfig, stack, data: dict, state, progress: bool, log) -> None:
+    import torch
+    from torch.utils.tensorboard import SummaryWriter
+    from tqdm import tqdm
+
+    vae = stack.vae.train()
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
+    start = 0
+    if state is not None:
+        opt.load_state_dict(state["optimizer"])
+        start = state["step"]
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg.warmup_steps), last_epoch=-1)
+    for _ in range(start):
+        sched.step()
+    rng = np.random.default_rng([cfg.seed, 0xAE, start])
+    writer = SummaryWriter(str(run / "tensorboard"))
+    n = len(data["images"])
+    bar = tqdm(range(start, cfg.vae_steps), desc="vae", disable=not progress, initial=start, total=cfg.vae_steps)
+    for step in bar:
+        x = _images_tensor(data, rng.integers(0, n, cfg.vae_batch)) * 2.0 - 1.0
+        posterior = vae.encode(x).latent_dist
+        recon = vae.decode(posterior.sample()).sample
+        mse = torch.nn.functional.mse_loss(recon, x)
+        kl = posterior.kl().mean()
+        loss = mse + cfg.vae_kl_weight * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        psnr = 10 * math.log10(4.0 / max(mse.item(), 1e-10))  # images in [-1, 1]: peak-to-peak 2
+        bar.set_postfix(mse=f"{mse.item():.4f}", psnr=f"{psnr:.1f}")
+        writer.add_scalar("vae/mse", mse.item(), step)
+        writer.add_scalar("vae/psnr", psnr, step)
+        writer.add_scalar("vae/kl", kl.item(), step)
+        if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.vae_steps:
+            write_checkpoint(run, "vae", step + 1, stack, opt)
+    writer.flush()
+    vae.eval()
+    factor = set_vae_scaling_factor(stack.vae, data)
+    writer.add_scalar("vae/scaling_factor", factor, cfg.vae_steps)
+    log(f"vae done: scaling factor {factor:.4f}")
+
+
+def set_vae_scaling_factor(vae, data: dict, n: int = 1024, seed: int = 0) -> float:
+    """Set the VAE's scaling_factor to 1 / std of latent means over `n` training images, so the
+    U-Net sees unit-variance latents (how SD's 0.18215 was chosen). Returns it."""
+    import torch
+
+    idx = np.random.default_rng(seed).choice(len(data["images"]), size=min(n, len(data["images"])), replace=False)
+    with torch.no_grad():
+        means = torch.cat([vae.encode(_images_tensor(data, idx[i : i + 128]) * 2 - 1).latent_dist.mean for i in range(0, len(idx), 128)])
+    factor = float(1.0 / means.std())
+    vae.register_to_config(scaling_factor=factor)
+    return factor
+
+
+def encode_latents(vae, data: dict, batch: int = 128):
+    """Latent mean and std (N, 4, h, w) of every training image, unscaled."""
+    import torch
+
+    means, stds = [], []
+    with torch.no_grad():
+        for i in range(0, len(data["images"]), batch):
+            dist = vae.encode(_images_tensor(data, np.arange(i, min(i + batch, len(data["images"])))) * 2 - 1).latent_dist
+            means.append(dist.mean)
+            stds.append(dist.std)
+    return torch.cat(means), torch.cat(stds)
+
+
+def contrastive_loss(image_embeds, text_embeds, caption_ids, temperature: float = 0.07):
+    """Symmetric CLIP loss; rows sharing a caption are all positives. temperature 0.07: CLIP's
+    initial value. image_embeds, text_embeds (B, C); caption_ids (B,)."""
+    import torch
+    import torch.nn.functional as F
+
+    logits = F.normalize(image_embeds, dim=-1) @ F.normalize(text_embeds, dim=-1).T / temperature
+    same = (caption_ids[:, None] == caption_ids[None, :]).float()
+    target = same / same.sum(dim=1, keepdim=True)
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+
+
+def _fresh_unet_optimizer(stack, cfg: TrainConfig):
+    import torch
+
+    return torch.optim.AdamW(unet_parameters(stack), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _train_unet(run: Path, cfg: TrainConfig, stack, data: dict, state, progress: bool, log, wall: dict) -> None:
+    import torch
+    import torch.nn.functional as F
+    from accelerate import Accelerator
+    from torch.utils.tensorboard import SummaryWriter
+    from tqdm import tqdm
+
+    from .ip_adapter import clip_pixel_values
+    from .stack import training_scheduler
+
+    accelerator = Accelerator(cpu=True)
+    stack.vae.eval().requires_grad_(False)
+    lat_mean, lat_std = encode_latents(stack.vae, data)
+    scale = stack.vae.config.scaling_factor
+    tok = stack.tokenizer
+    max_len = stack.text_encoder.config.max_position_embeddings
+    caption_ids = tok(list(data["captions"]), padding="max_length", max_length=max_len, truncation=True, return_tensors="pt").input_ids
+    empty_ids = tok([""], padding="max_length", max_length=max_len, return_tensors="pt").input_ids
+    scene_of = torch.from_numpy(data["scene"])
+
+    params = unet_parameters(stack)
+    opt = _fresh_unet_optimizer(stack, cfg)
+    start = 0
+    if state is not None and state["step"] > 0:
+        opt.load_state_dict(state["optimizer"])
+        start = state["step"]
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg.warmup_steps))
+    for _ in range(start):
+        sched.step()
+    opt, sched = accelerator.prepare(opt, sched)
+    noise_scheduler = training_scheduler()
+    rng = np.random.default_rng([cfg.seed, 0x0E7, start])
+    gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
+    writer = SummaryWriter(str(run / "tensorboard"))
+    for m in (stack.unet, stack.text_encoder, stack.image_encoder):
+        m.train()
+    n = len(data["images"])
+    bar = tqdm(range(start, cfg.unet_steps), desc="unet", disable=not progress, initial=start, total=cfg.unet_steps)
+    t_last = time.time()
+    for step in bar:
+        idx = rng.integers(0, n, cfg.batch)
+        idx_t = torch.from_numpy(idx)
+        latents = (lat_mean[idx_t] + lat_std[idx_t] * torch.randn(lat_mean[idx_t].shape, generator=gen)) * scale
+        noise = torch.randn(latents.shape, generator=gen)
+        t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (cfg.batch,), generator=gen)
+        noisy = noise_scheduler.add_noise(latents, noise, t)
+        drop_text = torch.rand(cfg.batch, generator=gen) < cfg.text_dropout
+        drop_image = torch.rand(cfg.batch, generator=gen) < cfg.image_dropout
+        ids = torch.where(drop_text[:, None], empty_ids, caption_ids[scene_of[idx_t]])
+        text_out = stack.text_encoder(ids)
+        pixels = clip_pixel_values(_images_tensor(data, idx))
+        # the pipeline's unconditional image prompt is the encoding of an all-zero pixel tensor
+        pixels = torch.where(drop_image[:, None, None, None], torch.zeros_like(pixels), pixels)
+        vision = stack.image_encoder(pixels, output_hidden_states=True)
+        tokens = vision.hidden_states[-2]
+        pred = stack.unet(noisy, t, encoder_hidden_states=text_out.last_hidden_state, added_cond_kwargs={"image_embeds": [tokens[:, None]]}).sample
+        diffusion = F.mse_loss(pred, noise)
+        keep = ~(drop_text | drop_image)
+        clip = contrastive_loss(vision.image_embeds[keep], text_out.pooler_output[keep], scene_of[idx_t][keep]) if keep.sum() > 1 else diffusion * 0
+        loss = diffusion + cfg.contrastive_weight * clip
+        opt.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        now = time.time()
+        bar.set_postfix(loss=f"{diffusion.item():.4f}", clip=f"{clip.item():.3f}", samples_s=f"{cfg.batch / max(now - t_last, 1e-9):.1f}")
+        t_last = now
+        writer.add_scalar("unet/loss", diffusion.item(), step)
+        writer.add_scalar("unet/contrastive", clip.item(), step)
+        writer.add_scalar("unet/lr", sched.get_last_lr()[0], step)
+        done = step + 1
+        if done % cfg.sample_every == 0 or done == cfg.unet_steps:
+            write_sample_grid(stack, run / "samples" / f"step_{done:06d}.png", seed=cfg.seed)
+            for m in (stack.unet, stack.text_encoder, stack.image_encoder):
+                m.train()
+        if done % cfg.checkpoint_every == 0 and done < cfg.unet_steps:
+            write_checkpoint(run, "unet", done, stack, opt, {"wall": wall})
+    writer.flush()
+    for m in (stack.unet, stack.text_encoder, stack.image_encoder):
+        m.eval()
+
+
+def stack_pipeline(stack):
+    """A StableDiffusionPipeline over the in-memory stack (IP-Adapter installed), for sampling."""
+    from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
+    from transformers import CLIPImageProcessor
+
+    from .stack import NOISE_SCHEDULE
+
+    size = stack.config.resolution
+    pipe = StableDiffusionPipeline(
+        vae=stack.vae,
+        text_encoder=stack.text_encoder,
+        tokenizer=stack.tokenizer,
+        unet=stack.unet,
+        scheduler=DPMSolverMultistepScheduler(**NOISE_SCHEDULE),
+        safety_checker=None,
+        feature_extractor=CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size}),
+        image_encoder=stack.image_encoder,
+        requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def write_sample_grid(stack, path: Path, seed: int = 0, n: int = 4, steps: int = 20) -> None:
+    """PNG grid, one column per held-out scene: reference render / text + image prompt / text only."""
+    from ..io import image_grid, save_image
+    from .quality import generate, held_out_references
+
+    for m in (stack.unet, stack.text_encoder, stack.image_encoder):
+        m.eval()
+    pipe = stack_pipeline(stack)
+    ref = held_out_references(n, stack.config.resolution, seed)
+    with_image = generate(pipe, ref.captions, ref.rgb, 1.0, steps=steps, seed=seed)
+    text_only = generate(pipe, ref.captions, None, 0.0, steps=steps, seed=seed)
+    save_image(path, image_grid(np.concatenate([ref.rgb, with_image, text_only]), rows=3))

@@ -1,0 +1,271 @@
+"""The embedded diffusion stack: tokenizer, SD + h94/IP-Adapter layout, loader, training command."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from fourdistill.teachers.ip_adapter import IPAdapterFileError, clip_pixel_values
+from fourdistill.teachers.load import NO_NETWORK, SHIPPED_STACK, StackLoadError, load_stack
+from fourdistill.teachers.stack import (
+    IP_ADAPTER_SUBFOLDER,
+    IP_ADAPTER_WEIGHT_NAME,
+    ImageEncoderConfig,
+    IPAdapterConfig,
+    StackConfig,
+    TextEncoderConfig,
+    UNetConfig,
+    VaeConfig,
+    build_stack,
+    save_stack,
+)
+from fourdistill.teachers.tokenizer import build_tokenizer
+from fourdistill.world import make_scene
+
+TINY = StackConfig(
+    text=TextEncoderConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2),
+    vae=VaeConfig(block_out_channels=(8, 16, 16), norm_num_groups=8),
+    unet=UNetConfig(block_out_channels=(16, 32, 32), norm_num_groups=8, attention_head_dim=2),
+    image_encoder=ImageEncoderConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2),
+    ip_adapter=IPAdapterConfig(num_tokens=4, hidden_dims=64),
+)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    return build_tokenizer(tmp_path_factory.mktemp("tok"))
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory, tokenizer):
+    stack = build_stack(TINY, tokenizer, seed=0)
+    folder = save_stack(stack, tmp_path_factory.mktemp("stacks") / "tiny")
+    return stack, folder
+
+
+def _load_with_real_calls(folder):
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(folder, safety_checker=None, requires_safety_checker=False)
+    pipe.load_ip_adapter(folder, subfolder=IP_ADAPTER_SUBFOLDER, weight_name=IP_ADAPTER_WEIGHT_NAME)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _reference(seed=1_000_000):
+    from PIL import Image
+
+    from fourdistill.cameras import orbit_camera
+
+    rgb = make_scene(seed).render(orbit_camera(30.0, 20.0, 3.2), 0.5).rgb
+    return Image.fromarray((rgb * 255 + 0.5).astype(np.uint8))
+
+
+# ------------------------------------------------------------------------------------ tokenizer
+
+
+def test_tokenizer_reads_world_captions_word_by_word(tokenizer):
+    for seed in range(20):
+        caption = make_scene(seed).caption
+        ids = tokenizer(caption).input_ids
+        assert ids[0] == tokenizer.bos_token_id and ids[-1] == tokenizer.eos_token_id
+        assert len(ids) == len(caption.split()) + 2, caption
+        assert tokenizer.decode(ids, skip_special_tokens=True) == caption
+
+
+def test_tokenizer_handles_any_text_and_is_deterministic(tokenizer, tmp_path):
+    ids = tokenizer("a photo of a zebra, 42 times!").input_ids
+    assert all(0 <= i < len(tokenizer) for i in ids)
+    assert tokenizer.unk_token_id not in ids[1:-1]
+    assert tokenizer.decode(ids, skip_special_tokens=True).replace(" ", "") == "aphotoofazebra,42times!"
+    for word in ("time", "view", "photo"):  # the mappers' super-category words are single tokens
+        assert len(tokenizer(word).input_ids) == 3
+    again = build_tokenizer(tmp_path / "again")
+    assert again.get_vocab() == tokenizer.get_vocab()
+    padded = tokenizer("a red cube", padding="max_length", max_length=77).input_ids
+    assert len(padded) == 77 and padded[-1] == tokenizer.pad_token_id
+
+
+# ----------------------------------------------------------------------------- layout + loading
+
+
+def test_saved_stack_has_sd_and_h94_layout(tiny_folder):
+    from safetensors import safe_open
+
+    stack, folder = tiny_folder
+    for rel in (
+        "model_index.json",
+        "tokenizer/vocab.json",
+        "tokenizer/merges.txt",
+        "text_encoder/model.safetensors",
+        "vae/diffusion_pytorch_model.safetensors",
+        "unet/diffusion_pytorch_model.safetensors",
+        "scheduler/scheduler_config.json",
+        f"models/{IP_ADAPTER_WEIGHT_NAME}",
+        "models/image_encoder/config.json",
+        "models/image_encoder/model.safetensors",
+    ):
+        assert (folder / rel).is_file(), rel
+    from transformers import CLIPTokenizer
+
+    from_files = CLIPTokenizer(str(folder / "tokenizer/vocab.json"), str(folder / "tokenizer/merges.txt"))
+    caption = "a purple cone shrinking next to an orange ring circling"
+    assert from_files(caption).input_ids == stack.tokenizer(caption).input_ids
+    assert json.loads((folder / "scheduler/scheduler_config.json").read_text())["_class_name"] == "DPMSolverMultistepScheduler"
+    with safe_open(str(folder / "models" / IP_ADAPTER_WEIGHT_NAME), "pt") as f:
+        keys = list(f.keys())
+    assert all(k.startswith(("image_proj.", "ip_adapter.")) for k in keys)
+    assert "image_proj.latents" in keys and "image_proj.layers.0.0.to_kv.weight" in keys
+    n_cross = len(stack.ip_attn_processors())
+    assert n_cross >= 3
+    ids = sorted({int(k.split(".")[1]) for k in keys if k.startswith("ip_adapter.")})
+    assert ids == list(range(1, 2 * n_cross, 2))
+    # the U-Net's own file holds no IP-Adapter weights (they live in models/, as with SD 1.5 + h94)
+    unet_cfg = json.loads((folder / "unet/config.json").read_text())
+    assert unet_cfg.get("encoder_hid_dim_type") is None
+
+
+def test_real_calls_load_the_tiny_stack_and_generate(tiny_folder):
+    stack, folder = tiny_folder
+    pipe = _load_with_real_calls(folder)
+    # every weight round-trips through the h94 layout and diffusers' converter
+    mine, loaded = stack.unet.state_dict(), pipe.unet.state_dict()
+    assert set(mine) == set(loaded)
+    assert all(torch.equal(mine[k], loaded[k]) for k in mine)
+    ref = _reference()
+    kw = dict(num_inference_steps=4, height=64, width=64, output_type="np")
+    a = pipe("a red cube", ip_adapter_image=ref, generator=torch.Generator().manual_seed(0), **kw).images
+    assert a.shape == (1, 64, 64, 3) and np.isfinite(a).all()
+    pipe.set_ip_adapter_scale(0.0)
+    b = pipe("a red cube", ip_adapter_image=ref, generator=torch.Generator().manual_seed(0), **kw).images
+    assert np.abs(a - b).max() > 1e-4  # the image prompt reaches the U-Net
+
+
+def test_training_pixels_match_the_pipeline_feature_extractor(tiny_folder):
+    _, folder = tiny_folder
+    pipe = _load_with_real_calls(folder)
+    ref = _reference()
+    from_pipe = pipe.feature_extractor(ref, return_tensors="pt").pixel_values
+    mine = clip_pixel_values(torch.from_numpy(np.asarray(ref) / 255.0).float()[None])
+    assert torch.allclose(from_pipe, mine, atol=1e-5)
+
+
+def test_load_stack_reads_a_folder_with_dpm_solver(tiny_folder):
+    _, folder = tiny_folder
+    pipe = load_stack(str(folder))
+    assert type(pipe.scheduler).__name__ == "DPMSolverMultistepScheduler"
+    assert pipe.image_encoder is not None and pipe.unet.encoder_hid_proj is not None
+
+
+# ----------------------------------------------------------------------------------- bad input
+
+
+def test_folder_that_is_not_a_stack(tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(StackLoadError, match="not a diffusion stack"):
+        load_stack(str(tmp_path))
+    with pytest.raises(StackLoadError, match="no such folder"):
+        load_stack(str(tmp_path / "missing"))
+
+
+def test_missing_weight_file_is_named(tiny_folder, tmp_path):
+    _, folder = tiny_folder
+    broken = tmp_path / "broken"
+    shutil.copytree(folder, broken)
+    (broken / "unet" / "diffusion_pytorch_model.safetensors").unlink()
+    with pytest.raises(StackLoadError, match=r"unet.diffusion_pytorch_model.safetensors: missing weight file"):
+        load_stack(str(broken))
+    broken2 = tmp_path / "broken2"
+    shutil.copytree(folder, broken2)
+    (broken2 / "models" / IP_ADAPTER_WEIGHT_NAME).unlink()
+    with pytest.raises(ValueError, match="missing IP-Adapter weight file"):
+        load_stack(str(broken2))
+
+
+def test_ip_adapter_file_with_wrong_keys(tiny_folder, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    _, folder = tiny_folder
+    bad = tmp_path / "bad"
+    shutil.copytree(folder, bad)
+    path = bad / "models" / IP_ADAPTER_WEIGHT_NAME
+    flat = load_file(str(path))
+    flat = {k.replace("ip_adapter.1.", "ip_adapter.2."): v for k, v in flat.items()}
+    save_file(flat, str(path))
+    with pytest.raises(IPAdapterFileError, match=r"ip-adapter-plus_tiny.safetensors: ip_adapter keys do not match.*missing"):
+        load_stack(str(bad))
+    save_file({"weight": torch.zeros(2)}, str(path))
+    with pytest.raises(IPAdapterFileError, match="keys outside 'image_proj.' and 'ip_adapter.'"):
+        load_stack(str(bad))
+    path.write_bytes(b"not safetensors")
+    with pytest.raises(IPAdapterFileError, match="not a readable safetensors file"):
+        load_stack(str(bad))
+
+
+def test_unreachable_hub_id_says_no_network():
+    with pytest.raises(StackLoadError, match=NO_NETWORK):
+        load_stack("fourdistill-nonexistent/stack-that-is-not-cached")
+
+
+# ------------------------------------------------------------------------------------- training
+
+
+def test_training_command_runs_resumes_and_is_deterministic(tmp_path):
+    from fourdistill.cli import main
+    from fourdistill.teachers.train import DataConfig, TrainConfig, train
+
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps({"stack": TINY.to_dict(), "vae_batch": 2}))
+    args = ["teachers", "train", "--out", str(tmp_path / "cli"), "--config", str(config), "--scenes", "6", "--views", "2", "--vae-steps", "2",
+            "--unet-steps", "3", "--batch", "4", "--sample-every", "3", "--checkpoint-every", "2", "--no-progress"]
+    assert main(args) == 0
+    run = tmp_path / "cli"
+    assert (run / "samples" / "step_000003.png").is_file()
+    assert (run / "checkpoint" / "trainer.pt").is_file()
+    assert any((run / "tensorboard").iterdir())
+    pipe = load_stack(str(run / "stack"))
+    assert pipe.vae.config.scaling_factor != 1.0  # measured after VAE training
+    assert pipe.text_encoder.config.hidden_size == TINY.text.hidden_size  # the --config file was used
+    assert main(["teachers", "train", "--out", str(run), "--resume", "--no-progress"]) == 0
+    with pytest.raises(FileExistsError):
+        train(run, TrainConfig(), progress=False)
+
+    cfg = TrainConfig(data=DataConfig(n_scenes=4, views_per_scene=2), stack=TINY, vae_steps=2, vae_batch=2,
+                      unet_steps=2, batch=2, sample_every=100, checkpoint_every=100)
+    a = train(tmp_path / "a", cfg, progress=False, log=lambda *_: None)
+    b = train(tmp_path / "b", cfg, progress=False, log=lambda *_: None)
+    from safetensors.torch import load_file
+
+    wa = load_file(str(a / "unet" / "diffusion_pytorch_model.safetensors"))
+    wb = load_file(str(b / "unet" / "diffusion_pytorch_model.safetensors"))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    w0 = load_file(str(a / "models" / IP_ADAPTER_WEIGHT_NAME))
+    assert any(k.startswith("ip_adapter.") for k in w0)
+
+
+def test_training_refuses_eval_seeds():
+    from fourdistill.teachers.train import DataConfig, training_seeds
+
+    with pytest.raises(ValueError, match="reserved for evaluation"):
+        training_seeds(DataConfig(first_seed=999_990, n_scenes=20))
+
+
+# --------------------------------------------------------------------------------- shipped stack
+
+
+def test_shipped_stack_loads_with_real_calls_and_generates_in_seconds():
+    size = sum(p.stat().st_size for p in SHIPPED_STACK.rglob("*") if p.is_file())
+    assert size < 25e6, f"shipped stack is {size / 1e6:.1f} MB"
+    start = time.perf_counter()
+    pipe = _load_with_real_calls(SHIPPED_STACK)
+    image = pipe(
+        "a red cube", ip_adapter_image=_reference(), num_inference_steps=10, height=64, width=64,
+        output_type="np", generator=torch.Generator().manual_seed(0),
+    ).images
+    assert image.shape == (1, 64, 64, 3) and np.isfinite(image).all()
+    assert time.perf_counter() - start < 60
