@@ -339,11 +339,12 @@ class _TcnnGrid:
     tiny-cuda-nn packs level l's S_l rows one after another; the table is repacked (a copy on
     the GPU, differentiable) before each call. The packed size is checked against the one
     tiny-cuda-nn reports, so a version with another layout fails loudly instead of reading the
-    wrong rows.
+    wrong rows. The call goes through tiny-cuda-nn's autograd bridge
+    (tinycudann.modules._module_function), which takes the parameters as an argument.
     """
 
     def __init__(self, config: HashGridConfig, levels: GridLevels, seed: int):
-        import tinycudann  # noqa: F401  (imported here: it needs CUDA)
+        import tinycudann  # imported here: it needs CUDA
         from tinycudann import modules as tcnn_modules
 
         self._apply = tcnn_modules._module_function.apply
@@ -357,6 +358,7 @@ class _TcnnGrid:
                 "its level layout differs from the one fourdistill assumes (use backend='torch')"
             )
         self._levels = levels
+        self._n_output_dims = config.n_output_dims
 
     def __call__(self, x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
         T = self._levels.table_size
@@ -365,7 +367,8 @@ class _TcnnGrid:
         padded = -(-n // self._granularity) * self._granularity
         if padded != n:
             x = torch.nn.functional.pad(x, (0, 0, 0, padded - n))
-        return self._apply(self._native, x.contiguous(), packed.contiguous(), 1.0)[:n].float()
+        out = self._apply(self._native, x.contiguous(), packed.contiguous(), 1.0)
+        return out[:n, : self._n_output_dims].float()
 
 
 def _tcnn_missing_reason() -> str | None:
@@ -455,7 +458,16 @@ class HashGridEncoding(torch.nn.Module):
         """The backend this module uses for inputs on `device` (resolved once per device type)."""
         device = torch.device(device)
         if device.type not in self._resolved:
-            self._resolved[device.type] = resolve_backend(self.backend, device)
+            backend = resolve_backend(self.backend, device)
+            if backend == "tcnn" and self._tcnn is None:
+                try:
+                    self._tcnn = _TcnnGrid(self.config, self.levels, self.seed)
+                except Exception as exc:  # e.g. a tiny-cuda-nn build without 4D grids
+                    if self.backend != "auto":
+                        raise
+                    _warn_once(f"hash grid: tiny-cuda-nn cannot run this grid ({exc}); using the pure-PyTorch reference")
+                    backend = "torch"
+            self._resolved[device.type] = backend
         return self._resolved[device.type]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -472,8 +484,6 @@ class HashGridEncoding(torch.nn.Module):
             kernel = load_cpu_kernel()
             out = _CompiledHashGrid.apply(x, self.table.contiguous(), kernel, self._consts, self.config.table_size)
         elif backend == "tcnn":
-            if self._tcnn is None:
-                self._tcnn = _TcnnGrid(self.config, self.levels, self.seed)
             out = self._tcnn(x, self.table)
         else:
             out = hash_grid_reference(x, self.table, self.levels)

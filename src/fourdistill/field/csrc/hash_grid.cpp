@@ -7,8 +7,8 @@
 //
 // Parallel layout (OpenMP, torch's thread count), chosen by measurement on a 2-core machine with
 // 2^18 points at 4D-fy's sizes (benchmarks/hash_grid.py measures the result):
-// - forward: tasks of (level, block of points); level-major tasks were ~2x faster than
-//   point-major blocks that walk every level.
+// - forward: tasks of (level, block of points); these were 1.4-2.6x faster than point-major
+//   blocks that walk every level (a level's rows stay within cache and TLB reach).
 // - backward: one task per level. Levels own disjoint rows of the table, so the scatter-add
 //   needs no atomics; a point-parallel scatter with atomic float adds was ~3x slower.
 // - both split the work of a few dozen points into "compute and prefetch the corner rows" and
@@ -256,8 +256,8 @@ torch::Tensor hash_grid_backward(torch::Tensor x, torch::Tensor grad_out, int64_
 }
 
 // The machine's random-gather rate on a table of the same shape (benchmarks/hash_grid.py):
-// out[i] = table[index[i]], rows of F floats, in parallel over i, with the row 32 lookups ahead
-// prefetched (the fastest distance measured among 0, 8, 16, 32 and 64).
+// out[i] = table[index[i]], rows of F floats, in parallel over i. The loads are independent, so
+// the out-of-order core keeps many in flight; software prefetching measured no better.
 torch::Tensor random_gather(torch::Tensor table, torch::Tensor index) {
   TORCH_CHECK(table.device().is_cpu() && table.scalar_type() == torch::kFloat32 && table.dim() == 2 &&
                   table.is_contiguous(),
@@ -271,7 +271,6 @@ torch::Tensor random_gather(torch::Tensor table, torch::Tensor index) {
   float* o = out.data_ptr<float>();
 #pragma omp parallel for schedule(static) num_threads(at::get_num_threads())
   for (int64_t i = 0; i < n; ++i) {
-    if (i + 32 < n) __builtin_prefetch(t + (int64_t)idx[i + 32] * F, 0, 3);
     const float* row = t + (int64_t)idx[i] * F;
     for (int64_t f = 0; f < F; ++f) o[i * F + f] = row[f];
   }
