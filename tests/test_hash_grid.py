@@ -205,6 +205,12 @@ def test_failed_build_falls_back_to_the_reference_with_one_warning(tmp_path):
         resolve_backend("cpu", "cpu", kernel_source=bad, build_root=tmp_path / "build")
 
 
+def test_missing_compiler_falls_back_to_the_reference(tmp_path, monkeypatch):
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
+    with pytest.warns(RuntimeWarning, match="pure-PyTorch reference"):
+        assert resolve_backend("auto", "cpu", build_root=tmp_path / "build") == "torch"
+
+
 def test_backends_refuse_the_wrong_device():
     with pytest.raises(ValueError, match="CUDA"):
         resolve_backend("tcnn", "cpu")

@@ -288,9 +288,17 @@ def _build_kernel(source: Path, build_root):
             verbose=False,
         )
     except Exception as exc:  # any failure to compile or load means: no compiled kernel
-        lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
-        reason = lines[-1] if lines else type(exc).__name__
-        return KernelBuildError(f"building the hash-grid CPU kernel from {source} failed: {reason}")
+        return KernelBuildError(f"building the hash-grid CPU kernel from {source} failed: {_build_failure_reason(exc)}")
+
+
+def _build_failure_reason(exc: Exception) -> str:
+    """The line of a build log that says what went wrong (a compiler error, a missing program)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    for line in lines:
+        low = line.lower()
+        if ("error" in low and not low.startswith("error building extension")) or "not found" in low or "no such file" in low:
+            return line
+    return lines[-1] if lines else type(exc).__name__
 
 
 class _CompiledHashGrid(torch.autograd.Function):
@@ -423,7 +431,7 @@ def resolve_backend(
             load_cpu_kernel(kernel_source, build_root)
             return "cpu"
         except KernelBuildError as exc:
-            _warn_once(f"hash grid: {exc}; using the pure-PyTorch reference (about 10x slower)")
+            _warn_once(f"hash grid: {exc}; using the pure-PyTorch reference (20x slower or more)")
             return "torch"
     return "torch"
 
