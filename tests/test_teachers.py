@@ -162,6 +162,16 @@ def test_load_stack_reads_a_folder_with_dpm_solver(tiny_folder):
     assert pipe.image_encoder is not None and pipe.unet.encoder_hid_proj is not None
 
 
+def test_info_command_lists_cross_attention_layers(tiny_folder, capsys):
+    from fourdistill.cli import main
+
+    stack, folder = tiny_folder
+    assert main(["teachers", "info", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert f"cross-attention:   {len(stack.ip_attn_processors())} layers" in out
+    assert "IPAdapterPlusImageProjection" in out and "DPMSolverMultistepScheduler" in out
+
+
 # ----------------------------------------------------------------------------------- bad input
 
 
@@ -231,7 +241,11 @@ def test_training_command_runs_resumes_and_is_deterministic(tmp_path):
     pipe = load_stack(str(run / "stack"))
     assert pipe.vae.config.scaling_factor != 1.0  # measured after VAE training
     assert pipe.text_encoder.config.hidden_size == TINY.text.hidden_size  # the --config file was used
-    assert main(["teachers", "train", "--out", str(run), "--resume", "--no-progress"]) == 0
+    assert torch.load(run / "checkpoint" / "trainer.pt", weights_only=False)["step"] == 3
+    assert main(["teachers", "train", "--out", str(run), "--resume", "--unet-steps", "4", "--no-progress"]) == 0
+    assert torch.load(run / "checkpoint" / "trainer.pt", weights_only=False)["step"] == 4
+    assert json.loads((run / "train_config.json").read_text())["unet_steps"] == 4
+    assert main(["teachers", "train", "--out", str(run), "--resume", "--unet-steps", "2", "--no-progress"]) == 2  # cannot shrink
     with pytest.raises(FileExistsError):
         train(run, TrainConfig(), progress=False)
 

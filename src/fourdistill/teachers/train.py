@@ -88,14 +88,14 @@ def render_training_set(cfg: DataConfig, resolution: int, seed: int, progress: b
     into captions, plus the cameras' (azimuth, elevation, radius) and times for the record."""
     from tqdm import tqdm
 
-    from ..world import DEFAULT_ORBIT, make_scene
+    from ..world import DEFAULT_ORBIT, is_eval_seed, make_scene
 
     seeds = training_seeds(cfg)
     rng = np.random.default_rng([seed, 0x7EAC])
     images, scene_index, captions, times = [], [], [], []
     for k, s in enumerate(tqdm(seeds, desc="rendering training set", disable=not progress, unit="scene")):
+        assert not is_eval_seed(s), f"seed {s} is held out for evaluation"
         scene = make_scene(s)
-        assert not scene.seed in range(1_000_000, 1_001_000)
         cams = [DEFAULT_ORBIT.sample(rng, resolution, resolution) for _ in range(cfg.views_per_scene)]
         t = rng.uniform(0.0, 1.0, cfg.views_per_scene)
         out = scene.render_batch(cams, t)
@@ -205,8 +205,11 @@ def unet_parameters(stack) -> list:
     return out
 
 
-def train(run, cfg: TrainConfig | None = None, resume: bool = False, progress: bool = True, log=print) -> Path:
-    """Train (or resume) a stack into `run`; the finished stack is `run/stack`. Returns it."""
+def train(run, cfg: TrainConfig | None = None, resume: bool = False, progress: bool = True, log=print, extend_unet_steps: int | None = None) -> Path:
+    """Train (or resume) a stack into `run`; the finished stack is `run/stack`. Returns it.
+
+    extend_unet_steps (resume only): train the U-Net to this many steps instead of the run's
+    planned count (the learning rate is constant after warmup, so a run extends cleanly)."""
     import torch
 
     from ..io import write_json
@@ -219,6 +222,11 @@ def train(run, cfg: TrainConfig | None = None, resume: bool = False, progress: b
         if not cfg_path.exists():
             raise FileNotFoundError(f"{cfg_path}: nothing to resume (no training config in {run})")
         cfg = TrainConfig.from_dict(json.loads(cfg_path.read_text()))
+        if extend_unet_steps is not None:
+            if extend_unet_steps < cfg.unet_steps:
+                raise ValueError(f"--unet-steps {extend_unet_steps} is below the run's {cfg.unet_steps}; a resumed run can only be extended")
+            cfg.unet_steps = extend_unet_steps
+            write_json(cfg_path, cfg.to_dict())
     else:
         cfg = cfg or TrainConfig()
         if (run / "checkpoint").exists():
@@ -248,12 +256,10 @@ def train(run, cfg: TrainConfig | None = None, resume: bool = False, progress: b
         wall["vae_s"] = wall.get("vae_s", 0.0) + time.time() - t0
         state = None
         write_checkpoint(run, "unet", 0, stack, _fresh_unet_optimizer(stack, cfg), {"wall": wall})
-    t0 = time.time()
-    _train_unet(run, cfg, stack, data, state, progress, log, wall)
-    wall["unet_s"] = wall.get("unet_s", 0.0) + time.time() - t0
+    _train_unet(run, cfg, stack, data, state, progress, log, wall)  # adds its time to wall["unet_s"]
     save_stack(stack, run / "stack")
     write_json(run / "train_summary.json", {"config": cfg.to_dict(), "wall_s": wall, "session_s": time.time() - started})
-    log(f"done: {run / 'stack'} (vae {wall.get('vae_s', 0) / 60:.1f} min, unet {wall['unet_s'] / 60:.1f} min)")
+    log(f"done: {run / 'stack'} (vae {wall.get('vae_s', 0) / 60:.1f} min, unet {wall.get('unet_s', 0) / 60:.1f} min)")
     return run / "stack"
 
 
@@ -389,7 +395,8 @@ def _train_unet(run: Path, cfg: TrainConfig, stack, data: dict, state, progress:
         m.train()
     n = len(data["images"])
     bar = tqdm(range(start, cfg.unet_steps), desc="unet", disable=not progress, initial=start, total=cfg.unet_steps)
-    t_last = time.time()
+    t_last = t_begin = time.time()
+    unet_s_before = wall.get("unet_s", 0.0)  # U-Net time of earlier sessions of this run
     for step in bar:
         idx = rng.integers(0, n, cfg.batch)
         idx_t = torch.from_numpy(idx)
@@ -427,7 +434,8 @@ def _train_unet(run: Path, cfg: TrainConfig, stack, data: dict, state, progress:
             write_sample_grid(stack, run / "samples" / f"step_{done:06d}.png", seed=cfg.seed)
             for m in (stack.unet, stack.text_encoder, stack.image_encoder):
                 m.train()
-        if done % cfg.checkpoint_every == 0 and done < cfg.unet_steps:
+        wall["unet_s"] = unet_s_before + time.time() - t_begin
+        if done % cfg.checkpoint_every == 0 or done == cfg.unet_steps:
             write_checkpoint(run, "unet", done, stack, opt, {"wall": wall})
     writer.flush()
     for m in (stack.unet, stack.text_encoder, stack.image_encoder):
