@@ -15,6 +15,7 @@ import sys
 COMMAND_MODULES = (
     "fourdistill.world.commands",
     "fourdistill.sources.commands",
+    "fourdistill.field.commands",
     "fourdistill.teachers.commands",
 )
 

@@ -21,6 +21,7 @@ KNOWN_KINDS = (
     "a nerfstudio capture (a folder with transforms.json)",
     f"a folder of image frames ({', '.join(IMAGE_SUFFIXES)})",
     "world:SEED (a procedural world scene)",
+    "a fitted 4D field (a reconstruct run folder or its checkpoint/)",
 )
 
 
@@ -57,6 +58,10 @@ def detect_kind(path) -> type[Source]:
             return VideoSource
         if path.name == "transforms.json":
             return NerfstudioSource
+    elif (path / "field.json").is_file() or (path / "checkpoint" / "field.json").is_file():
+        from ..field.source import FieldSource  # a fitted 4D field (fourdistill reconstruct)
+
+        return FieldSource
     elif split_files(path):
         return DNeRFSource
     elif (path / "transforms.json").is_file():

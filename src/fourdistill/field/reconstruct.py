@@ -1,0 +1,577 @@
+"""Fit a 4D field to posed, time-stamped images: the "4D reconstruction model" of 4Distillation.
+
+The loop reads like the method: draw a batch of pixel rays from all training views (each with
+its camera and time), render them through the field with the occupancy grid, take the photometric
+MSE (plus an opacity term where the source has masks), one Adam step with per-group learning
+rates, refresh the occupancy grid on its schedule. Checkpoints are whole folders written
+atomically and carry everything needed to resume bit for bit: field weights and occupancy
+(safetensors), configs (JSON), optimizer and random-number state (torch).
+
+Run layout under `out_dir`:
+    checkpoint/field.safetensors   field weights, occupancy grid buffers ("occupancy." prefix)
+    checkpoint/field.json          format tag, FieldConfig, RenderConfig, OccupancyConfig, orbit, ...
+    checkpoint/train_state.pt      step, optimizer state, generator state, log, elapsed time
+    metrics.json                   test-view PSNR / SSIM, PSNR against wall time
+    test_views.png                 rendered test views over the ground truth
+    video.mp4                      a novel camera path through time
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass, field as dataclass_field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..cameras import Camera, OrbitRange, orbit_camera, spherical_coordinates
+from ..sources.base import Source, SourceError
+from .field import Field4D, FieldConfig, grid_summary
+from .hash_grid import HashGridConfig
+from .render import OccupancyConfig, OccupancyGrid, RenderConfig, camera_rays, ray_box, render_image, render_rays
+
+CHECKPOINT_FORMAT = "fourdistill.field"
+CHECKPOINT_VERSION = 1
+
+
+def _small_field() -> FieldConfig:
+    """Grids sized for 64^2 scenes on a 2-core CPU (see ReconstructConfig)."""
+    return FieldConfig(
+        static_grid=HashGridConfig(n_input_dims=3, n_levels=8, n_features_per_level=4, log2_hashmap_size=17, base_resolution=16, per_level_scale=1.5),
+        dynamic_grid=HashGridConfig(n_input_dims=4, n_levels=8, n_features_per_level=4, log2_hashmap_size=17, base_resolution=8, per_level_scale=1.5),
+        blob_scale=0.0,
+        density_bias=-3.0,
+        background="mlp",
+    )
+
+
+def _occupancy() -> OccupancyConfig:
+    """8 time bins and a 64-step warm-up (see ReconstructConfig)."""
+    return OccupancyConfig(time_bins=8, warmup_steps=64)
+
+
+@dataclass
+class ReconstructConfig:
+    """How a field is fitted. The defaults fit a 64^2 D-NeRF scene in minutes on 2 CPU cores.
+
+    Grids: 4D-fy's tables (16 levels x 2 features, 2^19 rows, finest 4096) are sized for 256^2
+    renders on an 80 GB GPU; a 64^2 image of the [-1, 1]^3 box resolves about 30 texels per world
+    unit, so 8 levels x 4 features (still 32 dims, so the 32 -> 64 MLPs of method notes 2.1 stay)
+    up to resolution ~270 on a 2^17 table cover it at a fraction of the gathers per sample.
+    blob_scale = 0: the centre bias is a prior for generation from text; for fitting images it
+    starts the ground plane's corners (||x|| = 1.5, blob -20) with vanishing softplus gradients.
+    Learning rates: 4D-fy's grids 1e-2, MLPs 1e-3 (method notes 2.1). With a few thousand steps
+    the MLPs at 1e-3 are the slowest part to converge, so the MLP rate is raised to 5e-3
+    (Instant-NGP trains its MLPs at 1e-2); both decay exponentially to lr_final_ratio.
+    Adam betas (0.9, 0.99) and eps 1e-15 are Instant-NGP's for hash grids.
+    mask_weight: weight of the binary cross-entropy between opacity and mask where the source
+    gives masks (our choice; unlike an MSE it keeps pushing opacity towards 1 on the subject).
+    distortion_weight: weight of mip-NeRF 360's distortion loss, which gathers each ray's weight
+    into one short interval, so surfaces turn opaque and rays stop early (0.01 as mip-NeRF 360).
+    background: "auto" uses a solid background of the source's compositing colour when the
+    source composited RGBA over a known colour (e.g. a D-NeRF folder), else the MLP background.
+    holdout_every: for sources without a test split, every k-th frame is held out for testing.
+    samples_per_step / max_rays_per_step: as Instant-NGP, each step evaluates about a fixed
+    number of samples and the number of rays adapts (few while space is still foggy, up to
+    max_rays_per_step once the occupancy grid skips empty space), so a step costs about the same
+    throughout.
+    """
+
+    steps: int = 3000
+    samples_per_step: int = 32768
+    max_rays_per_step: int = 8192
+    lr_grid: float = 1e-2  # 4D-fy: grids 1e-2
+    lr_mlp: float = 5e-3
+    lr_final_ratio: float = 0.1
+    adam_betas: tuple[float, float] = (0.9, 0.99)  # Instant-NGP
+    adam_eps: float = 1e-15  # Instant-NGP
+    mask_weight: float = 0.1
+    distortion_weight: float = 0.01
+    background: str = "auto"
+    field: FieldConfig = dataclass_field(default_factory=_small_field)
+    render: RenderConfig = dataclass_field(default_factory=RenderConfig)
+    occupancy: OccupancyConfig = dataclass_field(default_factory=_occupancy)
+    seed: int = 0
+    checkpoint_every: int = 500
+    eval_every: int = 500
+    holdout_every: int = 8
+    video_frames: int = 48
+    video_fps: int = 24
+
+    def __post_init__(self):
+        if self.steps < 0 or self.samples_per_step < 1 or self.max_rays_per_step < 1:
+            raise ValueError("ReconstructConfig: steps must be >= 0, samples_per_step and max_rays_per_step >= 1")
+        if self.background not in ("auto", "mlp", "solid"):
+            raise ValueError(f"ReconstructConfig.background must be auto, mlp or solid, got {self.background!r}")
+        if self.holdout_every < 2:
+            raise ValueError("ReconstructConfig.holdout_every must be >= 2")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# ----------------------------------------------------------------------------- views
+@dataclass
+class Views:
+    """Images with cameras and times, ready for ray sampling.
+
+    rgb (N, H, W, 3) float32; mask (N, H, W) or None; times (N,); cameras, files: N each.
+    """
+
+    rgb: torch.Tensor
+    mask: torch.Tensor | None
+    times: torch.Tensor
+    cameras: list[Camera]
+    files: list[str]
+
+    def __len__(self) -> int:
+        return len(self.cameras)
+
+    def rays(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """All pixel rays: origins (N*H*W, 3), dirs (N*H*W, 3), times (N*H*W,)."""
+        os_, ds_ = zip(*(camera_rays(c) for c in self.cameras))
+        h, w = self.rgb.shape[1:3]
+        return torch.cat(os_), torch.cat(ds_), self.times.repeat_interleave(h * w)
+
+
+def load_views(source: Source, indices, bound: float = 1.0) -> Views:
+    """Decode frames `indices` of `source` and check what fitting needs.
+
+    Every frame needs a camera, a time in [0, 1], a non-empty image matching its camera, and a
+    camera that sees the scene box [-bound, bound]^3; otherwise SourceError names the frame.
+    """
+    infos = source.infos()
+    rgbs, masks, times, cameras, files = [], [], [], [], []
+    for i in indices:
+        info = infos[i]
+        where = info.file or f"{source.name or source.kind} frame {i}"
+        if info.camera is None:
+            raise SourceError(where, "frame has no camera pose: fitting a field needs posed frames (a video alone is not enough)", "transform_matrix")
+        frame = source.frame(i)
+        rgb = np.asarray(frame.rgb, dtype=np.float32)
+        if rgb.ndim != 3 or rgb.shape[-1] != 3 or rgb.shape[0] == 0 or rgb.shape[1] == 0:
+            raise SourceError(where, f"image has shape {rgb.shape}; fitting needs a non-empty (H, W, 3) image")
+        cam = frame.camera or info.camera
+        if (cam.width, cam.height) != (rgb.shape[1], rgb.shape[0]):
+            raise SourceError(where, f"image is {rgb.shape[1]}x{rgb.shape[0]} but its camera is {cam.width}x{cam.height}")
+        if rgbs and rgb.shape != rgbs[0].shape:
+            raise SourceError(where, f"image is {rgb.shape[1]}x{rgb.shape[0]} but the first is {rgbs[0].shape[1]}x{rgbs[0].shape[0]}: all views must share one size")
+        t = float(frame.time01)
+        if not (math.isfinite(t) and 0.0 <= t <= 1.0):
+            raise SourceError(where, f"time {t} is outside [0, 1]", "time")
+        o, d = camera_rays(cam)
+        near, far = ray_box(o, d, bound)
+        if not bool((far > near.clamp(min=0.0)).any()):
+            c = cam.position
+            raise SourceError(
+                where,
+                f"the camera at ({c[0]:.3g}, {c[1]:.3g}, {c[2]:.3g}) sees none of the scene box [-{bound:g}, {bound:g}]^3: "
+                "poses must be in the box's world units and look at it (OpenGL axes, camera looks down -z)",
+                "transform_matrix",
+            )
+        rgbs.append(rgb)
+        if frame.mask is not None:
+            masks.append(np.asarray(frame.mask, dtype=np.float32))
+        times.append(t)
+        cameras.append(cam)
+        files.append(str(info.file) if info.file else f"frame {i}")
+    if not rgbs:
+        raise SourceError(source.name or source.kind, "no frames to fit")
+    mask = torch.from_numpy(np.stack(masks)) if len(masks) == len(rgbs) else None
+    return Views(torch.from_numpy(np.stack(rgbs)), mask, torch.tensor(times, dtype=torch.float32), cameras, files)
+
+
+def open_for_reconstruction(path, holdout_every: int = 8, background=(1.0, 1.0, 1.0)) -> tuple[Source, list[int], Source | None, list[int]]:
+    """(train source, train indices, test source, test indices) for a path.
+
+    A D-NeRF folder gives its train split and its test split (val when there is no test). Any
+    other source gives every frame but each `holdout_every`-th, which are held out for testing.
+    """
+    from ..sources import open_source
+    from ..sources.dnerf import DNeRFSource, split_files
+
+    splits = split_files(Path(path)) if not str(path).startswith("world:") and Path(path).is_dir() else {}
+    if "train" in splits:
+        train = DNeRFSource(path, "train", background=background)
+        held = "test" if "test" in splits else ("val" if "val" in splits else None)
+        test = DNeRFSource(path, held, background=background) if held else None
+        return train, list(range(len(train))), test, list(range(len(test))) if test else []
+    source = open_source(path)
+    n = len(source)
+    test_idx = list(range(holdout_every - 1, n, holdout_every)) if n >= holdout_every else []
+    train_idx = [i for i in range(n) if i not in set(test_idx)]
+    return source, train_idx, (source if test_idx else None), test_idx
+
+
+def orbit_of(cameras: list[Camera]) -> OrbitRange:
+    """The orbit the training cameras span (about the origin), for drawing new views later."""
+    sph = np.array([spherical_coordinates(c.c2w) for c in cameras])
+    az = sph[:, 0]
+    # azimuths spread over more than half the circle: take the full circle
+    az_range = (-180.0, 180.0) if np.ptp(az) > 180.0 else (float(az.min()), float(az.max()))
+    return OrbitRange(
+        azimuth_deg=az_range,
+        elevation_deg=(float(sph[:, 1].min()), float(sph[:, 1].max())),
+        radius=(float(sph[:, 2].min()), float(sph[:, 2].max())),
+        fov_x_deg=float(cameras[0].fov_x_deg),
+    )
+
+
+def novel_path(orbit: OrbitRange, n_frames: int, width: int, height: int) -> tuple[list[Camera], np.ndarray]:
+    """A camera circling once at the orbit's middle elevation and radius while t runs 0 -> 1."""
+    el = float(np.mean(orbit.elevation_deg))
+    r = float(np.mean(orbit.radius))
+    az = np.linspace(-180.0, 180.0, n_frames, endpoint=False) + 15.0
+    cams = [orbit_camera(a, el, r, orbit.fov_x_deg, width, height, orbit.target) for a in az]
+    return cams, np.linspace(0.0, 1.0, n_frames)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+def field_metadata(field_cfg: FieldConfig, render: RenderConfig, occupancy: OccupancyConfig, **extra) -> dict:
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "field": field_cfg.to_dict(),
+        "render": dataclasses.asdict(render),
+        "occupancy": dataclasses.asdict(occupancy),
+        **extra,
+    }
+
+
+def orbit_to_dict(orbit: OrbitRange) -> dict:
+    return dataclasses.asdict(orbit)
+
+
+def orbit_from_dict(d: dict) -> OrbitRange:
+    return OrbitRange(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+def save_checkpoint(folder, field: Field4D, grid: OccupancyGrid, meta: dict, train_state: dict | None = None) -> Path:
+    """Write a checkpoint folder atomically: field.safetensors, field.json, train_state.pt."""
+    from safetensors.torch import save_file
+
+    from ..io import atomic_dir
+
+    tensors = {k: v.detach().contiguous() for k, v in field.state_dict().items()}
+    tensors.update({f"occupancy.{k}": v.detach().contiguous() for k, v in grid.state_dict().items()})
+    with atomic_dir(folder, overwrite=True) as tmp:
+        save_file(tensors, str(tmp / "field.safetensors"))
+        (tmp / "field.json").write_text(json.dumps(meta, indent=2) + "\n")
+        if train_state is not None:
+            torch.save(train_state, tmp / "train_state.pt")
+    return Path(folder)
+
+
+def checkpoint_folder(path) -> Path | None:
+    """The checkpoint folder at `path` (a checkpoint or a run folder holding checkpoint/), or None."""
+    path = Path(path)
+    for candidate in (path, path / "checkpoint"):
+        meta = candidate / "field.json"
+        if meta.is_file():
+            try:
+                if json.loads(meta.read_text()).get("format") == CHECKPOINT_FORMAT:
+                    return candidate
+            except (OSError, json.JSONDecodeError, AttributeError):
+                return None
+    return None
+
+
+def load_checkpoint(path, device="cpu") -> tuple[Field4D, OccupancyGrid, dict]:
+    """(field, occupancy grid, metadata) from a checkpoint folder or a run folder."""
+    from safetensors.torch import load_file
+
+    folder = checkpoint_folder(path)
+    if folder is None:
+        raise SourceError(path, f"not a field checkpoint: no field.json with format {CHECKPOINT_FORMAT!r} here or in checkpoint/")
+    meta_path = folder / "field.json"
+    meta = json.loads(meta_path.read_text())
+    if meta.get("version") != CHECKPOINT_VERSION:
+        raise SourceError(meta_path, f"checkpoint version {meta.get('version')} is not {CHECKPOINT_VERSION}", "version")
+    try:
+        field_cfg = FieldConfig.from_dict(meta["field"])
+        occupancy = OccupancyConfig(**meta["occupancy"])
+        render = RenderConfig(**meta["render"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise SourceError(meta_path, f"bad configuration ({exc})", "field") from None
+    weights_path = folder / "field.safetensors"
+    if not weights_path.is_file():
+        raise SourceError(weights_path, "weights file is missing")
+    tensors = load_file(str(weights_path), device=str(device))
+    field = Field4D(field_cfg).to(device)
+    grid = OccupancyGrid(occupancy, field.bound, step_size(field.bound, render)).to(device)
+    grid_state = {k[len("occupancy.") :]: v for k, v in tensors.items() if k.startswith("occupancy.")}
+    field_state = {k: v for k, v in tensors.items() if not k.startswith("occupancy.")}
+    try:
+        field.load_state_dict(field_state)
+        grid.load_state_dict(grid_state)
+    except RuntimeError as exc:
+        raise SourceError(weights_path, f"weights do not match field.json ({str(exc).splitlines()[0]})") from None
+    meta["render_config"] = render
+    return field, grid, meta
+
+
+def step_size(bound: float, render: RenderConfig) -> float:
+    """Typical sample spacing: the box diagonal over the samples per ray (what occupancy refers to)."""
+    return 2.0 * math.sqrt(3.0) * bound / render.n_samples
+
+
+# ----------------------------------------------------------------------------- evaluation
+@torch.no_grad()
+def render_views(field, grid, cameras, times, render: RenderConfig, background=None) -> dict[str, torch.Tensor]:
+    """Render cameras at times: rgb (N, H, W, 3), opacity (N, H, W), depth (N, H, W)."""
+    outs = [render_image(field, c, float(t), render, grid, background) for c, t in zip(cameras, times)]
+    return {k: torch.stack([o[k] for o in outs]) for k in ("rgb", "opacity", "depth")}
+
+
+def evaluate(field, grid, views: Views, render: RenderConfig, background=None) -> dict:
+    """Test-view PSNR and SSIM (masked too, where masks exist), per view and mean."""
+    from ..evaluate.metrics import masked_psnr, masked_ssim, psnr, ssim
+
+    out = render_views(field, grid, views.cameras, views.times.tolist(), render, background)
+    pred = out["rgb"].permute(0, 3, 1, 2).clamp(0, 1)
+    true = views.rgb.permute(0, 3, 1, 2)
+    result = {"psnr": psnr(pred, true).tolist()}
+    small = min(pred.shape[-2:]) < 11
+    result["ssim"] = [math.nan] * len(views) if small else ssim(pred, true).tolist()
+    if views.mask is not None and bool((views.mask > 0).any()):
+        result["masked_psnr"] = masked_psnr(pred, true, views.mask).tolist()
+        result["masked_ssim"] = [math.nan] * len(views) if small else masked_ssim(pred, true, views.mask).tolist()
+    result["mean"] = {k: float(np.nanmean(v)) if not all(math.isnan(x) for x in v) else math.nan for k, v in list(result.items())}
+    result["renders"] = out["rgb"]
+    return result
+
+
+# ----------------------------------------------------------------------------- training
+def lr_factor(step: int, steps: int, final_ratio: float) -> float:
+    """Exponential decay from 1 at step 0 to final_ratio at the last step."""
+    return final_ratio ** (min(step, steps) / max(steps, 1))
+
+
+def make_optimizer(field: Field4D, cfg: ReconstructConfig) -> torch.optim.Adam:
+    """Adam with one group per role (method notes 2.1: grids 1e-2, MLPs 1e-3, see ReconstructConfig)."""
+    groups = field.parameter_groups()
+    param_groups = [
+        {"params": groups["static_grid"], "lr": cfg.lr_grid, "name": "static_grid", "base_lr": cfg.lr_grid},
+        {"params": groups["mlp"], "lr": cfg.lr_mlp, "name": "mlp", "base_lr": cfg.lr_mlp},
+    ]
+    if groups["dynamic_grid"]:
+        param_groups.insert(1, {"params": groups["dynamic_grid"], "lr": cfg.lr_grid, "name": "dynamic_grid", "base_lr": cfg.lr_grid})
+    # fused: one kernel per step over the whole table (the grids' tables are most of the parameters)
+    return torch.optim.Adam(param_groups, betas=cfg.adam_betas, eps=cfg.adam_eps, fused=True)
+
+
+def _psnr(mse: float) -> float:
+    return 10.0 * math.log10(1.0 / max(mse, 1e-12))
+
+
+def reconstruct(
+    train: Source,
+    out_dir,
+    config: ReconstructConfig | None = None,
+    train_indices=None,
+    test: Source | None = None,
+    test_indices=None,
+    resume: bool = False,
+    progress: bool = True,
+    write_video: bool = True,
+    log=print,
+    stop_at: int | None = None,
+) -> dict:
+    """Fit a field to `train` (frames `train_indices`, default all) and write the run to `out_dir`.
+
+    Returns the metrics dict also written to metrics.json. With `resume`, training continues
+    from out_dir/checkpoint up to `config.steps`; without it an existing checkpoint is an error.
+    stop_at: checkpoint and return after this step, as an interruption would (the schedule
+    still runs to `config.steps`; resume to finish).
+    """
+    from tqdm import tqdm
+
+    cfg = config or ReconstructConfig()
+    out_dir = Path(out_dir)
+    ckpt_dir = out_dir / "checkpoint"
+    bound = cfg.field.bound
+    train_indices = list(range(len(train))) if train_indices is None else list(train_indices)
+    views = load_views(train, train_indices, bound)
+    test_views = load_views(test, list(range(len(test))) if test_indices is None else list(test_indices), bound) if test is not None else None
+
+    # static data: one time for every frame -> no dynamic grid, one time bin
+    field_cfg, occ_cfg = cfg.field, cfg.occupancy
+    distinct_times = len(np.unique(np.round(views.times.numpy(), 6)))
+    static_reason = None
+    if distinct_times == 1:
+        static_reason = f"all {len(views)} training frames have time {float(views.times[0]):.4g}: fitting a static field (no dynamic grid, time is ignored)"
+        field_cfg = dataclasses.replace(field_cfg, dynamic=False)
+        occ_cfg = dataclasses.replace(occ_cfg, time_bins=1)
+        log(static_reason)
+    elif not field_cfg.dynamic:
+        occ_cfg = dataclasses.replace(occ_cfg, time_bins=1)
+
+    # background: solid in the source's compositing colour when it composited RGBA over one
+    source_bg = getattr(train, "background", None)
+    use_solid = cfg.background == "solid" or (cfg.background == "auto" and source_bg is not None and views.mask is not None)
+    if use_solid:
+        color = tuple(float(c) for c in (source_bg if source_bg is not None else field_cfg.background_color))
+        field_cfg = dataclasses.replace(field_cfg, background="solid", background_color=color)
+    else:
+        field_cfg = dataclasses.replace(field_cfg, background="mlp")
+
+    orbit = orbit_of(views.cameras)
+    meta = field_metadata(
+        field_cfg,
+        cfg.render,
+        occ_cfg,
+        orbit=orbit_to_dict(orbit),
+        caption=getattr(train, "caption", None),
+        source=getattr(train, "name", "") or train.kind,
+        resolution=[int(views.rgb.shape[2]), int(views.rgb.shape[1])],
+        time_range=[float(views.times.min()), float(views.times.max())],
+        static_reason=static_reason,
+    )
+
+    generator = torch.Generator().manual_seed(cfg.seed)
+    field = Field4D(field_cfg)
+    grid = OccupancyGrid(occ_cfg, bound, step_size(bound, cfg.render))
+    optimizer = make_optimizer(field, cfg)
+    start_step, history, elapsed = 0, [], 0.0
+    rays_per_step = max(min(cfg.max_rays_per_step, cfg.samples_per_step // cfg.render.n_samples), 1)
+
+    if ckpt_dir.exists() and (ckpt_dir / "field.json").is_file():
+        if not resume:
+            raise ValueError(f"{out_dir} already holds a checkpoint; pass --resume to continue it or choose another --out")
+        loaded_field, loaded_grid, loaded_meta = load_checkpoint(ckpt_dir)
+        wanted = json.loads(json.dumps(meta))
+        changed = [k for k in ("field", "render", "occupancy") if loaded_meta[k] != wanted[k]]
+        if changed:
+            raise ValueError(f"{ckpt_dir}: the checkpoint's {' and '.join(changed)} settings differ from this run's; resume with the same settings")
+        field.load_state_dict(loaded_field.state_dict())
+        grid.load_state_dict(loaded_grid.state_dict())
+        state_path = ckpt_dir / "train_state.pt"
+        if not state_path.is_file():
+            raise SourceError(state_path, "training state is missing: this checkpoint cannot be resumed")
+        state = torch.load(state_path, weights_only=True)
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+        start_step, history, elapsed = int(state["step"]), list(state["history"]), float(state["elapsed_s"])
+        rays_per_step = int(state["rays_per_step"])
+        log(f"resuming from step {start_step} ({elapsed:.0f} s of training so far)")
+
+    origins, dirs, times = views.rays()
+    target = views.rgb.reshape(-1, 3)
+    mask = views.mask.reshape(-1) if views.mask is not None else None
+    bg = field.background_color if field_cfg.background == "solid" else None
+    n_rays = origins.shape[0]
+    log(
+        f"fitting {len(views)} views {views.rgb.shape[2]}x{views.rgb.shape[1]}, {distinct_times} distinct times; "
+        f"static grid {grid_summary(field_cfg.static_grid)}"
+        + (f"; dynamic grid {grid_summary(field_cfg.dynamic_grid)}" if field_cfg.dynamic else "")
+        + f"; background {field_cfg.background}"
+    )
+
+    def save(step: int) -> None:
+        state = {
+            "step": step,
+            "optimizer": optimizer.state_dict(),
+            "generator": generator.get_state(),
+            "history": history,
+            "elapsed_s": elapsed,
+            "rays_per_step": rays_per_step,
+            "config": json.dumps(cfg.to_dict()),
+        }
+        save_checkpoint(ckpt_dir, field, grid, {**meta, "step": step}, state)
+
+    bar = tqdm(total=cfg.steps, initial=start_step, disable=not progress, desc="reconstruct", unit="step", dynamic_ncols=True)
+    psnr_ema = None
+    tick = time.perf_counter()
+    for step in range(start_step, cfg.steps):
+        field.train()
+        for group in optimizer.param_groups:
+            group["lr"] = group["base_lr"] * lr_factor(step, cfg.steps, cfg.lr_final_ratio)
+        idx = torch.randint(0, n_rays, (rays_per_step,), generator=generator)
+        out = render_rays(field, origins[idx], dirs[idx], times[idx], cfg.render, grid, bg, generator, stratified=True)
+        mse = torch.mean((out["rgb"] - target[idx]) ** 2)
+        loss = mse
+        if mask is not None and cfg.mask_weight > 0:
+            opacity = out["opacity"].clamp(1e-5, 1.0 - 1e-5)
+            loss = loss + cfg.mask_weight * torch.nn.functional.binary_cross_entropy(opacity, mask[idx])
+        if cfg.distortion_weight > 0:
+            loss = loss + cfg.distortion_weight * out["distortion"].mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        # Instant-NGP: adapt the ray count so the next step evaluates about samples_per_step samples
+        rays_per_step = int(min(max(rays_per_step * cfg.samples_per_step / max(int(out["samples"]), 1), 64), cfg.max_rays_per_step))
+        field.eval()
+        grid.refresh(field, step, generator)
+
+        p = _psnr(float(mse.detach()))
+        psnr_ema = p if psnr_ema is None else 0.9 * psnr_ema + 0.1 * p
+        bar.update(1)
+        bar.set_postfix(psnr=f"{psnr_ema:.2f}", occupied=f"{grid.occupied_fraction:.3f}", rays=len(idx))
+        done = step + 1
+        now = time.perf_counter()
+        elapsed += now - tick
+        tick = now
+        if test_views is not None and cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.steps:
+            ev = evaluate(field, grid, test_views, cfg.render, bg)
+            history.append({"step": done, "train_s": round(elapsed, 2), "train_psnr": round(psnr_ema, 3), "test_psnr": ev["mean"]["psnr"]})
+            (bar.write if progress else log)(f"step {done}: test PSNR {ev['mean']['psnr']:.2f} dB after {elapsed:.0f} s of training")
+            tick = time.perf_counter()
+        if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.steps:
+            save(done)
+            tick = time.perf_counter()
+        if stop_at is not None and done >= stop_at and done < cfg.steps:
+            bar.close()
+            save(done)
+            return {"steps": done, "stopped": True, "train_s": round(elapsed, 2), "history": history}
+    bar.close()
+    save(cfg.steps)
+
+    metrics = {"steps": cfg.steps, "train_s": round(elapsed, 2), "train_views": len(views), "static": static_reason is not None}
+    if static_reason:
+        metrics["static_reason"] = static_reason
+    if test_views is not None:
+        ev = evaluate(field, grid, test_views, cfg.render, bg)
+        history.append({"step": cfg.steps, "train_s": round(elapsed, 2), "train_psnr": round(psnr_ema or 0.0, 3), "test_psnr": ev["mean"]["psnr"]})
+        metrics["test"] = {k: v for k, v in ev.items() if k != "renders"}
+        metrics["test_views"] = len(test_views)
+        _write_comparison(out_dir / "test_views.png", ev["renders"], test_views.rgb)
+        log(
+            f"test views: PSNR {ev['mean']['psnr']:.2f} dB, SSIM {ev['mean']['ssim']:.4f}"
+            + (f" (masked PSNR {ev['mean']['masked_psnr']:.2f} dB)" if "masked_psnr" in ev["mean"] else "")
+        )
+    metrics["history"] = history
+    if write_video and cfg.video_frames > 0:
+        h, w = views.rgb.shape[1:3]
+        cams, ts = novel_path(orbit, cfg.video_frames, w, h)
+        frames = render_views(field, grid, cams, ts, cfg.render, bg)["rgb"].numpy()
+        from ..io import write_video as _write_video
+
+        _write_video(out_dir / "video.mp4", frames, fps=cfg.video_fps)
+        metrics["video"] = "video.mp4"
+    from ..io import write_json
+
+    write_json(out_dir / "metrics.json", _json_safe(metrics))
+    return metrics
+
+
+def _write_comparison(path: Path, pred: torch.Tensor, true: torch.Tensor) -> None:
+    """Rows of rendered test views over their ground truth: (N, H, W, 3) each."""
+    from ..io import image_grid, save_image
+
+    n = min(len(pred), 10)
+    images = torch.cat([pred[:n].clamp(0, 1), true[:n]]).numpy()
+    save_image(path, image_grid(images, rows=2))
+
+
+def _json_safe(x):
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
