@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "fourdistill.world.commands",
     "fourdistill.sources.commands",
     "fourdistill.field.commands",
+    "fourdistill.evaluate.commands",
     "fourdistill.teachers.commands",
 )
 
