@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "fourdistill.field.commands",
     "fourdistill.evaluate.commands",
     "fourdistill.teachers.commands",
+    "fourdistill.distill",
 )
 
 
