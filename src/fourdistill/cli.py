@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "fourdistill.evaluate.commands",
     "fourdistill.teachers.commands",
     "fourdistill.distill",
+    "fourdistill.generate",
 )
 
 

@@ -1,0 +1,153 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fourdistill.cli import main
+from fourdistill.distill import DistillConfig, run
+from fourdistill.generate import ControlledPipeline, ViewChange, reference_to_pil, world_reference
+
+from tiny_models import tiny_stack_folder
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def stack_folder(tmp_path_factory):
+    return tiny_stack_folder(tmp_path_factory.mktemp("generate"))
+
+
+def _mappers(tmp, stack_folder, mode):
+    cfg = DistillConfig(model=str(stack_folder), out=str(tmp / mode), mode=mode, steps=2, batch_size=2, grad_accum=1, world_seeds=(0, 20), lr=3e-2)
+    run(cfg, progress=False)
+    return tmp / mode / "checkpoint"
+
+
+@pytest.fixture(scope="module")
+def joint(tmp_path_factory, stack_folder):
+    folder = _mappers(tmp_path_factory.mktemp("mappers"), stack_folder, "joint")
+    return ControlledPipeline.from_pretrained(str(stack_folder), folder)
+
+
+@pytest.fixture(scope="module")
+def reference(joint):
+    return world_reference(1_000_001, size=joint.size[0]).image
+
+
+def test_generates_images_in_range_deterministically(joint, reference):
+    a = joint("a red cube", reference, time=0.5, num_inference_steps=3)
+    b = joint("a red cube", reference, time=0.5, num_inference_steps=3)
+    assert a.shape == (1, 64, 64, 3) and a.dtype == np.float32
+    assert 0.0 <= a.min() and a.max() <= 1.0
+    np.testing.assert_array_equal(a, b)
+    c = joint("a red cube", reference, time=0.5, num_inference_steps=3, seed=1)
+    assert not np.array_equal(a, c)
+
+
+def test_the_control_changes_the_image_and_batches_broadcast(joint, reference):
+    images = joint("a red cube", reference, time=[-1.0, 0.0, 1.0], view=ViewChange(azimuth_deg=30.0), num_inference_steps=3)
+    assert images.shape[0] == 3
+    assert not np.allclose(images[0], images[2])  # the same noise, another d
+    one = joint("a red cube", reference, time=-1.0, view=ViewChange(azimuth_deg=30.0), num_inference_steps=3)
+    np.testing.assert_allclose(one[0], images[0], atol=1e-5)  # shared noise: a batch row is the single image
+
+
+def test_conditions_are_computed_once_per_call_and_per_timestep(joint, reference):
+    calls = []
+    cond = joint.conditioner
+    original = cond.forward
+
+    def counted(*args, **kwargs):
+        calls.append(args[0].shape[0])
+        return original(*args, **kwargs)
+
+    cond.forward = counted
+    seen = []
+    handle = joint.pipe.unet.register_forward_pre_hook(lambda m, a, k: seen.append(k["cross_attention_kwargs"]["layer_conditions"].clone()), with_kwargs=True)
+    try:
+        joint("a red cube", reference, time=[0.2, -0.4], num_inference_steps=4, guidance_scale=3.0)
+    finally:
+        cond.forward = original
+        handle.remove()
+    steps = len(joint.pipe.scheduler.timesteps)
+    assert calls == [steps * 2]  # one conditioner pass for every (step, image); layers batched inside
+    assert len(seen) == steps
+    n_layers = cond.n_layers
+    assert seen[0].shape[:2] == (n_layers, 4)  # CFG: negative half first, then the mapped conditions
+    assert not torch.allclose(seen[0][:, 2:], seen[-1][:, 2:])  # per-timestep conditions differ
+    assert not torch.allclose(seen[0][0, 2:], seen[0][1, 2:])  # two layers, two conditions
+    torch.testing.assert_close(seen[0][:, :2], seen[-1][:, :2])  # the negative prompt does not depend on t
+
+
+def test_guidance_keeps_the_image_tokens_in_the_unconditional_pass(joint, reference):
+    pil = reference_to_pil(reference, joint.size)
+    kept = joint._image_embeds([pil], guided=True, image_in_uncond=True)[0]
+    torch.testing.assert_close(kept[0], kept[1])
+    dropped = joint._image_embeds([pil], guided=True, image_in_uncond=False)[0]
+    assert not torch.allclose(dropped[0], dropped[1])
+
+
+def test_sweeps_and_grid_shapes(joint, reference):
+    d, images = joint.time_sweep("a cube", reference, [-1.0, 0.0, 1.0], num_inference_steps=2)
+    assert images.shape[0] == 3 and list(d) == [-1.0, 0.0, 1.0]
+    a, images = joint.view_orbit("a cube", reference, [-45.0, 45.0], num_inference_steps=2)
+    assert images.shape[0] == 2
+    d, a, grid = joint.time_view_grid("a cube", reference, [-0.5, 0.5], [-30.0, 0.0, 30.0], num_inference_steps=2)
+    assert grid.shape == (2, 3, 64, 64, 3)
+
+
+def test_argument_errors(joint, reference, tmp_path):
+    with pytest.raises(ValueError, match=r"\[-1, 1\]"):
+        joint("a cube", reference, time=1.5, num_inference_steps=2)
+    with pytest.raises(ValueError, match="both controls are off"):
+        joint("a cube", reference, num_inference_steps=2)
+    with pytest.raises(ValueError, match="size 32x32"):
+        joint("a cube", np.zeros((32, 32, 3), np.float32), time=0.1, num_inference_steps=2)
+    resized = joint("a cube", np.zeros((32, 32, 3), np.float32), time=0.1, num_inference_steps=2, resize=True)
+    assert resized.shape == (1, 64, 64, 3)
+    rgba = Image.new("RGBA", joint.size)
+    with pytest.raises(ValueError, match="mode 'RGBA'"):
+        joint("a cube", rgba, time=0.1, num_inference_steps=2)
+    path = tmp_path / "ref.png"
+    Image.new("L", joint.size).save(path)
+    with pytest.raises(ValueError, match=r"ref\.png: mode 'L'"):
+        joint("a cube", str(path), time=0.1, num_inference_steps=2)
+    with pytest.raises(FileNotFoundError, match="missing.png"):
+        joint("a cube", str(tmp_path / "missing.png"), time=0.1, num_inference_steps=2)
+    with pytest.raises(ValueError, match="time: 2 values for 3 images"):
+        joint(["a", "b", "c"], reference, time=[0.1, 0.2], num_inference_steps=2)
+    with pytest.raises(ValueError, match="spherical deltas"):
+        joint("a cube", reference, view=ViewChange(relative_pose=np.eye(4).tolist()), num_inference_steps=2)
+
+
+def test_a_time_only_checkpoint_refuses_view_control(tmp_path, stack_folder, reference):
+    folder = _mappers(tmp_path, stack_folder, "time")
+    cp = ControlledPipeline.from_pretrained(str(stack_folder), folder)
+    assert cp.has_time and not cp.has_view
+    assert cp("a cube", reference, time=0.3, num_inference_steps=2).shape == (1, 64, 64, 3)
+    with pytest.raises(ValueError, match="no View Mapper"):
+        cp("a cube", reference, view=ViewChange(azimuth_deg=10.0), num_inference_steps=2)
+    with pytest.raises(ValueError, match="both a Time and a View Mapper"):
+        cp.time_view_grid("a cube", reference, num_inference_steps=2)
+
+
+def test_generate_command_writes_grids_and_videos(tmp_path, stack_folder, joint, capsys):
+    folder = _mappers(tmp_path, stack_folder, "joint")
+    base = ["generate", "--model", str(stack_folder), "--mappers", str(folder), "--steps", "2"]
+    assert main(base + ["--world", "1000002", "--time", "0.25", "--azimuth", "20", "--out", str(tmp_path / "one.png")]) == 0
+    assert Image.open(tmp_path / "one.png").size[0] > 64
+    assert main(base + ["--world", "1000002", "--sweep", "grid", "--frames", "2", "--out", str(tmp_path / "grid.png")]) == 0
+    for suffix in (".png", ".mp4", ".gif"):
+        assert (tmp_path / f"grid{suffix}").stat().st_size > 0
+    ref = tmp_path / "ref.png"
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(ref)
+    assert main(base + ["--prompt", "a red cube", "--image", str(ref), "--sweep", "time", "--frames", "3", "--out", str(tmp_path / "t.png")]) == 0
+    assert "d = -1.00, +0.00, +1.00" in capsys.readouterr().out
+    assert main(base + ["--prompt", "a red cube", "--image", str(ref), "--time", "2", "--out", str(tmp_path / "bad.png")]) == 2
+    assert "[-1, 1]" in capsys.readouterr().err
