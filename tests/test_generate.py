@@ -151,3 +151,11 @@ def test_generate_command_writes_grids_and_videos(tmp_path, stack_folder, joint,
     assert "d = -1.00, +0.00, +1.00" in capsys.readouterr().out
     assert main(base + ["--prompt", "a red cube", "--image", str(ref), "--time", "2", "--out", str(tmp_path / "bad.png")]) == 2
     assert "[-1, 1]" in capsys.readouterr().err
+
+
+def test_plain_generation_is_the_same_call_without_the_mappers(joint, reference):
+    plain = joint.plain("a red cube", reference, time=0.9, num_inference_steps=3)
+    again = joint.plain("a red cube", reference, num_inference_steps=3)
+    np.testing.assert_array_equal(plain, again)  # time is ignored
+    mapped = joint("a red cube", reference, time=0.9, num_inference_steps=3)
+    assert not np.allclose(plain, mapped)

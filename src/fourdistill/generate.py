@@ -271,6 +271,7 @@ class ControlledPipeline:
         resize: bool = False,
         truncation: int | None = None,
         image_in_uncond: bool = True,
+        mapped: bool = True,
     ) -> np.ndarray:
         """Images (N, H, W, 3) float32 in [0, 1].
 
@@ -281,6 +282,8 @@ class ControlledPipeline:
         shared_noise: every image starts from the same noise (sweeps change only the control).
         ip_adapter_scale: default, the scale the mappers were distilled with.
         truncation: nested-dropout truncation of the mapper outputs (None: all units).
+        mapped: False generates without the mappers (the plain caption, time and view ignored)
+            with everything else identical: noise, guidance, image tokens. See `plain`.
         """
         import torch
         from PIL import Image
@@ -305,7 +308,8 @@ class ControlledPipeline:
         for p in prompts:
             if not isinstance(p, str):
                 raise TypeError(f"prompt: expected strings, got {type(p).__name__}")
-        times, views = self._controls(n, time, view)
+        if mapped:
+            times, views = self._controls(n, time, view)
         if not 1 <= int(num_inference_steps) <= 1000:
             raise ValueError(f"num_inference_steps must lie in 1..1000, got {num_inference_steps}")
         width, height = self.size
@@ -320,13 +324,17 @@ class ControlledPipeline:
         device = next(pipe.unet.parameters()).device
 
         # everything the loop needs, once
-        pipe.scheduler.set_timesteps(int(num_inference_steps), device=device)
-        timesteps = pipe.scheduler.timesteps.unique()
-        table = self.conditions(prompts, timesteps, times, views, truncation=truncation)  # (S, L, B, 77, C)
-        lookup = {int(t): k for k, t in enumerate(timesteps.tolist())}
         negative = self._plain_embeddings([negative_prompt] * n)  # (B, 77, C)
-        negative_layers = negative[None].expand(table.shape[1], *negative.shape).to(table.dtype)
         image_embeds = self._image_embeds(references, guided, image_in_uncond)
+        if mapped:
+            pipe.scheduler.set_timesteps(int(num_inference_steps), device=device)
+            timesteps = pipe.scheduler.timesteps.unique()
+            table = self.conditions(prompts, timesteps, times, views, truncation=truncation)  # (S, L, B, 77, C)
+            lookup = {int(t): k for k, t in enumerate(timesteps.tolist())}
+            negative_layers = negative[None].expand(table.shape[1], *negative.shape).to(table.dtype)
+            prompt_embeds = table[0, 0].to(negative.dtype)
+        else:
+            prompt_embeds = self._plain_embeddings(prompts)
 
         def layer_conditions(t: int):
             k = lookup.get(int(t))
@@ -353,10 +361,10 @@ class ControlledPipeline:
         else:
             latents, generator = None, torch.Generator().manual_seed(int(seed))
         pipe.set_ip_adapter_scale(scale)
-        handle = pipe.unet.register_forward_pre_hook(pre_hook, with_kwargs=True, prepend=True)  # before any hook of the user
+        handle = pipe.unet.register_forward_pre_hook(pre_hook, with_kwargs=True, prepend=True) if mapped else None  # before any hook of the user
         try:
             out = pipe(
-                prompt_embeds=table[0, 0].to(negative.dtype),
+                prompt_embeds=prompt_embeds,
                 negative_prompt_embeds=negative,
                 ip_adapter_image_embeds=image_embeds,
                 num_inference_steps=int(num_inference_steps),
@@ -368,8 +376,16 @@ class ControlledPipeline:
                 output_type="np",
             ).images
         finally:
-            handle.remove()
+            if handle is not None:
+                handle.remove()
         return np.asarray(out, dtype=np.float32)
+
+    def plain(self, prompt, image=None, **kwargs) -> np.ndarray:
+        """The same generation without the mappers: caption and image prompt only (the baseline
+        "IP-Adapter alone"), with the same noise, guidance and image tokens as `__call__`."""
+        kwargs.pop("time", None)
+        kwargs.pop("view", None)
+        return self(prompt, image, mapped=False, **kwargs)
 
     # ------------------------------------------------------------------ sweeps
     def time_sweep(self, prompt, image, deltas=None, **kwargs) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,129 @@
+"""Time of generation with mappers against the plain pipeline, same model, steps, size and batch.
+
+Both runs use the same StableDiffusionPipeline with its IP-Adapter and the same reference image:
+  plain: `pipe(prompt, ip_adapter_image=reference, ...)`;
+  ours:  `ControlledPipeline(pipe, mappers)(prompt, reference, time=d, view=...)`, i.e. per-step,
+         per-layer conditions from one batched text-encoder pass, fed through layer-aware
+         attention processors.
+The two are timed alternately, `--repeats` times each, in one process, and the medians compared
+(the machine is shared, so only the ratio of one run means anything).
+
+Run: python benchmarks/generate.py [--model FOLDER_OR_HUB_ID] [--mappers FOLDER] [--steps 30]
+     [--batch 1] [--repeats 5] [--device cpu|cuda]
+Default: the embedded stack and the shipped mappers (random mappers of the same shape when none
+are shipped: the cost does not depend on the weights).
+Goal (generation issue): ours <= 1.10x plain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def random_mappers(pipe, folder: Path) -> Path:
+    """Joint mappers with random weights, in the shape distillation would give."""
+    from fourdistill.conditioning.processors import cross_attention_layers
+    from fourdistill.conditioning.text import MappedTextConditioner
+    from fourdistill.mappers.checkpoint import save_mappers
+    from fourdistill.mappers.neti import MapperConfig, TimeMapper, ViewMapper
+
+    layers = cross_attention_layers(pipe.unet)
+    width = pipe.text_encoder.config.hidden_size
+    tm = TimeMapper(MapperConfig(kind="time", word_dim=width, n_layers=len(layers)))
+    vm = ViewMapper(MapperConfig(kind="view", word_dim=width, n_layers=len(layers), encoding_seed=1))
+    cond = MappedTextConditioner(pipe.text_encoder, pipe.tokenizer, len(layers), tm, vm)
+    return save_mappers(folder, cond, layers, base_model="benchmark")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None, help="stack folder or hub id (default: the embedded stack)")
+    parser.add_argument("--mappers", default=None, help="mapper folder (default: shipped, else random ones)")
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--guidance", type=float, default=5.0)
+    parser.add_argument("--batch", type=int, default=1, help="images per call")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads on CPU (default 1: tiny models on a shared CPU)")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+
+    import numpy as np
+    import torch
+
+    from fourdistill.generate import SHIPPED_MAPPERS, ControlledPipeline, ViewChange, world_reference
+    from fourdistill.teachers.load import load_stack
+
+    if args.device == "cpu":
+        torch.set_num_threads(args.threads)
+    dtype = torch.float16 if args.device == "cuda" else torch.float32
+    pipe = load_stack(args.model, ip_adapter=True, device=args.device, dtype=dtype)
+    pipe.set_progress_bar_config(disable=True)
+    side = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    ref = world_reference(1_000_000, size=side)
+    reference = [(np.clip(ref.image, 0, 1) * 255 + 0.5).astype(np.uint8)] * args.batch
+    from PIL import Image
+
+    pils = [Image.fromarray(r) for r in reference]
+    prompts = [ref.caption] * args.batch
+
+    with tempfile.TemporaryDirectory() as tmp:
+        mappers = args.mappers
+        if mappers is None:
+            mappers = SHIPPED_MAPPERS if (SHIPPED_MAPPERS / "mappers.json").is_file() else random_mappers(pipe, Path(tmp) / "mappers")
+        # the plain pipeline runs first, before the mappers' processors are installed ...
+        plain_pipe = pipe
+
+        def sync():
+            if args.device == "cuda":
+                torch.cuda.synchronize()
+
+        def plain():
+            plain_pipe.set_ip_adapter_scale(0.5)
+            plain_pipe(prompts, ip_adapter_image=[pils], num_inference_steps=args.steps, guidance_scale=args.guidance,
+                       height=side, width=side, generator=torch.Generator().manual_seed(0), output_type="np")
+
+        plain()  # warm-up
+        plain_times = []
+        for _ in range(args.repeats):
+            sync()
+            t0 = time.perf_counter()
+            plain()
+            sync()
+            plain_times.append(time.perf_counter() - t0)
+        # ... and once more after, with the layer-aware processors installed (they read no
+        # layer_conditions here, so this is the plain computation through our processors)
+        cp = ControlledPipeline(pipe, mappers)
+
+        def ours():
+            cp(prompts, pils if args.batch > 1 else pils[0], time=0.5, view=ViewChange(azimuth_deg=30.0) if cp.has_view else None,
+               num_inference_steps=args.steps, guidance_scale=args.guidance, ip_adapter_scale=0.5)
+
+        ours()  # warm-up
+        ours_times, plain_after = [], []
+        for _ in range(args.repeats):
+            for fn, store in ((ours, ours_times), (plain, plain_after)):
+                sync()
+                t0 = time.perf_counter()
+                fn()
+                sync()
+                store.append(time.perf_counter() - t0)
+
+    med = statistics.median
+    base = med(plain_times + plain_after)
+    print(f"model: {args.model or 'embedded'}  {side}x{side}, {args.steps} steps, guidance {args.guidance}, batch {args.batch}, device {args.device}")
+    print(f"{'variant':<34}{'median s':>10}{'ratio':>8}")
+    print(f"{'plain pipeline (diffusers)':<34}{med(plain_times):>10.3f}{med(plain_times) / base:>8.2f}")
+    print(f"{'plain, layer-aware processors':<34}{med(plain_after):>10.3f}{med(plain_after) / base:>8.2f}")
+    print(f"{'ours (time + view mappers)':<34}{med(ours_times):>10.3f}{med(ours_times) / base:>8.2f}")
+    ratio = med(ours_times) / base
+    print(f"ours / plain = {ratio:.3f}x (goal <= 1.10x: {'met' if ratio <= 1.10 else 'NOT met'})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,319 @@
+"""Does time and view control work? Generated images against the world's exact ground truth.
+
+On held-out world scenes only (EVAL_SEEDS), pairs are drawn as in training (method notes 1.1):
+a reference render at (t_ref, camera_ref) and the true target at (t_ref + d, camera_tgt). Every
+method gets the same pairs, the same noise, guidance and image prompt, and is scored against
+the true target:
+
+- `mappers`: the distilled mappers (time, view, or both, by the pair's kind);
+- `copy`: the reference itself (what a model that ignores the control would score);
+- `ip_adapter`: IP-Adapter with the plain caption (no control at all);
+- `ip_adapter_phrase`: IP-Adapter with the change written in words ("a moment later",
+  "seen from the left", ...), the text-only way to ask for it;
+- `no_bypass`: the mappers with the textual bypass switched off at inference (alpha = 0);
+- any further checkpoint given by name (e.g. mappers distilled without nested dropout).
+
+Numbers: PSNR and SSIM, unmasked and masked to the target's objects, per pair; their means per
+|d| bin (time and joint pairs) or per |d azimuth| bin (view pairs); monotonicity, the Spearman
+correlation between the size of the asked change and how much the image moved away from the
+reference; identity, whether the world's judge reads the same objects (shape and colour) in the
+generated image as in the true target.
+"""
+
+from __future__ import annotations
+
+import json
+import time as _time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+METHODS = ("mappers", "copy", "ip_adapter", "ip_adapter_phrase", "no_bypass")
+TIME_BINS = (0.0, 0.25, 0.5, 0.75, 1.0)  # |d|
+VIEW_BINS = (0.0, 30.0, 60.0, 90.0)  # |d azimuth| in degrees
+
+
+@dataclass
+class ControlEvalConfig:
+    """What `fourdistill evaluate` runs. Pairs come from the first `scenes` EVAL_SEEDS."""
+
+    pairs: int = 48  # per kind
+    scenes: int = 200
+    kinds: tuple[str, ...] = ("time", "view", "joint")
+    steps: int = 30  # method notes 1.5
+    guidance: float = 5.0  # method notes 1.5
+    ip_adapter_scale: float | None = None  # None: the scale the mappers were distilled with
+    batch: int = 16
+    seed: int = 0
+    methods: tuple[str, ...] = METHODS
+    extra: dict = field(default_factory=dict)  # name -> mapper folder (ablations)
+
+    def __post_init__(self):
+        self.kinds = tuple(self.kinds)
+        self.methods = tuple(self.methods)
+        for k in self.kinds:
+            if k not in ("time", "view", "joint"):
+                raise ValueError(f"kinds: {k!r} is not one of time, view, joint")
+        for m in self.methods:
+            if m not in METHODS:
+                raise ValueError(f"methods: {m!r} is not one of {', '.join(METHODS)}")
+        if self.pairs < 2:
+            raise ValueError(f"pairs must be at least 2 (Spearman needs two), got {self.pairs}")
+
+
+# ---------------------------------------------------------------------- words for the changes
+def time_phrase(d: float) -> str:
+    """The change in time, in words (the text-only baseline)."""
+    if abs(d) < 1e-6:
+        return ""
+    return "a moment later" if d > 0 else "a moment earlier"
+
+
+def view_phrase(d_azimuth: float, d_elevation: float) -> str:
+    """The change of view, in words. A positive azimuth change moves the camera to its right
+    (counter-clockwise seen from above, z up), so the object is then seen from the right."""
+    parts = []
+    if abs(d_azimuth) >= 5.0:
+        parts.append("seen from the right" if d_azimuth > 0 else "seen from the left")
+    if abs(d_elevation) >= 5.0:
+        parts.append("seen from above" if d_elevation > 0 else "seen from below")
+    return ", ".join(parts)
+
+
+def phrased(caption: str, d: float, d_azimuth: float, d_elevation: float) -> str:
+    words = [w for w in (time_phrase(d), view_phrase(d_azimuth, d_elevation)) if w]
+    return caption if not words else f"{caption}, {', '.join(words)}"
+
+
+# ---------------------------------------------------------------------- pairs
+@dataclass
+class EvalPairs:
+    """Held-out pairs of one kind, images (N, H, W, 3) in [0, 1]."""
+
+    kind: str
+    reference: np.ndarray
+    target: np.ndarray
+    target_mask: np.ndarray  # (N, H, W) bool
+    time_delta: np.ndarray
+    spherical_delta: np.ndarray  # (N, 3)
+    captions: list[str]
+    seeds: list[int]
+
+
+def held_out_pairs(kind: str, n: int, scenes: int, resolution: int, seed: int = 0) -> EvalPairs:
+    """n pairs of `kind` from the first `scenes` evaluation seeds (no same-frame pairs)."""
+    from ..pairs import PairConfig, PairSampler
+    from ..sources.world import WorldScenes
+    from ..world import EVAL_SEEDS
+
+    seeds = list(EVAL_SEEDS)[:scenes]
+    sampler = PairSampler(WorldScenes(seeds, resolution=resolution, allow_eval=True), PairConfig(mode=kind, p_same=0.0, resolution=resolution), seed=seed)
+    batch = sampler.batch(n, rng=np.random.default_rng([seed, 0xE7A1, ("time", "view", "joint").index(kind)]))
+    to01 = lambda x: ((x.permute(0, 2, 3, 1).numpy() + 1.0) / 2.0).clip(0, 1).astype(np.float32)  # noqa: E731
+    return EvalPairs(
+        kind=kind,
+        reference=to01(batch.reference),
+        target=to01(batch.target),
+        target_mask=batch.target_mask[:, 0].numpy() > 0.5,
+        time_delta=batch.time_delta.numpy().astype(np.float64),
+        spherical_delta=batch.spherical_delta.numpy().astype(np.float64),
+        captions=list(batch.captions),
+        seeds=[seeds[int(i)] for i in batch.source_index],
+    )
+
+
+# ---------------------------------------------------------------------- scoring
+def image_scores(generated: np.ndarray, target: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-image PSNR / SSIM, unmasked and masked to the target's objects."""
+    from .metrics import as_image_tensor, masked_psnr, masked_ssim, psnr, ssim
+
+    g, t = as_image_tensor(generated), as_image_tensor(target)
+    m = __import__("torch").from_numpy(mask.astype(np.float32))[:, None]
+    return {
+        "psnr": psnr(g, t).numpy().astype(np.float64),
+        "ssim": ssim(g, t).numpy().astype(np.float64),
+        "masked_psnr": masked_psnr(g, t, m).numpy().astype(np.float64),
+        "masked_ssim": masked_ssim(g, t, m).numpy().astype(np.float64),
+    }
+
+
+def magnitude(pairs: EvalPairs) -> tuple[str, np.ndarray, tuple[float, ...]]:
+    """What the bins are over: |d| for time and joint pairs, |d azimuth| for view pairs."""
+    if pairs.kind == "view":
+        return "|d azimuth| (deg)", np.abs(pairs.spherical_delta[:, 0]), VIEW_BINS
+    return "|d|", np.abs(pairs.time_delta), TIME_BINS
+
+
+def binned(values: np.ndarray, mags: np.ndarray, edges) -> list[dict]:
+    rows = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        sel = (mags >= lo) & ((mags < hi) if hi < edges[-1] else (mags <= hi))
+        rows.append({"lo": lo, "hi": hi, "n": int(sel.sum()), "mean": float(values[sel].mean()) if sel.any() else None})
+    return rows
+
+
+def judge_agreement(judge, generated: np.ndarray, target: np.ndarray) -> dict:
+    """Does the judge read the same objects (shape and colour) in the generated image as in the truth?"""
+    from .metrics import as_image_tensor
+
+    a = judge.labels(as_image_tensor(generated)).numpy()
+    b = judge.labels(as_image_tensor(target)).numpy()
+    return {"exact": float(np.mean(np.all(a == b, axis=1))), "per_shape": float(np.mean(a == b))}
+
+
+# ---------------------------------------------------------------------- generation per method
+def _views(pairs: EvalPairs):
+    from ..generate import ViewChange
+
+    return [ViewChange(*map(float, s)) for s in pairs.spherical_delta]
+
+
+def generate_method(cp, method: str, pairs: EvalPairs, cfg: ControlEvalConfig) -> np.ndarray:
+    """Images of one method for all pairs, in batches, with the same noise for every method."""
+    if method == "copy":
+        return pairs.reference.copy()
+    out = []
+    for i in range(0, len(pairs.captions), cfg.batch):
+        sl = slice(i, i + cfg.batch)
+        common = dict(num_inference_steps=cfg.steps, guidance_scale=cfg.guidance, seed=cfg.seed + i, ip_adapter_scale=cfg.ip_adapter_scale)
+        refs = pairs.reference[sl]
+        if method in ("ip_adapter", "ip_adapter_phrase"):
+            captions = pairs.captions[sl]
+            if method == "ip_adapter_phrase":
+                captions = [
+                    phrased(c, d if pairs.kind != "view" else 0.0, s[0] if pairs.kind != "time" else 0.0, s[1] if pairs.kind != "time" else 0.0)
+                    for c, d, s in zip(captions, pairs.time_delta[sl], pairs.spherical_delta[sl])
+                ]
+            out.append(cp.plain(captions, refs, **common))
+            continue
+        time = list(pairs.time_delta[sl]) if pairs.kind != "view" and cp.has_time else None
+        view = _views(pairs)[sl] if pairs.kind != "time" and cp.has_view else None
+        cp.no_bypass = method == "no_bypass"
+        try:
+            out.append(cp(pairs.captions[sl], refs, time=time, view=view, **common))
+        finally:
+            cp.no_bypass = False
+    return np.concatenate(out)
+
+
+def evaluate_control(cp, cfg: ControlEvalConfig, judge=None, extra_pipelines: dict | None = None, progress: bool = True, samples_dir=None) -> dict:
+    """Every number of the report (a JSON-ready dict)."""
+    from tqdm.auto import tqdm
+
+    from .judge import load_judge
+    from .metrics import spearman
+
+    judge = judge or load_judge()
+    extra_pipelines = extra_pipelines or {}
+    kinds = [k for k in cfg.kinds if (k != "time" or cp.has_time) and (k != "view" or cp.has_view) and (k != "joint" or (cp.has_time and cp.has_view))]
+    if not kinds:
+        raise ValueError("the mappers support none of the asked kinds of control")
+    methods = list(cfg.methods) + list(extra_pipelines)
+    report = {"config": {**asdict(cfg), "kinds": kinds}, "kinds": {}}
+    side = cp.size[0]
+    bar = tqdm(total=len(kinds) * len(methods), desc="evaluate", disable=not progress)
+    for kind in kinds:
+        pairs = held_out_pairs(kind, cfg.pairs, cfg.scenes, side, seed=cfg.seed)
+        label, mags, edges = magnitude(pairs)
+        entry = {"pairs": len(pairs.captions), "magnitude": label, "bins": list(edges), "methods": {}}
+        for method in methods:
+            start = _time.perf_counter()
+            pipe = extra_pipelines.get(method, cp)
+            images = generate_method(pipe, "mappers" if method in extra_pipelines else method, pairs, cfg)
+            scores = image_scores(images, pairs.target, pairs.target_mask)
+            change = np.mean(np.abs(images - pairs.reference), axis=(1, 2, 3))
+            entry["methods"][method] = {
+                **{k: float(v.mean()) for k, v in scores.items()},
+                "binned": {k: binned(v, mags, edges) for k, v in scores.items()},
+                "monotonicity_spearman": spearman(mags, change) if method != "copy" else None,
+                "identity": judge_agreement(judge, images, pairs.target),
+                "seconds": _time.perf_counter() - start,
+            }
+            if samples_dir is not None:
+                _save_samples(Path(samples_dir) / f"{kind}_{method}.png", pairs, images)
+            bar.update(1)
+        report["kinds"][kind] = entry
+    bar.close()
+    return report
+
+
+def _save_samples(path: Path, pairs: EvalPairs, images: np.ndarray, n: int = 8) -> None:
+    """Rows: references, generated, truth (the first n pairs)."""
+    from ..io import image_grid, save_image
+
+    k = min(n, len(images))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(path, image_grid(np.concatenate([pairs.reference[:k], images[:k], pairs.target[:k]]), rows=3))
+
+
+# ---------------------------------------------------------------------- report
+def markdown_report(report: dict, command: str | None = None) -> str:
+    lines = ["# Time and view control against ground truth", ""]
+    if command:
+        lines += [f"Command: `{command}`", ""]
+    cfg = report["config"]
+    lines += [
+        f"Held-out world scenes (the first {cfg['scenes']} EVAL_SEEDS), {cfg['pairs']} pairs per kind, "
+        f"{cfg['steps']} denoising steps, guidance {cfg['guidance']}, the same noise for every method.",
+        "",
+    ]
+    for kind, entry in report["kinds"].items():
+        lines += [f"## {kind} control", "", "| method | PSNR | SSIM | masked PSNR | masked SSIM | monotonicity (Spearman) | identity (judge, exact) |", "|---|---|---|---|---|---|---|"]
+        for method, m in entry["methods"].items():
+            mono = "" if m["monotonicity_spearman"] is None else f"{m['monotonicity_spearman']:.3f}"
+            lines.append(
+                f"| {method} | {m['psnr']:.2f} | {m['ssim']:.4f} | {m['masked_psnr']:.2f} | {m['masked_ssim']:.4f} | {mono} | {m['identity']['exact']:.3f} |"
+            )
+        edges = entry["bins"]
+        heads = [f"{lo:g}-{hi:g}" for lo, hi in zip(edges[:-1], edges[1:])]
+        lines += ["", f"PSNR by {entry['magnitude']}:", "", "| method | " + " | ".join(heads) + " |", "|---|" + "---|" * len(heads)]
+        for method, m in entry["methods"].items():
+            cells = [("" if b["mean"] is None else f"{b['mean']:.2f}") + f" (n={b['n']})" for b in m["binned"]["psnr"]]
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def plot_report(report: dict, path) -> Path:
+    """PSNR against the size of the change, a panel per kind, a line per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..io import atomic_path
+
+    kinds = list(report["kinds"])
+    fig, axes = plt.subplots(1, len(kinds), figsize=(4.5 * len(kinds), 3.6), squeeze=False)
+    for ax, kind in zip(axes[0], kinds):
+        entry = report["kinds"][kind]
+        edges = entry["bins"]
+        centres = [(lo + hi) / 2 for lo, hi in zip(edges[:-1], edges[1:])]
+        for method, m in entry["methods"].items():
+            ys = [b["mean"] if b["mean"] is not None else np.nan for b in m["binned"]["psnr"]]
+            ax.plot(centres, ys, marker="o", label=method)
+        ax.set_title(f"{kind} control")
+        ax.set_xlabel(entry["magnitude"])
+        ax.set_ylabel("PSNR vs truth (dB)")
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return path
+
+
+def write_report(report: dict, folder, command: str | None = None) -> Path:
+    """report.json, report.md and psnr_vs_change.png in `folder` (each written atomically)."""
+    from ..io import atomic_path, write_json
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / "report.json", report)
+    with atomic_path(folder / "report.md") as tmp:
+        Path(tmp).write_text(markdown_report(report, command))
+    plot_report(report, folder / "psnr_vs_change.png")
+    return folder
