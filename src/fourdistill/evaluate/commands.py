@@ -61,6 +61,11 @@ def register(sub) -> None:
     ev.add_argument("--batch", type=int, default=d.batch, help=f"images per generation call (default {d.batch})")
     ev.add_argument("--seed", type=int, default=d.seed, help="seed of pairs and noise (default 0)")
     ev.add_argument("--threads", type=int, default=None, help="torch threads on CPU (default: torch's)")
+    ev.add_argument("--fvd-detector", default=None, help="TorchScript I3D (i3d_torchscript.pt): adds FVD of time-sweep videos")
+    ev.add_argument("--fvd-videos", type=int, default=16, help="videos per method for FVD (default 16)")
+    ev.add_argument("--lpips-backbone", default=None, help="torchvision AlexNet weights: with --lpips-linear adds LPIPS against the truth")
+    ev.add_argument("--lpips-linear", default=None, help="LPIPS v0.1 linear layers (alex.pth)")
+    ev.add_argument("--clip-model", default=None, help="local CLIP model folder: adds the CLIP score against the caption")
     ev.add_argument("--out", required=True, help="report folder")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
     ev.set_defaults(handler=_evaluate)
@@ -125,9 +130,22 @@ def _evaluate(args: argparse.Namespace) -> int:
         pairs=args.pairs, scenes=args.scenes, kinds=tuple(args.kinds), steps=args.steps, guidance=args.guidance,
         ip_adapter_scale=args.ip_scale, batch=args.batch, seed=args.seed, methods=tuple(args.methods), extra=extra,
     )
+    learned = {}
+    if args.lpips_backbone or args.lpips_linear:
+        from .learned import LPIPS
+
+        learned["lpips"] = LPIPS.from_files(args.lpips_backbone, args.lpips_linear)
+    if args.clip_model:
+        from .learned import ClipScorer
+
+        learned["clip"] = ClipScorer(args.clip_model)
+    if args.fvd_detector:
+        from .learned import load_i3d
+
+        learned.update(fvd=load_i3d(args.fvd_detector), fvd_videos=args.fvd_videos)
     cp = ControlledPipeline.from_pretrained(args.model, args.mappers)
     extra_pipelines = {name: ControlledPipeline(cp.pipe, folder) for name, folder in extra.items()}
-    report = evaluate_control(cp, cfg, extra_pipelines=extra_pipelines, progress=not args.quiet, samples_dir=f"{args.out}/samples")
+    report = evaluate_control(cp, cfg, extra_pipelines=extra_pipelines, progress=not args.quiet, samples_dir=f"{args.out}/samples", learned=learned)
     command = "fourdistill " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv and sys.argv[0].endswith("fourdistill") else None
     folder = write_report(report, args.out, command)
     from .control import markdown_report

@@ -197,8 +197,40 @@ def generate_method(cp, method: str, pairs: EvalPairs, cfg: ControlEvalConfig) -
     return np.concatenate(out)
 
 
-def evaluate_control(cp, cfg: ControlEvalConfig, judge=None, extra_pipelines: dict | None = None, progress: bool = True, samples_dir=None) -> dict:
-    """Every number of the report (a JSON-ready dict)."""
+def time_videos(cp, method: str, n_videos: int, frames: int, cfg: ControlEvalConfig, scenes: int) -> tuple[np.ndarray, np.ndarray]:
+    """(true, generated) videos (N, T, H, W, 3): from a reference at t = 0, frames at t = d for
+    d in linspace(0, 1, T), one held-out scene and camera per video."""
+    from ..world import DEFAULT_ORBIT, EVAL_SEEDS, make_scene
+
+    side = cp.size[0]
+    rng = np.random.default_rng([cfg.seed, 0xF7D])
+    deltas = np.linspace(0.0, 1.0, frames)
+    true, fake = [], []
+    for k in range(n_videos):
+        scene = make_scene(list(EVAL_SEEDS)[k % scenes])
+        cam = DEFAULT_ORBIT.sample(rng, side, side)
+        video = np.stack([scene.render(cam, float(t)).rgb for t in deltas]).astype(np.float32)
+        true.append(video)
+        if method == "copy":
+            fake.append(np.repeat(video[:1], frames, axis=0))
+            continue
+        common = dict(num_inference_steps=cfg.steps, guidance_scale=cfg.guidance, seed=cfg.seed + k, ip_adapter_scale=cfg.ip_adapter_scale)
+        if method == "ip_adapter":
+            fake.append(cp.plain([scene.caption] * frames, video[0], **common))
+        else:
+            fake.append(cp([scene.caption] * frames, video[0], time=list(deltas), **common))
+    return np.stack(true), np.stack(fake)
+
+
+def evaluate_control(
+    cp, cfg: ControlEvalConfig, judge=None, extra_pipelines: dict | None = None, progress: bool = True, samples_dir=None, learned: dict | None = None
+) -> dict:
+    """Every number of the report (a JSON-ready dict).
+
+    learned: optional metrics with weights, {"lpips": LPIPS, "clip": ClipScorer, "fvd": detector,
+    "fvd_videos": N, "fvd_frames": T}: LPIPS against the truth and CLIP score against the caption
+    for every method, and FVD of time-sweep videos for the mappers, copying and IP-Adapter alone.
+    """
     from tqdm.auto import tqdm
 
     from .judge import load_judge
@@ -230,11 +262,25 @@ def evaluate_control(cp, cfg: ControlEvalConfig, judge=None, extra_pipelines: di
                 "identity": judge_agreement(judge, images, pairs.target),
                 "seconds": _time.perf_counter() - start,
             }
+            if learned and learned.get("lpips") is not None:
+                from .learned import lpips_distance
+
+                entry["methods"][method]["lpips"] = float(lpips_distance(learned["lpips"], images, pairs.target).mean())
+            if learned and learned.get("clip") is not None:
+                entry["methods"][method]["clip_score"] = float(learned["clip"](images, pairs.captions).mean())
             if samples_dir is not None:
                 _save_samples(Path(samples_dir) / f"{kind}_{method}.png", pairs, images)
             bar.update(1)
         report["kinds"][kind] = entry
     bar.close()
+    if learned and learned.get("fvd") is not None and cp.has_time:
+        from .learned import fvd
+
+        n_videos, frames = int(learned.get("fvd_videos", 16)), int(learned.get("fvd_frames", 16))
+        report["fvd"] = {"videos": n_videos, "frames": frames, "methods": {}}
+        for method in ("mappers", "copy", "ip_adapter"):
+            true, fake = time_videos(cp, method, n_videos, frames, cfg, cfg.scenes)
+            report["fvd"]["methods"][method] = fvd(true, fake, learned["fvd"])
     return report
 
 
@@ -271,6 +317,16 @@ def markdown_report(report: dict, command: str | None = None) -> str:
         for method, m in entry["methods"].items():
             cells = [("" if b["mean"] is None else f"{b['mean']:.2f}") + f" (n={b['n']})" for b in m["binned"]["psnr"]]
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        learned = [k for k in ("lpips", "clip_score") if all(k in m for m in entry["methods"].values())]
+        if learned:
+            lines += ["", "| method | " + " | ".join(learned) + " |", "|---|" + "---|" * len(learned)]
+            for method, m in entry["methods"].items():
+                lines.append(f"| {method} | " + " | ".join(f"{m[k]:.4f}" for k in learned) + " |")
+        lines.append("")
+    if "fvd" in report:
+        f = report["fvd"]
+        lines += [f"## FVD of time sweeps ({f['videos']} videos x {f['frames']} frames, I3D)", "", "| method | FVD |", "|---|---|"]
+        lines += [f"| {m} | {v:.2f} |" for m, v in f["methods"].items()]
         lines.append("")
     return "\n".join(lines) + "\n"
 
