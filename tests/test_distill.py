@@ -70,3 +70,12 @@ def test_checkpoint_attaches_to_a_fresh_pipeline(tmp_path, stack_folder):
     cond = load_mappers(pipe, summary["checkpoint"])
     assert cond.time_mapper is not None and cond.view_mapper is not None
     assert "<time>" in pipe.tokenizer.get_vocab()
+
+
+def test_validation_grids_are_written_on_schedule(tmp_path, stack_folder):
+    cfg = _cfg(tmp_path, stack_folder, mode="joint", steps=4, validate_every=2)
+    run(cfg, progress=False)
+    out = tmp_path / "run"
+    assert sorted(p.name for p in (out / "validation").iterdir()) == ["step_000002.png", "step_000004.png"]
+    rows = [json.loads(line) for line in (out / "validation.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [2, 4] and all(np.isfinite(r["psnr"]) for r in rows)

@@ -253,6 +253,45 @@ class Distiller:
         module.train(was_training)
         return float(np.mean(losses))
 
+    # ------------------------------------------------------------------ validation
+    def validation_batch(self, n: int = 4):
+        """Fixed pairs (the same at every validation and after --resume)."""
+        if not hasattr(self, "_validation"):
+            np_rng, _ = step_generators(self.cfg.seed, 0, 0xFA1)
+            self._validation = self.sampler.batch(n, rng=np_rng)
+        return self._validation
+
+    def validate(self, path, steps: int = 20) -> float:
+        """Generate the validation pairs' targets from their references with the current mappers;
+        write a grid (rows: reference, generated, true target) and return the PSNR to the targets."""
+        import torch
+
+        from .generate import ControlledPipeline, ViewChange
+        from .io import image_grid, save_image
+
+        batch = self.validation_batch()
+        module = self.mapper_module
+        was_training = module.training
+        module.eval()
+        to01 = lambda x: ((x.permute(0, 2, 3, 1).float().cpu().numpy() + 1.0) / 2.0).clip(0, 1)  # noqa: E731
+        refs, targets = to01(batch.reference), to01(batch.target)
+        cp = ControlledPipeline(self.pipe, conditioner=module)
+        try:
+            images = cp(
+                list(batch.captions),
+                refs,
+                time=batch.time_delta.tolist() if cp.has_time else None,
+                view=[ViewChange(*map(float, s)) for s in batch.spherical_delta] if cp.has_view else None,
+                num_inference_steps=steps,
+                ip_adapter_scale=self.cfg.ip_adapter_scale,
+                seed=self.cfg.seed,
+            )
+        finally:
+            module.train(was_training)
+        save_image(path, image_grid(np.concatenate([refs, images, targets]), rows=3))
+        mse = np.mean((images.astype(np.float64) - targets) ** 2, axis=(1, 2, 3))
+        return float(np.mean(10.0 * np.log10(1.0 / np.maximum(mse, 1e-12))))
+
     # ------------------------------------------------------------------ checkpoints
     def save(self, folder=None) -> Path:
         """Atomic checkpoint: mappers (safetensors + JSON), optimizer, step and the run config."""
@@ -312,11 +351,12 @@ def run(cfg: DistillConfig, resume: str | None = None, pipe=None, progress: bool
         except ImportError:  # tensorboard is a declared dependency; a trimmed install still trains
             writer = None
     curve_path = out / "loss.jsonl"
-    if distiller.accelerator.is_main_process and curve_path.exists():
-        # keep the curve up to where this run continues from; a fresh run starts a new one
-        rows = [json.loads(line) for line in curve_path.read_text().splitlines() if line.strip()]
-        kept = [r for r in rows if r["step"] <= distiller.step]
-        curve_path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    for path in (curve_path, out / "validation.jsonl"):
+        if distiller.accelerator.is_main_process and path.exists():
+            # keep the curve up to where this run continues from; a fresh run starts a new one
+            rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            kept = [r for r in rows if r["step"] <= distiller.step]
+            path.write_text("".join(json.dumps(r) + "\n" for r in kept))
     bar = tqdm(total=cfg.steps, initial=distiller.step, desc=f"distill {cfg.mode}", disable=not progress)
     start = time.perf_counter()
     losses = []
@@ -334,6 +374,12 @@ def run(cfg: DistillConfig, resume: str | None = None, pipe=None, progress: bool
                 writer.add_scalar("loss", loss, distiller.step)
         if distiller.step % cfg.save_every == 0 or distiller.step == cfg.steps:
             distiller.save()
+        if cfg.validate_every and distiller.accelerator.is_main_process and (distiller.step % cfg.validate_every == 0 or distiller.step == cfg.steps):
+            val_psnr = distiller.validate(out / "validation" / f"step_{distiller.step:06d}.png")
+            with open(out / "validation.jsonl", "a") as f:
+                f.write(json.dumps({"step": distiller.step, "psnr": val_psnr}) + "\n")
+            if writer is not None:
+                writer.add_scalar("validation/psnr", val_psnr, distiller.step)
     bar.close()
     if writer is not None:
         writer.close()
@@ -361,8 +407,13 @@ def register(sub) -> None:
     p.add_argument("--mixed-precision", default=d.mixed_precision, choices=["no", "fp16", "bf16"], help="GPU only (default no)")
     p.add_argument("--seed", type=int, default=d.seed, help="seed of everything random (default 0)")
     p.add_argument("--world-seeds", type=int, nargs=2, default=d.world_seeds, metavar=("START", "STOP"), help="training scenes for --source world")
+    p.add_argument("--ip-scale", type=float, default=d.ip_adapter_scale, help=f"IP-Adapter scale during distillation (default {d.ip_adapter_scale}, the reference's)")
+    p.add_argument("--time-alpha", type=float, default=d.time_alpha, help=f"bypass alpha of the time token (default {d.time_alpha})")
+    p.add_argument("--view-alpha", type=float, default=d.view_alpha, help=f"bypass alpha of the view token (default {d.view_alpha})")
+    p.add_argument("--nested-dropout", type=float, default=d.nested_dropout_p, help=f"nested-dropout probability (default {d.nested_dropout_p}; 0 turns it off)")
     p.add_argument("--view-condition", default=d.view_condition, choices=["spherical", "matrix"], help="View Mapper input (default spherical)")
     p.add_argument("--save-every", type=int, default=d.save_every, help=f"checkpoint interval in steps (default {d.save_every})")
+    p.add_argument("--validate-every", type=int, default=d.validate_every, help=f"steps between validation grids in OUT/validation (default {d.validate_every}; 0: none)")
     p.add_argument("--resume", default=None, help="checkpoint folder to continue from (the same run, exactly)")
     p.set_defaults(handler=_distill_main)
 
@@ -382,6 +433,11 @@ def _distill_main(args) -> int:
         world_seeds=tuple(args.world_seeds),
         view_condition=args.view_condition,
         save_every=args.save_every,
+        validate_every=args.validate_every,
+        ip_adapter_scale=args.ip_scale,
+        time_alpha=args.time_alpha,
+        view_alpha=args.view_alpha,
+        nested_dropout_p=args.nested_dropout,
     )
     summary = run(cfg, resume=args.resume)
     losses = summary["losses"]

@@ -127,16 +127,19 @@ class ControlledPipeline:
     already have: `ControlledPipeline(pipe, mappers_folder)` (which calls `load_mappers`).
     """
 
-    def __init__(self, pipe, mappers=None, max_rows: int = 2048):
+    def __init__(self, pipe, mappers=None, max_rows: int = 2048, conditioner=None):
         from .mappers.checkpoint import load_mappers
 
         self.pipe = pipe
-        if mappers is not None:
-            load_mappers(pipe, mappers)
-        if getattr(pipe, "mapper_conditioner", None) is None:
-            raise ValueError("the pipeline has no mappers: pass a mapper checkpoint folder (or call load_mappers first)")
-        self.conditioner = pipe.mapper_conditioner
-        self.config = getattr(pipe, "mapper_config", {})
+        if conditioner is not None:  # mappers in training (validation grids): processors already installed
+            self.conditioner, self.config = conditioner, {}
+        else:
+            if mappers is not None:
+                load_mappers(pipe, mappers)
+            if getattr(pipe, "mapper_conditioner", None) is None:
+                raise ValueError("the pipeline has no mappers: pass a mapper checkpoint folder (or call load_mappers first)")
+            self.conditioner = pipe.mapper_conditioner
+            self.config = getattr(pipe, "mapper_config", {})
         self.max_rows = int(max_rows)
         self.no_bypass = False
 
