@@ -79,3 +79,10 @@ def test_validation_grids_are_written_on_schedule(tmp_path, stack_folder):
     assert sorted(p.name for p in (out / "validation").iterdir()) == ["step_000002.png", "step_000004.png"]
     rows = [json.loads(line) for line in (out / "validation.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [2, 4] and all(np.isfinite(r["psnr"]) for r in rows)
+
+
+def test_the_final_checkpoint_has_a_model_card(tmp_path, stack_folder):
+    run(_cfg(tmp_path, stack_folder, mode="time", steps=2, validate_every=0), progress=False, command="fourdistill distill --steps 2")
+    card = (tmp_path / "run" / "checkpoint" / "README.md").read_text()
+    assert "fourdistill distill --steps 2" in card and "2 steps" in card and "wall time" in card and "training loss" in card
+    assert json.loads((tmp_path / "run" / "checkpoint" / "mappers.json").read_text())["wall_s"] > 0

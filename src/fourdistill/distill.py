@@ -156,6 +156,9 @@ class Distiller:
         )
         self.step = 0
         self.out = Path(cfg.out)
+        self.started = time.perf_counter()
+        self.wall_before = 0.0  # training seconds of earlier sessions of this run (from --resume)
+        self.command = None
 
     # ------------------------------------------------------------------ one step
     @property
@@ -309,7 +312,15 @@ class Distiller:
             self.mapper_module,
             self.layers,
             base,
-            extra={"step": self.step, "distill_config": asdict(self.cfg), "resolution": self.resolution},
+            extra={
+                "step": self.step,
+                "distill_config": asdict(self.cfg),
+                "resolution": self.resolution,
+                "wall_s": self.wall_before + time.perf_counter() - self.started,
+                "command": self.command,
+                "device": str(self.accelerator.device),
+                "threads": torch.get_num_threads(),
+            },
         )
         with atomic_path(folder / "optimizer.pt") as tmp:
             torch.save({"optimizer": self.optimizer.state_dict(), "step": self.step}, tmp)
@@ -331,13 +342,17 @@ class Distiller:
         state = torch.load(folder / "optimizer.pt", map_location="cpu", weights_only=True)
         self.optimizer.load_state_dict(state["optimizer"])
         self.step = int(state["step"])
+        self.wall_before = float(config.get("wall_s", 0.0))
+        self.started = time.perf_counter()
 
 
-def run(cfg: DistillConfig, resume: str | None = None, pipe=None, progress: bool = True) -> dict:
-    """Train for `cfg.steps` optimizer steps; returns a summary with the loss curve."""
+def run(cfg: DistillConfig, resume: str | None = None, pipe=None, progress: bool = True, command: str | None = None) -> dict:
+    """Train for `cfg.steps` optimizer steps; returns a summary with the loss curve. The final
+    checkpoint folder gets a model card (README.md) with the command, steps, wall time and curves."""
     from tqdm.auto import tqdm
 
     distiller = Distiller(cfg, pipe=pipe)
+    distiller.command = command
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     if resume:
@@ -383,6 +398,10 @@ def run(cfg: DistillConfig, resume: str | None = None, pipe=None, progress: bool
     bar.close()
     if writer is not None:
         writer.close()
+    if distiller.accelerator.is_main_process:
+        from .mappers.checkpoint import write_mapper_card
+
+        write_mapper_card(out / "checkpoint", curve_path, out / "validation.jsonl")
     return {"steps": distiller.step, "losses": losses, "seconds": time.perf_counter() - start, "checkpoint": str(out / "checkpoint")}
 
 
@@ -415,6 +434,7 @@ def register(sub) -> None:
     p.add_argument("--save-every", type=int, default=d.save_every, help=f"checkpoint interval in steps (default {d.save_every})")
     p.add_argument("--validate-every", type=int, default=d.validate_every, help=f"steps between validation grids in OUT/validation (default {d.validate_every}; 0: none)")
     p.add_argument("--resume", default=None, help="checkpoint folder to continue from (the same run, exactly)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's; 1 is fastest for the embedded stack on a shared CPU)")
     p.set_defaults(handler=_distill_main)
 
 
@@ -439,7 +459,16 @@ def _distill_main(args) -> int:
         view_alpha=args.view_alpha,
         nested_dropout_p=args.nested_dropout,
     )
-    summary = run(cfg, resume=args.resume)
+    import shlex
+    import sys
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+    command = "fourdistill " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv and sys.argv[0].endswith("fourdistill") else None
+    summary = run(cfg, resume=args.resume, command=command)
     losses = summary["losses"]
     if losses:
         k = max(1, len(losses) // 10)

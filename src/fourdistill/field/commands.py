@@ -17,8 +17,8 @@ def register(sub) -> None:
     parser.add_argument("path", metavar="PATH", help="D-NeRF folder, nerfstudio capture, world:SEED, or any posed source")
     parser.add_argument("--out", required=True, help="run folder (checkpoint/, metrics.json, video.mp4)")
     parser.add_argument("--steps", type=int, default=None, help="training steps (default from ReconstructConfig: 3000)")
-    parser.add_argument("--samples-per-step", type=int, default=None, help="field samples per step; the ray count adapts (default 32768)")
-    parser.add_argument("--samples", type=int, default=None, help="samples per ray across the scene box (default 128)")
+    parser.add_argument("--samples-per-step", type=int, default=None, help="field samples per step; the ray count adapts (default 65536)")
+    parser.add_argument("--samples", type=int, default=None, help="samples per ray across the scene box (default 64)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint up to --steps")
     parser.add_argument(
@@ -26,6 +26,9 @@ def register(sub) -> None:
     )
     parser.add_argument("--holdout-every", type=int, default=8, help="sources without a test split: hold out every k-th frame (default 8)")
     parser.add_argument("--eval-every", type=int, default=None, help="test PSNR every this many steps (default 500; 0: only at the end)")
+    parser.add_argument("--static-steps", type=int, default=None, help="first steps with the dynamic grid frozen (default from ReconstructConfig)")
+    parser.add_argument("--time-scale", type=float, default=None, help="time-axis resolution of the dynamic grid relative to space, in (0, 1] (default from ReconstructConfig)")
+    parser.add_argument("--time-smoothness", type=float, default=None, help="weight of the temporal smoothness of the dynamic grid (default from ReconstructConfig)")
     parser.add_argument("--no-video", action="store_true", help="skip the novel-path video")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(handler=_reconstruct)
@@ -47,8 +50,10 @@ def _reconstruct(args: argparse.Namespace) -> int:
     from .reconstruct import ReconstructConfig, open_for_reconstruction, reconstruct
 
     cfg = ReconstructConfig(seed=args.seed, holdout_every=args.holdout_every)
-    overrides = {"steps": args.steps, "samples_per_step": args.samples_per_step, "eval_every": args.eval_every}
+    overrides = {"steps": args.steps, "samples_per_step": args.samples_per_step, "eval_every": args.eval_every, "static_steps": args.static_steps, "time_smoothness_weight": args.time_smoothness}
     cfg = dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+    if args.time_scale is not None:
+        cfg = dataclasses.replace(cfg, field=dataclasses.replace(cfg.field, time_scale=args.time_scale))
     if args.samples is not None:
         cfg = dataclasses.replace(cfg, render=dataclasses.replace(cfg.render, n_samples=args.samples))
     train, train_idx, test, test_idx = open_for_reconstruction(args.path, cfg.holdout_every, _background(args.background))

@@ -63,6 +63,10 @@ class FieldConfig:
     background: "mlp" (spherical harmonics of the ray direction -> MLP -> sigmoid, 4D-fy) or
     "solid" (background_color, RGB in [0, 1]). background_sh_degree: number of SH bands
     (3 -> 9 coefficients, as threestudio's environment-map background).
+    time_scale: the dynamic grid sees t * time_scale, so its time axis has time_scale times the
+    spatial resolution of each level (1 as in 4D-fy). Below 1 it trades temporal detail for
+    smoothness: with one view per time (a monocular capture) a full-resolution time axis can
+    give every frame cells of its own and explain each view with its own fog.
     seed: initialises the grids and the MLPs.
     """
 
@@ -79,9 +83,12 @@ class FieldConfig:
     background_color: tuple[float, float, float] = (1.0, 1.0, 1.0)
     background_sh_degree: int = 3  # threestudio's neural environment map: SH degree 3
     background_hidden_dim: int = 16  # threestudio's neural environment map: 16 neurons
+    time_scale: float = 1.0
     seed: int = 0
 
     def __post_init__(self):
+        if not 0.0 < self.time_scale <= 1.0:
+            raise ValueError(f"FieldConfig.time_scale must lie in (0, 1], got {self.time_scale}")
         if self.static_grid.n_input_dims != 3:
             raise ValueError(f"FieldConfig.static_grid must take 3 input dims, got {self.static_grid.n_input_dims}")
         if self.dynamic_grid.n_input_dims != 4:
@@ -216,7 +223,7 @@ class Field4D(nn.Module):
         u = ((x + self.bound) / (2.0 * self.bound)).clamp(0.0, 1.0)  # 4D-fy: [-1, 1]^3 -> [0, 1]^3
         h = self.static_grid(u)
         if self.dynamic_grid is not None:
-            ut = torch.cat([u, t.reshape(-1, 1).to(u.dtype).clamp(0.0, 1.0)], dim=-1)
+            ut = torch.cat([u, t.reshape(-1, 1).to(u.dtype).clamp(0.0, 1.0) * self.config.time_scale], dim=-1)
             if self.dynamic_frozen:
                 with torch.no_grad():
                     dynamic = self.dynamic_grid(ut)
@@ -224,6 +231,13 @@ class Field4D(nn.Module):
                 dynamic = self.dynamic_grid(ut)
             h = h + dynamic
         return h
+
+    def dynamic_features(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The dynamic grid's features alone at x (N, 3), t (N,): what time adds to the static grid."""
+        if self.dynamic_grid is None:
+            raise ValueError("a static field has no dynamic features")
+        u = ((x + self.bound) / (2.0 * self.bound)).clamp(0.0, 1.0)
+        return self.dynamic_grid(torch.cat([u, t.reshape(-1, 1).to(u.dtype).clamp(0.0, 1.0) * self.config.time_scale], dim=-1))
 
     def blob(self, x: torch.Tensor) -> torch.Tensor:
         """Centre bias (plus density_bias) added to the raw density: (N, 3) -> (N,)."""

@@ -45,8 +45,14 @@ def _small_field() -> FieldConfig:
         dynamic_grid=HashGridConfig(n_input_dims=4, n_levels=8, n_features_per_level=4, log2_hashmap_size=17, base_resolution=8, per_level_scale=1.5),
         blob_scale=0.0,
         density_bias=-3.0,
+        density_activation="exp",
         background="mlp",
     )
+
+
+def _render() -> RenderConfig:
+    """64 samples per ray (see ReconstructConfig)."""
+    return RenderConfig(n_samples=64)
 
 
 def _occupancy() -> OccupancyConfig:
@@ -63,10 +69,16 @@ class ReconstructConfig:
     unit, so 8 levels x 4 features (still 32 dims, so the 32 -> 64 MLPs of method notes 2.1 stay)
     up to resolution ~270 on a 2^17 table cover it at a fraction of the gathers per sample.
     blob_scale = 0: the centre bias is a prior for generation from text; for fitting images it
-    starts the ground plane's corners (||x|| = 1.5, blob -20) with vanishing softplus gradients.
-    Learning rates: 4D-fy's grids 1e-2, MLPs 1e-3 (method notes 2.1). With a few thousand steps
-    the MLPs at 1e-3 are the slowest part to converge, so the MLP rate is raised to 5e-3
-    (Instant-NGP trains its MLPs at 1e-2); both decay exponentially to lr_final_ratio.
+    starts the ground plane's corners (||x|| = 1.5, blob -20) with vanishing gradients. Instead
+    density_bias = -3 starts the box nearly empty (sigma ~ 0.05) so the occupancy grid can skip
+    space early, and the density activation is Instant-NGP's exp: an opaque surface needs
+    sigma ~ 100 per world unit, a raw value of ~5 with exp but of ~100 with softplus, which the
+    MLP reaches only after many more steps.
+    render: 64 samples per ray (steps of <= 0.054 world units, about 1.5 pixels of a 64^2 view at
+    the world's orbit radius; the fitted field renders at 128 too).
+    Learning rates: 4D-fy's grids 1e-2, MLPs 1e-3 (method notes 2.1). In a few thousand steps
+    the MLPs at 1e-3 are the slowest part to converge, so they train at 1e-2 as Instant-NGP's
+    do; both decay exponentially to lr_final_ratio.
     Adam betas (0.9, 0.99) and eps 1e-15 are Instant-NGP's for hash grids.
     mask_weight: weight of the binary cross-entropy between opacity and mask where the source
     gives masks (our choice; unlike an MSE it keeps pushing opacity towards 1 on the subject).
@@ -74,6 +86,19 @@ class ReconstructConfig:
     into one short interval, so surfaces turn opaque and rays stop early (0.01 as mip-NeRF 360).
     background: "auto" uses a solid background of the source's compositing colour when the
     source composited RGBA over a known colour (e.g. a D-NeRF folder), else the MLP background.
+    sparsity_weight / sparsity_points: Plenoxels' Cauchy sparsity log(1 + 2 sigma^2) at random
+    points and times of the box (our weight). It removes the thin fog that nothing in the images
+    asks for (under the ground, between views), so the occupancy grid empties and rays get cheap;
+    it barely touches real surfaces, where sigma is large and the penalty flat.
+    static_steps: the dynamic grid is frozen for this many first steps, as in 4D-fy's static
+    stages (method notes 2.2): the static grid first explains what all views agree on, so the
+    dynamic grid cannot explain each frame's single view with its own fog.
+    time_smoothness_weight / time_smoothness_delta: K-Planes' temporal smoothness as a sampled
+    penalty, ||f_dyn(x, t + delta) - f_dyn(x, t)||^2 at random points of the box: with one view per
+    time the dynamic grid otherwise fits each frame on its own.
+    train_early_stop_eps: transmittance at which training rays stop (rendering for evaluation
+    uses render.early_stop_eps). What lies behind contributes under 1% and the rest of the ray is
+    background, so the loss itself asks for opaque surfaces; rays then stop right behind them.
     holdout_every: for sources without a test split, every k-th frame is held out for testing.
     samples_per_step / max_rays_per_step: as Instant-NGP, each step evaluates about a fixed
     number of samples and the number of rays adapts (few while space is still foggy, up to
@@ -82,18 +107,24 @@ class ReconstructConfig:
     """
 
     steps: int = 3000
-    samples_per_step: int = 32768
+    samples_per_step: int = 65536
     max_rays_per_step: int = 8192
     lr_grid: float = 1e-2  # 4D-fy: grids 1e-2
-    lr_mlp: float = 5e-3
+    lr_mlp: float = 1e-2
     lr_final_ratio: float = 0.1
     adam_betas: tuple[float, float] = (0.9, 0.99)  # Instant-NGP
     adam_eps: float = 1e-15  # Instant-NGP
     mask_weight: float = 0.1
     distortion_weight: float = 0.01
+    sparsity_weight: float = 1e-3
+    sparsity_points: int = 4096
+    time_smoothness_weight: float = 0.0
+    time_smoothness_delta: float = 0.05
+    static_steps: int = 0
+    train_early_stop_eps: float = 1e-2
     background: str = "auto"
     field: FieldConfig = dataclass_field(default_factory=_small_field)
-    render: RenderConfig = dataclass_field(default_factory=RenderConfig)
+    render: RenderConfig = dataclass_field(default_factory=_render)
     occupancy: OccupancyConfig = dataclass_field(default_factory=_occupancy)
     seed: int = 0
     checkpoint_every: int = 500
@@ -483,15 +514,18 @@ def reconstruct(
         }
         save_checkpoint(ckpt_dir, field, grid, {**meta, "step": step}, state)
 
+    train_render = dataclasses.replace(cfg.render, early_stop_eps=cfg.train_early_stop_eps)
     bar = tqdm(total=cfg.steps, initial=start_step, disable=not progress, desc="reconstruct", unit="step", dynamic_ncols=True)
     psnr_ema = None
     tick = time.perf_counter()
     for step in range(start_step, cfg.steps):
         field.train()
+        if field.is_dynamic:
+            field.freeze_dynamic(step < cfg.static_steps)
         for group in optimizer.param_groups:
             group["lr"] = group["base_lr"] * lr_factor(step, cfg.steps, cfg.lr_final_ratio)
         idx = torch.randint(0, n_rays, (rays_per_step,), generator=generator)
-        out = render_rays(field, origins[idx], dirs[idx], times[idx], cfg.render, grid, bg, generator, stratified=True)
+        out = render_rays(field, origins[idx], dirs[idx], times[idx], train_render, grid, bg, generator, stratified=True)
         mse = torch.mean((out["rgb"] - target[idx]) ** 2)
         loss = mse
         if mask is not None and cfg.mask_weight > 0:
@@ -499,6 +533,17 @@ def reconstruct(
             loss = loss + cfg.mask_weight * torch.nn.functional.binary_cross_entropy(opacity, mask[idx])
         if cfg.distortion_weight > 0:
             loss = loss + cfg.distortion_weight * out["distortion"].mean()
+        if cfg.sparsity_weight > 0:  # Plenoxels' Cauchy sparsity at random points of the box and times
+            points = (torch.rand(cfg.sparsity_points, 3, generator=generator) * 2.0 - 1.0) * bound
+            point_times = torch.rand(cfg.sparsity_points, generator=generator)
+            loss = loss + cfg.sparsity_weight * torch.log1p(2.0 * field.density(points, point_times) ** 2).mean()
+        if cfg.time_smoothness_weight > 0 and field.is_dynamic and not field.dynamic_frozen:
+            # K-Planes' temporal smoothness, sampled: the dynamic features change little over a short time
+            points = (torch.rand(cfg.sparsity_points, 3, generator=generator) * 2.0 - 1.0) * bound
+            t0 = torch.rand(cfg.sparsity_points, generator=generator) * (1.0 - cfg.time_smoothness_delta)
+            f0 = field.dynamic_features(points, t0)
+            f1 = field.dynamic_features(points, t0 + cfg.time_smoothness_delta)
+            loss = loss + cfg.time_smoothness_weight * ((f1 - f0) ** 2).sum(-1).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
