@@ -244,3 +244,13 @@ def test_world_source_renders_any_view_and_lists_held_frames():
     assert len(scenes) == 3 and scenes[1].scene.seed == 11
     with pytest.raises(ValueError, match="reserved for evaluation"):
         WorldScenes([EVAL_SEEDS[0]])
+
+
+def test_the_command_line_starts_without_torch():
+    """`fourdistill --help` must stay fast: no subcommand may import torch when it registers."""
+    import subprocess
+    import sys
+
+    code = "import sys, fourdistill.cli as c; c.build_parser(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "False"
