@@ -283,3 +283,10 @@ def test_shipped_stack_loads_with_real_calls_and_generates_in_seconds():
     ).images
     assert image.shape == (1, 64, 64, 3) and np.isfinite(image).all()
     assert time.perf_counter() - start < 60
+
+
+def test_the_shipped_stack_carries_no_machine_paths():
+    from fourdistill.teachers.load import SHIPPED_STACK
+
+    for path in SHIPPED_STACK.rglob("*.json"):
+        assert "_name_or_path" not in path.read_text(), path

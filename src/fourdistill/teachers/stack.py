@@ -277,7 +277,18 @@ def save_stack(stack: Stack, folder) -> Path:
             state = ip_adapter_state_dict(stack.unet, stack.image_proj)
         save_ip_adapter(tmp / IP_ADAPTER_SUBFOLDER, state, stack.image_encoder)
         write_json(tmp / "fourdistill_stack.json", stack.config.to_dict())
+        _drop_source_paths(tmp)
     return folder
+
+
+def _drop_source_paths(folder: Path) -> None:
+    """Remove the `_name_or_path` entries diffusers/transformers record from where a model was
+    loaded: a shipped folder must not carry the paths of the machine that wrote it."""
+    for path in folder.rglob("*.json"):
+        data = json.loads(path.read_text())
+        if isinstance(data, dict) and "_name_or_path" in data:
+            del data["_name_or_path"]
+            path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def _unet_without_ip_adapter(unet):
