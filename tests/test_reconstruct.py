@@ -250,3 +250,22 @@ def test_command_line(dnerf, tmp_path, capsys):
     assert main(["reconstruct", str(dnerf), "--out", str(tmp_path / "x"), "--background", "2,0,0"]) == 2
     assert main(["inspect", str(out)]) == 0
     assert "kind:        field" in capsys.readouterr().out
+
+
+def test_distillation_runs_straight_from_a_fitted_field(fitted, tmp_path):
+    """The seed's title: 4D-to-2D distillation from a spatiotemporal implicit representation."""
+    from fourdistill.distill import DistillConfig, run
+
+    from tiny_models import tiny_stack_folder
+
+    out, _ = fitted
+    stack = tiny_stack_folder(tmp_path)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        cfg = DistillConfig(source=str(out), model=str(stack), mode="joint", steps=2, batch_size=2, grad_accum=1, out=str(tmp_path / "d"), validate_every=0)
+        summary = run(cfg, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert summary["steps"] == 2 and all(np.isfinite(summary["losses"]))
+    assert (tmp_path / "d" / "checkpoint" / "mappers.json").is_file()
