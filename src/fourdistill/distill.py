@@ -402,7 +402,46 @@ def run(cfg: DistillConfig, resume: str | None = None, pipe=None, progress: bool
         from .mappers.checkpoint import write_mapper_card
 
         write_mapper_card(out / "checkpoint", curve_path, out / "validation.jsonl")
+        plot_curves(curve_path, out / "validation.jsonl", out / "curves.png")
     return {"steps": distiller.step, "losses": losses, "seconds": time.perf_counter() - start, "checkpoint": str(out / "checkpoint")}
+
+
+def plot_curves(loss_path, validation_path, png) -> Path | None:
+    """Loss (raw and a 50-step moving mean) and validation PSNR against steps, one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .io import atomic_path
+
+    read = lambda p: [json.loads(x) for x in Path(p).read_text().splitlines() if x.strip()] if Path(p).is_file() else []  # noqa: E731
+    losses, vals = read(loss_path), read(validation_path)
+    if not losses:
+        return None
+    steps = np.array([r["step"] for r in losses])
+    loss = np.array([r["loss"] for r in losses])
+    k = min(50, len(loss))
+    mean = np.convolve(loss, np.ones(k) / k, mode="valid")
+    fig, axes = plt.subplots(1, 2 if vals else 1, figsize=(10 if vals else 5, 3.4), squeeze=False)
+    ax = axes[0][0]
+    ax.plot(steps, loss, color="0.8", lw=0.8, label="loss")
+    ax.plot(steps[k - 1 :], mean, color="C0", label=f"{k}-step mean")
+    ax.set_xlabel("step")
+    ax.set_ylabel("epsilon MSE")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    if vals:
+        ax = axes[0][1]
+        ax.plot([r["step"] for r in vals], [r["psnr"] for r in vals], marker="o", color="C1")
+        ax.set_xlabel("step")
+        ax.set_ylabel("validation PSNR vs truth (dB)")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+    return Path(png)
 
 
 def register(sub) -> None:
