@@ -50,6 +50,7 @@ def tiny_config(**overrides) -> ReconstructConfig:
         checkpoint_every=0,
         video_frames=4,
         lr_mlp=1e-2,
+        static_steps=10,
     )
     base.update(overrides)
     return ReconstructConfig(**base)
