@@ -22,6 +22,7 @@ install: $(BIN)/fourdistill
 
 demo: install
 	$(BIN)/fourdistill demo --out out/demo
+	$(BIN)/fourdistill generate --world 1000000 --sweep grid --out out/demo/control_grid.png
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -159,3 +159,15 @@ def test_plain_generation_is_the_same_call_without_the_mappers(joint, reference)
     np.testing.assert_array_equal(plain, again)  # time is ignored
     mapped = joint("a red cube", reference, time=0.9, num_inference_steps=3)
     assert not np.allclose(plain, mapped)
+
+
+def test_the_shipped_mappers_run_on_the_embedded_stack(tmp_path):
+    """`fourdistill generate --prompt ... --image ref.png --time 0.5` with every default."""
+    from fourdistill.generate import SHIPPED_MAPPERS
+
+    assert (SHIPPED_MAPPERS / "README.md").is_file() and (SHIPPED_MAPPERS / "mappers.safetensors").stat().st_size < 5_000_000
+    ref = tmp_path / "ref.png"
+    Image.fromarray((world_reference(1_000_005).image * 255 + 0.5).astype(np.uint8)).save(ref)
+    out = tmp_path / "g.png"
+    assert main(["generate", "--prompt", "a red cube spinning", "--image", str(ref), "--time", "0.5", "--steps", "4", "--out", str(out)]) == 0
+    assert Image.open(out).size[0] > 64
