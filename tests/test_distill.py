@@ -78,7 +78,7 @@ def test_validation_grids_are_written_on_schedule(tmp_path, stack_folder):
     out = tmp_path / "run"
     assert sorted(p.name for p in (out / "validation").iterdir()) == ["step_000002.png", "step_000004.png"]
     rows = [json.loads(line) for line in (out / "validation.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == [2, 4] and all(np.isfinite(r["psnr"]) for r in rows)
+    assert [r["step"] for r in rows] == [2, 4] and all(np.isfinite(r["psnr"]) and r["fixed_batch_loss"] > 0 for r in rows)
     assert (out / "curves.png").stat().st_size > 1000
 
 

@@ -391,10 +391,14 @@ def run(cfg: DistillConfig, resume: str | None = None, pipe=None, progress: bool
             distiller.save()
         if cfg.validate_every and distiller.accelerator.is_main_process and (distiller.step % cfg.validate_every == 0 or distiller.step == cfg.steps):
             val_psnr = distiller.validate(out / "validation" / f"step_{distiller.step:06d}.png")
+            # the training loss is dominated by the noise level drawn each step; the loss on fixed
+            # pairs, noise and timesteps shows what the mappers learnt
+            fixed = distiller.eval_loss(n_batches=4)
             with open(out / "validation.jsonl", "a") as f:
-                f.write(json.dumps({"step": distiller.step, "psnr": val_psnr}) + "\n")
+                f.write(json.dumps({"step": distiller.step, "psnr": val_psnr, "fixed_batch_loss": fixed}) + "\n")
             if writer is not None:
                 writer.add_scalar("validation/psnr", val_psnr, distiller.step)
+                writer.add_scalar("validation/fixed_batch_loss", fixed, distiller.step)
     bar.close()
     if writer is not None:
         writer.close()
@@ -437,6 +441,11 @@ def plot_curves(loss_path, validation_path, png) -> Path | None:
         ax.set_xlabel("step")
         ax.set_ylabel("validation PSNR vs truth (dB)")
         ax.grid(alpha=0.3)
+        fixed = [(r["step"], r["fixed_batch_loss"]) for r in vals if "fixed_batch_loss" in r]
+        if fixed:
+            twin = ax.twinx()
+            twin.plot(*zip(*fixed), marker="s", color="C2")
+            twin.set_ylabel("fixed-batch loss", color="C2")
     fig.tight_layout()
     with atomic_path(png) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
