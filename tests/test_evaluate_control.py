@@ -62,7 +62,7 @@ def test_image_scores_on_known_inputs():
     assert s["psnr"][0] == pytest.approx(20.0, abs=1e-3)
     assert s["psnr"][1] == pytest.approx(23.0103, abs=1e-3)  # half the pixels: MSE 0.005
     assert s["masked_psnr"][0] == pytest.approx(20.0, abs=1e-3)
-    assert s["masked_psnr"][1] > 60  # no error inside the mask
+    assert s["masked_psnr"][1] == 60.0  # no error inside the mask: capped
     assert s["ssim"][0] < 1.0 and s["masked_ssim"][1] == pytest.approx(1.0, abs=1e-4)
 
 
@@ -122,3 +122,14 @@ def test_evaluate_command(tiny, tmp_path, capsys):
     assert "## joint control" in capsys.readouterr().out
     assert main(args[:-3] + ["--ablation", "broken", "--out", str(tmp_path / "r2")]) == 2
     assert "NAME=FOLDER" in capsys.readouterr().err
+
+
+def test_time_pairs_come_from_scenes_that_move_and_psnr_is_capped():
+    from fourdistill.evaluate.control import PSNR_CAP_DB, moving_seeds
+    from fourdistill.world import make_scene
+
+    pairs = held_out_pairs("time", 12, scenes=30, resolution=32, seed=0)
+    assert all(any(o.motion != "static" for o in make_scene(s).objects) for s in pairs.seeds)
+    assert set(moving_seeds(EVAL_SEEDS[:30])) < set(EVAL_SEEDS[:30])  # some held-out scenes stand still
+    x = np.full((1, 16, 16, 3), 0.5, np.float32)
+    assert image_scores(x, x, np.ones((1, 16, 16), bool))["psnr"][0] == PSNR_CAP_DB

@@ -32,6 +32,7 @@ import numpy as np
 METHODS = ("mappers", "copy", "ip_adapter", "ip_adapter_phrase", "no_bypass")
 TIME_BINS = (0.0, 0.25, 0.5, 0.75, 1.0)  # |d|
 VIEW_BINS = (0.0, 30.0, 60.0, 90.0)  # |d azimuth| in degrees
+PSNR_CAP_DB = 60.0  # identical images (e.g. an object hidden from both views) would give inf and poison the means
 
 
 @dataclass
@@ -101,13 +102,27 @@ class EvalPairs:
     seeds: list[int]
 
 
+def moving_seeds(seeds) -> list[int]:
+    """The seeds whose scene has at least one moving object: a time change of a scene where
+    nothing moves changes no pixel, so it cannot test time control (and would score copying
+    with an infinite PSNR)."""
+    from ..world import make_scene
+
+    return [s for s in seeds if any(o.motion != "static" for o in make_scene(s).objects)]
+
+
 def held_out_pairs(kind: str, n: int, scenes: int, resolution: int, seed: int = 0) -> EvalPairs:
-    """n pairs of `kind` from the first `scenes` evaluation seeds (no same-frame pairs)."""
+    """n pairs of `kind` from the first `scenes` evaluation seeds (no same-frame pairs; time and
+    joint pairs only from scenes where something moves)."""
     from ..pairs import PairConfig, PairSampler
     from ..sources.world import WorldScenes
     from ..world import EVAL_SEEDS
 
     seeds = list(EVAL_SEEDS)[:scenes]
+    if kind in ("time", "joint"):
+        seeds = moving_seeds(seeds)
+        if not seeds:
+            raise ValueError(f"none of the first {scenes} evaluation scenes moves: no time pairs to score")
     sampler = PairSampler(WorldScenes(seeds, resolution=resolution, allow_eval=True), PairConfig(mode=kind, p_same=0.0, resolution=resolution), seed=seed)
     batch = sampler.batch(n, rng=np.random.default_rng([seed, 0xE7A1, ("time", "view", "joint").index(kind)]))
     to01 = lambda x: ((x.permute(0, 2, 3, 1).numpy() + 1.0) / 2.0).clip(0, 1).astype(np.float32)  # noqa: E731
@@ -130,10 +145,11 @@ def image_scores(generated: np.ndarray, target: np.ndarray, mask: np.ndarray) ->
 
     g, t = as_image_tensor(generated), as_image_tensor(target)
     m = __import__("torch").from_numpy(mask.astype(np.float32))[:, None]
+    cap = lambda x: np.minimum(x.numpy().astype(np.float64), PSNR_CAP_DB)  # noqa: E731
     return {
-        "psnr": psnr(g, t).numpy().astype(np.float64),
+        "psnr": cap(psnr(g, t)),
         "ssim": ssim(g, t).numpy().astype(np.float64),
-        "masked_psnr": masked_psnr(g, t, m).numpy().astype(np.float64),
+        "masked_psnr": cap(masked_psnr(g, t, m)),
         "masked_ssim": masked_ssim(g, t, m).numpy().astype(np.float64),
     }
 
