@@ -50,7 +50,7 @@ def add_placeholder_tokens(tokenizer, text_encoder, tokens=(TIME_TOKEN, VIEW_TOK
     tokenizer.add_tokens([t for t in tokens if t not in tokenizer.get_vocab()])
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in tokens}
     if text_encoder.get_input_embeddings().num_embeddings < len(tokenizer):
-        text_encoder.resize_token_embeddings(len(tokenizer))
+        text_encoder.resize_token_embeddings(len(tokenizer), mean_resizing=False)  # the rows are never read
     return ids
 
 
