@@ -157,7 +157,7 @@ class Distiller:
         self.step = 0
         self.out = Path(cfg.out)
         self.started = time.perf_counter()
-        self.wall_before = 0.0  # training seconds of earlier sessions of this run (from --resume)
+        self.wall_before = 0.0  # training seconds before the last --resume
         self.command = None
 
     # ------------------------------------------------------------------ one step

@@ -396,7 +396,7 @@ def _train_unet(run: Path, cfg: TrainConfig, stack, data: dict, state, progress:
     n = len(data["images"])
     bar = tqdm(range(start, cfg.unet_steps), desc="unet", disable=not progress, initial=start, total=cfg.unet_steps)
     t_last = t_begin = time.time()
-    unet_s_before = wall.get("unet_s", 0.0)  # U-Net time of earlier sessions of this run
+    unet_s_before = wall.get("unet_s", 0.0)  # U-Net time before this resume
     for step in bar:
         idx = rng.integers(0, n, cfg.batch)
         idx_t = torch.from_numpy(idx)
