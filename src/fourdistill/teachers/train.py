@@ -258,7 +258,7 @@ def train(run, cfg: TrainConfig | None = None, resume: bool = False, progress: b
         write_checkpoint(run, "unet", 0, stack, _fresh_unet_optimizer(stack, cfg), {"wall": wall})
     _train_unet(run, cfg, stack, data, state, progress, log, wall)  # adds its time to wall["unet_s"]
     save_stack(stack, run / "stack")
-    write_json(run / "train_summary.json", {"config": cfg.to_dict(), "wall_s": wall, "session_s": time.time() - started})
+    write_json(run / "train_summary.json", {"config": cfg.to_dict(), "wall_s": wall, "this_invocation_s": time.time() - started})
     log(f"done: {run / 'stack'} (vae {wall.get('vae_s', 0) / 60:.1f} min, unet {wall.get('unet_s', 0) / 60:.1f} min)")
     return run / "stack"
 
