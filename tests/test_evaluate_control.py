@@ -2,7 +2,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from fourdistill.cli import main
 from fourdistill.distill import DistillConfig, run
@@ -13,7 +12,6 @@ from fourdistill.evaluate.control import (
     held_out_pairs,
     image_scores,
     judge_agreement,
-    markdown_report,
     phrased,
     view_phrase,
     write_report,
@@ -25,12 +23,7 @@ from fourdistill.world import EVAL_SEEDS
 from tiny_models import tiny_stack_folder
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_phrases_name_the_change():

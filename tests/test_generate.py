@@ -10,12 +10,7 @@ from fourdistill.generate import ControlledPipeline, ViewChange, reference_to_pi
 from tiny_models import tiny_stack_folder
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -12,28 +12,13 @@ import torch
 
 from fourdistill.teachers.ip_adapter import IPAdapterFileError, clip_pixel_values
 from fourdistill.teachers.load import NO_NETWORK, SHIPPED_STACK, StackLoadError, load_stack
-from fourdistill.teachers.stack import (
-    IP_ADAPTER_SUBFOLDER,
-    IP_ADAPTER_WEIGHT_NAME,
-    ImageEncoderConfig,
-    IPAdapterConfig,
-    StackConfig,
-    TextEncoderConfig,
-    UNetConfig,
-    VaeConfig,
-    build_stack,
-    save_stack,
-)
+from fourdistill.teachers.stack import IP_ADAPTER_SUBFOLDER, IP_ADAPTER_WEIGHT_NAME, build_stack, save_stack
 from fourdistill.teachers.tokenizer import build_tokenizer
 from fourdistill.world import make_scene
 
-TINY = StackConfig(
-    text=TextEncoderConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2),
-    vae=VaeConfig(block_out_channels=(8, 16, 16), norm_num_groups=8),
-    unet=UNetConfig(block_out_channels=(16, 32, 32), norm_num_groups=8, attention_head_dim=2),
-    image_encoder=ImageEncoderConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2),
-    ip_adapter=IPAdapterConfig(num_tokens=4, hidden_dims=64),
-)
+from tiny_models import tiny_stack_config
+
+TINY = tiny_stack_config()
 
 
 @pytest.fixture(scope="module")

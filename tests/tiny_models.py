@@ -92,26 +92,23 @@ def tiny_pipeline(folder):
     )
 
 
-def tiny_stack_folder(folder):
-    """A randomly initialised embedded-layout stack (SD folder + h94 IP-Adapter files) in `folder`."""
-    from fourdistill.teachers.stack import (
-        ImageEncoderConfig,
-        IPAdapterConfig,
-        StackConfig,
-        TextEncoderConfig,
-        UNetConfig,
-        VaeConfig,
-        build_stack,
-        save_stack,
-    )
-    from fourdistill.teachers.tokenizer import build_tokenizer
+def tiny_stack_config():
+    """The StackConfig of a tiny embedded-layout stack (seconds to build and run on a CPU)."""
+    from fourdistill.teachers.stack import ImageEncoderConfig, IPAdapterConfig, StackConfig, TextEncoderConfig, UNetConfig, VaeConfig
 
-    cfg = StackConfig(
+    return StackConfig(
         text=TextEncoderConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2),
         vae=VaeConfig(block_out_channels=(8, 16, 16), norm_num_groups=8),
         unet=UNetConfig(block_out_channels=(16, 32, 32), norm_num_groups=8, attention_head_dim=2),
         image_encoder=ImageEncoderConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2),
         ip_adapter=IPAdapterConfig(num_tokens=4, hidden_dims=64),
     )
+
+
+def tiny_stack_folder(folder):
+    """A randomly initialised embedded-layout stack (SD folder + h94 IP-Adapter files) in `folder`."""
+    from fourdistill.teachers.stack import build_stack, save_stack
+    from fourdistill.teachers.tokenizer import build_tokenizer
+
     tokenizer = build_tokenizer(folder / "tokenizer-src")
-    return save_stack(build_stack(cfg, tokenizer, seed=0), folder / "stack")
+    return save_stack(build_stack(tiny_stack_config(), tokenizer, seed=0), folder / "stack")

@@ -23,6 +23,15 @@ COMMAND_MODULES = (
 )
 
 
+def invoked_command() -> str | None:
+    """The command line as typed, for model cards and reports (None when not run as `fourdistill`)."""
+    import shlex
+
+    if not sys.argv or not sys.argv[0].endswith("fourdistill"):
+        return None
+    return "fourdistill " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fourdistill",

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -267,17 +267,15 @@ class Distiller:
     def validate(self, path, steps: int = 20) -> float:
         """Generate the validation pairs' targets from their references with the current mappers;
         write a grid (rows: reference, generated, true target) and return the PSNR to the targets."""
-        import torch
-
         from .generate import ControlledPipeline, ViewChange
         from .io import image_grid, save_image
+        from .teachers.quality import psnr
 
         batch = self.validation_batch()
         module = self.mapper_module
         was_training = module.training
         module.eval()
-        to01 = lambda x: ((x.permute(0, 2, 3, 1).float().cpu().numpy() + 1.0) / 2.0).clip(0, 1)  # noqa: E731
-        refs, targets = to01(batch.reference), to01(batch.target)
+        refs, targets = batch.images(batch.reference), batch.images(batch.target)
         cp = ControlledPipeline(self.pipe, conditioner=module)
         try:
             images = cp(
@@ -292,8 +290,7 @@ class Distiller:
         finally:
             module.train(was_training)
         save_image(path, image_grid(np.concatenate([refs, images, targets]), rows=3))
-        mse = np.mean((images.astype(np.float64) - targets) ** 2, axis=(1, 2, 3))
-        return float(np.mean(10.0 * np.log10(1.0 / np.maximum(mse, 1e-12))))
+        return float(np.mean(psnr(images, targets)))
 
     # ------------------------------------------------------------------ checkpoints
     def save(self, folder=None) -> Path:
@@ -507,16 +504,13 @@ def _distill_main(args) -> int:
         view_alpha=args.view_alpha,
         nested_dropout_p=args.nested_dropout,
     )
-    import shlex
-    import sys
+    from .cli import invoked_command
 
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-
-    command = "fourdistill " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv and sys.argv[0].endswith("fourdistill") else None
-    summary = run(cfg, resume=args.resume, command=command)
+    summary = run(cfg, resume=args.resume, command=invoked_command())
     losses = summary["losses"]
     if losses:
         k = max(1, len(losses) // 10)

@@ -209,6 +209,11 @@ class PairBatch:
     def __len__(self) -> int:
         return self.target.shape[0]
 
+    @staticmethod
+    def images(x: torch.Tensor) -> np.ndarray:
+        """A (B, 3, H, W) image tensor in [-1, 1] (reference or target) as (B, H, W, 3) float32 in [0, 1]."""
+        return ((x.detach().permute(0, 2, 3, 1).float().cpu().numpy() + 1.0) / 2.0).clip(0, 1).astype(np.float32)
+
     def to(self, device) -> "PairBatch":
         """The same batch with every tensor moved to `device`."""
         moved = {f.name: getattr(self, f.name) for f in fields(self)}

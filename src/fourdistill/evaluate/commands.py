@@ -109,9 +109,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    import shlex
-    import sys
-
+    from ..cli import invoked_command
     from .control import ControlEvalConfig, evaluate_control, write_report
 
     if args.threads:
@@ -146,7 +144,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     cp = ControlledPipeline.from_pretrained(args.model, args.mappers)
     extra_pipelines = {name: ControlledPipeline(cp.pipe, folder) for name, folder in extra.items()}
     report = evaluate_control(cp, cfg, extra_pipelines=extra_pipelines, progress=not args.quiet, samples_dir=f"{args.out}/samples", learned=learned)
-    command = "fourdistill " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv and sys.argv[0].endswith("fourdistill") else None
+    command = invoked_command()
     folder = write_report(report, args.out, command)
     from .control import markdown_report
 

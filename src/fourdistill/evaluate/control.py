@@ -22,7 +22,6 @@ generated image as in the true target.
 
 from __future__ import annotations
 
-import json
 import time as _time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -125,11 +124,10 @@ def held_out_pairs(kind: str, n: int, scenes: int, resolution: int, seed: int = 
             raise ValueError(f"none of the first {scenes} evaluation scenes moves: no time pairs to score")
     sampler = PairSampler(WorldScenes(seeds, resolution=resolution, allow_eval=True), PairConfig(mode=kind, p_same=0.0, resolution=resolution), seed=seed)
     batch = sampler.batch(n, rng=np.random.default_rng([seed, 0xE7A1, ("time", "view", "joint").index(kind)]))
-    to01 = lambda x: ((x.permute(0, 2, 3, 1).numpy() + 1.0) / 2.0).clip(0, 1).astype(np.float32)  # noqa: E731
     return EvalPairs(
         kind=kind,
-        reference=to01(batch.reference),
-        target=to01(batch.target),
+        reference=batch.images(batch.reference),
+        target=batch.images(batch.target),
         target_mask=batch.target_mask[:, 0].numpy() > 0.5,
         time_delta=batch.time_delta.numpy().astype(np.float64),
         spherical_delta=batch.spherical_delta.numpy().astype(np.float64),
@@ -141,10 +139,12 @@ def held_out_pairs(kind: str, n: int, scenes: int, resolution: int, seed: int = 
 # ---------------------------------------------------------------------- scoring
 def image_scores(generated: np.ndarray, target: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
     """Per-image PSNR / SSIM, unmasked and masked to the target's objects."""
+    import torch
+
     from .metrics import as_image_tensor, masked_psnr, masked_ssim, psnr, ssim
 
     g, t = as_image_tensor(generated), as_image_tensor(target)
-    m = __import__("torch").from_numpy(mask.astype(np.float32))[:, None]
+    m = torch.from_numpy(mask.astype(np.float32))[:, None]
     cap = lambda x: np.minimum(x.numpy().astype(np.float64), PSNR_CAP_DB)  # noqa: E731
     return {
         "psnr": cap(psnr(g, t)),
@@ -190,6 +190,7 @@ def generate_method(cp, method: str, pairs: EvalPairs, cfg: ControlEvalConfig) -
     if method == "copy":
         return pairs.reference.copy()
     out = []
+    views = _views(pairs)
     for i in range(0, len(pairs.captions), cfg.batch):
         sl = slice(i, i + cfg.batch)
         common = dict(num_inference_steps=cfg.steps, guidance_scale=cfg.guidance, seed=cfg.seed + i, ip_adapter_scale=cfg.ip_adapter_scale)
@@ -204,7 +205,7 @@ def generate_method(cp, method: str, pairs: EvalPairs, cfg: ControlEvalConfig) -
             out.append(cp.plain(captions, refs, **common))
             continue
         time = list(pairs.time_delta[sl]) if pairs.kind != "view" and cp.has_time else None
-        view = _views(pairs)[sl] if pairs.kind != "time" and cp.has_view else None
+        view = views[sl] if pairs.kind != "time" and cp.has_view else None
         cp.no_bypass = method == "no_bypass"
         try:
             out.append(cp(pairs.captions[sl], refs, time=time, view=view, **common))
