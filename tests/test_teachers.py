@@ -275,3 +275,24 @@ def test_the_shipped_stack_carries_no_machine_paths():
 
     for path in SHIPPED_STACK.rglob("*.json"):
         assert "_name_or_path" not in path.read_text(), path
+
+
+# ------------------------------------------------------------------------------------ quality
+
+
+def test_quality_report_splits_the_image_prompt_error_and_gives_yardsticks(tiny_folder):
+    from fourdistill.teachers.quality import REGIONS, evaluate_stack, held_out_references, low_pass, psnr
+
+    pipe = load_stack(tiny_folder[1])
+    q = evaluate_stack(pipe, n=2, steps=2, judge=None).to_dict()
+    assert set(q["image_prompt_by_region"]) <= set(REGIONS) and "ground" in q["image_prompt_by_region"]
+    assert abs(sum(r["pixels"] for r in q["image_prompt_by_region"].values()) - 1.0) < 1e-3
+    # the yardsticks mean what they say: a prompt-blind mean image scores far below the
+    # reference's own layout, which scores below the reference itself
+    ref = held_out_references(2)
+    assert 8.0 < q["mean_image_psnr_db"] < q["reference_16px_psnr_db"] < 40.0
+    assert q["reference_16px_psnr_db"] == pytest.approx(float(psnr(low_pass(ref.rgb, 16), ref.rgb).mean()))
+    assert np.allclose(low_pass(ref.rgb, 64), ref.rgb, atol=1e-6)
+    # regions agree with the renders: sky where nothing is hit, objects where the depth is nearest
+    scene_regions = ref.regions
+    assert set(np.unique(scene_regions)) <= {0, 1, 2} and (scene_regions == 2).any() and (scene_regions == 0).any()

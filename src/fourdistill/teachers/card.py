@@ -59,9 +59,17 @@ def model_card(summary: dict, quality: dict, command: str, steps_done: dict, mac
         f"| text-to-image: judge per-shape accuracy | {_fmt(quality['text_to_image_per_shape'])} | |",
         f"| image prompt: PSNR of generation vs reference | {_fmt(quality['image_prompt_psnr_db'], 2)} dB | >= 20 dB |",
         f"| VAE reconstruction PSNR of the references (ceiling) | {_fmt(quality['reference_vae_psnr_db'], 2)} dB | > 28 dB |",
-        "",
-        "Measured with `fourdistill teachers sample --evaluate --n 64 --out samples.png`.",
     ]
+    if quality.get("mean_image_psnr_db") is not None:
+        lines += [
+            f"| yardstick: the mean training render vs the reference (ignores every prompt) | {_fmt(quality['mean_image_psnr_db'], 2)} dB | |",
+            f"| yardstick: the reference averaged down to 16x16 (its layout only) | {_fmt(quality['reference_16px_psnr_db'], 2)} dB | |",
+        ]
+    regions = quality.get("image_prompt_by_region") or {}
+    if regions:
+        split = ", ".join(f"{name} {r['psnr_db']:.2f} dB on {100 * r['pixels']:.0f}% of pixels" for name, r in regions.items())
+        lines += ["", f"Image-prompt PSNR by what the reference shows: {split}."]
+    lines += ["", "Measured with `fourdistill teachers sample --evaluate --n 64 --out samples.png`."]
     if notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
     return "\n".join(lines) + "\n"

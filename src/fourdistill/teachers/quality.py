@@ -20,13 +20,18 @@ INFERENCE_STEPS = 30
 GUIDANCE_SCALE = 5.0
 
 
+REGIONS = ("sky", "ground", "objects")
+
+
 @dataclass
 class HeldOut:
-    """Held-out references: scenes (S,), rgb (S, H, W, 3) float32 in [0, 1], captions (S,)."""
+    """Held-out references: scenes (S,), rgb (S, H, W, 3) float32 in [0, 1], captions (S,),
+    regions (S, H, W) uint8: what each pixel shows, an index into REGIONS."""
 
     scenes: list
     rgb: np.ndarray
     captions: list[str]
+    regions: np.ndarray
 
 
 def held_out_references(n: int, resolution: int = 64, seed: int = 0) -> HeldOut:
@@ -36,13 +41,49 @@ def held_out_references(n: int, resolution: int = 64, seed: int = 0) -> HeldOut:
     if n > len(EVAL_SEEDS):
         raise ValueError(f"at most {len(EVAL_SEEDS)} held-out scenes, asked for {n}")
     rng = np.random.default_rng([seed, 0xE7A1])
-    scenes, rgb = [], []
+    scenes, rgb, regions = [], [], []
     for s in list(EVAL_SEEDS)[:n]:
         scene = make_scene(s)
         cam = DEFAULT_ORBIT.sample(rng, resolution, resolution)
-        rgb.append(scene.render(cam, float(rng.uniform(0, 1))).rgb)
+        frame = scene.render(cam, float(rng.uniform(0, 1)))
+        rgb.append(frame.rgb)
+        regions.append(_regions(scene, cam, frame))
         scenes.append(scene)
-    return HeldOut(scenes, np.stack(rgb).astype(np.float32), [s.caption for s in scenes])
+    return HeldOut(scenes, np.stack(rgb).astype(np.float32), [s.caption for s in scenes], np.stack(regions))
+
+
+def _regions(scene, camera, frame) -> np.ndarray:
+    """Per pixel: 0 sky, 1 ground, 2 an object (nearer than the ground seen without objects)."""
+    import dataclasses
+
+    bare = dataclasses.replace(scene, objects=()).render(camera, frame.time01)
+    out = np.zeros(frame.depth.shape, dtype=np.uint8)
+    out[np.isfinite(frame.depth)] = 1
+    out[frame.depth < bare.depth - 1e-4] = 2
+    return out
+
+
+def training_mean_image(resolution: int = 64, n: int = 256, seed: int = 0) -> np.ndarray:
+    """The mean of `n` renders of training scenes at DEFAULT_ORBIT cameras and uniform times,
+    (H, W, 3): the best image a generator that ignores its prompts could output, in PSNR."""
+    from ..world import DEFAULT_ORBIT, TRAIN_SEEDS, make_scene
+
+    rng = np.random.default_rng([seed, 0x3EA7])
+    total = np.zeros((resolution, resolution, 3), dtype=np.float64)
+    for s in list(TRAIN_SEEDS)[:n]:
+        cam = DEFAULT_ORBIT.sample(rng, resolution, resolution)
+        total += make_scene(s).render(cam, float(rng.uniform(0, 1))).rgb
+    return (total / n).astype(np.float32)
+
+
+def low_pass(images: np.ndarray, size: int) -> np.ndarray:
+    """(N, H, W, 3) images averaged down to size x size and bilinearly resized back."""
+    import torch
+    import torch.nn.functional as F
+
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
+    x = F.interpolate(F.adaptive_avg_pool2d(x, size), size=images.shape[1:3], mode="bilinear", align_corners=False)
+    return x.permute(0, 2, 3, 1).numpy()
 
 
 def generate(
@@ -97,6 +138,12 @@ class StackQuality:
     text_to_image_per_shape: float | None
     image_prompt_psnr_db: float
     reference_vae_psnr_db: float  # the VAE's own reconstruction PSNR on the references (a ceiling)
+    # the image-prompt error split by what the reference shows: share of pixels, PSNR there
+    image_prompt_by_region: dict
+    # yardsticks for the image-prompt PSNR: the mean training render (ignores the prompt), and
+    # the reference itself averaged down to 16x16 (only its layout kept)
+    mean_image_psnr_db: float
+    reference_16px_psnr_db: float
     n_scenes: int
     steps: int
     guidance: float
@@ -133,11 +180,21 @@ def evaluate_stack(pipe, n: int = 64, seed: int = 0, steps: int = INFERENCE_STEP
         k = min(8, n)
         rows = np.concatenate([ref.rgb[:k], with_image[:k], text_only[:k]])
         save_image(samples_path, image_grid(rows, rows=3))
+    err = ((with_image.astype(np.float64) - ref.rgb) ** 2).mean(-1)
+    by_region = {}
+    for k, name in enumerate(REGIONS):
+        sel = ref.regions == k
+        if sel.any():
+            by_region[name] = {"pixels": round(float(sel.mean()), 4), "psnr_db": round(float(10 * np.log10(1 / max(err[sel].mean(), 1e-12))), 2)}
+    mean_image = training_mean_image(ref.rgb.shape[1])
     return StackQuality(
         text_to_image_accuracy=accuracy,
         text_to_image_per_shape=per_shape,
         image_prompt_psnr_db=float(psnr(with_image, ref.rgb).mean()),
         reference_vae_psnr_db=float(psnr(recon, ref.rgb).mean()),
+        image_prompt_by_region=by_region,
+        mean_image_psnr_db=float(psnr(np.broadcast_to(mean_image, ref.rgb.shape), ref.rgb).mean()),
+        reference_16px_psnr_db=float(psnr(low_pass(ref.rgb, 16), ref.rgb).mean()),
         n_scenes=n,
         steps=steps,
         guidance=guidance,
