@@ -231,6 +231,11 @@ def test_training_command_runs_resumes_and_is_deterministic(tmp_path):
     assert torch.load(run / "checkpoint" / "trainer.pt", weights_only=False)["step"] == 4
     assert json.loads((run / "train_config.json").read_text())["unet_steps"] == 4
     assert main(["teachers", "train", "--out", str(run), "--resume", "--unet-steps", "2", "--no-progress"]) == 2  # cannot shrink
+    # a cool-down may end the run only from where it resumes: 4 -> 6 with 3 decay steps would start at 3
+    assert main(["teachers", "train", "--out", str(run), "--resume", "--unet-steps", "6", "--cooldown", "3", "--no-progress"]) == 2
+    assert main(["teachers", "train", "--out", str(run), "--resume", "--unet-steps", "6", "--cooldown", "2", "--no-progress"]) == 0
+    saved = json.loads((run / "train_config.json").read_text())
+    assert (saved["unet_steps"], saved["cooldown_steps"]) == (6, 2)
     with pytest.raises(FileExistsError):
         train(run, TrainConfig(), progress=False)
 
@@ -245,6 +250,16 @@ def test_training_command_runs_resumes_and_is_deterministic(tmp_path):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     w0 = load_file(str(a / "models" / IP_ADAPTER_WEIGHT_NAME))
     assert any(k.startswith("ip_adapter.") for k in w0)
+
+
+def test_learning_rate_warms_up_stays_then_cools_down_to_zero():
+    from fourdistill.teachers.train import _lr_lambda
+
+    f = _lr_lambda(warmup=10, total=100, cooldown=20)
+    assert f(0) == pytest.approx(0.1) and f(9) == 1.0 and f(50) == 1.0 and f(79) == 1.0
+    assert f(80) == 1.0 and f(90) == pytest.approx(0.5) and f(99) == pytest.approx(0.05)
+    assert all(f(s) >= f(s + 1) for s in range(10, 99))
+    assert _lr_lambda(10)(10_000) == 1.0  # no cool-down: constant, so a run extends cleanly
 
 
 def test_training_refuses_eval_seeds():

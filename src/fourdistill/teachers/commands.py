@@ -25,6 +25,10 @@ def register(sub) -> None:
     train.add_argument("--views", type=int, default=None, help="renders per scene (default 4)")
     train.add_argument("--vae-steps", type=int, default=None, help="VAE steps (default 700)")
     train.add_argument("--unet-steps", type=int, default=None, help="U-Net steps (default 1300); with --resume, extends the run to this many")
+    train.add_argument(
+        "--cooldown", type=int, default=None,
+        help="end with this many U-Net steps of linear learning-rate decay to zero (default 0: constant); with --resume, may be added to a run whose decay has not begun",
+    )
     train.add_argument("--batch", type=int, default=None, help="U-Net batch size (default 32)")
     train.add_argument("--threads", type=int, default=None, help="torch threads (default 1)")
     train.add_argument("--sample-every", type=int, default=None, help="steps between sample grids (default 250)")
@@ -70,6 +74,7 @@ def _train(args: argparse.Namespace) -> int:
         ("seed", args.seed),
         ("vae_steps", args.vae_steps),
         ("unet_steps", None if args.resume else args.unet_steps),
+        ("cooldown_steps", None if args.resume else args.cooldown),
         ("batch", args.batch),
         ("threads", args.threads),
         ("sample_every", args.sample_every),
@@ -85,7 +90,8 @@ def _train(args: argparse.Namespace) -> int:
         cfg.data.views_per_scene = args.views
     if args.resume and (args.scenes is not None or args.views is not None):
         raise ValueError(f"--scenes/--views cannot change a run being resumed (its config is in {args.out}/train_config.json)")
-    train(args.out, None if args.resume else cfg, resume=args.resume, progress=not args.no_progress, extend_unet_steps=args.unet_steps if args.resume else None)
+    train(args.out, None if args.resume else cfg, resume=args.resume, progress=not args.no_progress, extend_unet_steps=args.unet_steps if args.resume else None,
+          cooldown_steps=args.cooldown if args.resume else None)
     return 0
 
 

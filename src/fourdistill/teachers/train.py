@@ -53,6 +53,10 @@ class TrainConfig:
     batch: int = 32
     lr: float = 8e-4
     warmup_steps: int = 100
+    # the last `cooldown_steps` U-Net steps anneal the learning rate linearly to zero (a
+    # warmup-stable-decay schedule: the constant stage can be extended by resuming, then one
+    # cool-down ends the run); 0 keeps it constant to the end
+    cooldown_steps: int = 0
     weight_decay: float = 1e-2
     text_dropout: float = 0.1  # classifier-free guidance on text (IP-Adapter trains with 0.05 each)
     image_dropout: float = 0.1  # and on the image prompt
@@ -188,8 +192,17 @@ def load_stack_for_training(folder: Path, cfg: StackConfig):
 # -------------------------------------------------------------------------------------- trainer
 
 
-def _lr_lambda(warmup: int):
-    return lambda step: min(1.0, (step + 1) / max(1, warmup))
+def _lr_lambda(warmup: int, total: int | None = None, cooldown: int = 0):
+    """Learning-rate factor at a step: linear warmup, constant, then (with `cooldown` > 0) linear
+    decay to zero over the last `cooldown` of `total` steps."""
+
+    def factor(step: int) -> float:
+        f = min(1.0, (step + 1) / max(1, warmup))
+        if cooldown > 0 and total is not None and step >= total - cooldown:
+            f *= max(0.0, (total - step) / cooldown)
+        return f
+
+    return factor
 
 
 def unet_parameters(stack) -> list:
@@ -205,11 +218,21 @@ def unet_parameters(stack) -> list:
     return out
 
 
-def train(run, cfg: TrainConfig | None = None, resume: bool = False, progress: bool = True, log=print, extend_unet_steps: int | None = None) -> Path:
+def train(
+    run,
+    cfg: TrainConfig | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    log=print,
+    extend_unet_steps: int | None = None,
+    cooldown_steps: int | None = None,
+) -> Path:
     """Train (or resume) a stack into `run`; the finished stack is `run/stack`. Returns it.
 
     extend_unet_steps (resume only): train the U-Net to this many steps instead of the run's
-    planned count (the learning rate is constant after warmup, so a run extends cleanly)."""
+    planned count (the learning rate is constant after warmup, so a run extends cleanly).
+    cooldown_steps (resume only): end the extended run with this many steps of linear decay to
+    zero; the decay must start at or after the step the run resumes from."""
     import torch
 
     from ..io import write_json
@@ -226,6 +249,16 @@ def train(run, cfg: TrainConfig | None = None, resume: bool = False, progress: b
             if extend_unet_steps < cfg.unet_steps:
                 raise ValueError(f"--unet-steps {extend_unet_steps} is below the run's {cfg.unet_steps}; a resumed run can only be extended")
             cfg.unet_steps = extend_unet_steps
+        if cooldown_steps is not None:
+            ckpt = run / "checkpoint" / "trainer.pt"
+            done = int(torch.load(ckpt, weights_only=False)["step"]) if ckpt.exists() else 0
+            if cooldown_steps < 0 or cfg.unet_steps - cooldown_steps < done:
+                raise ValueError(
+                    f"--cooldown {cooldown_steps}: the decay would start at U-Net step {cfg.unet_steps - cooldown_steps}, "
+                    f"before step {done} where {run} resumes; extend --unet-steps or shorten the cool-down"
+                )
+            cfg.cooldown_steps = cooldown_steps
+        if extend_unet_steps is not None or cooldown_steps is not None:
             write_json(cfg_path, cfg.to_dict())
     else:
         cfg = cfg or TrainConfig()
@@ -383,7 +416,7 @@ def _train_unet(run: Path, cfg: TrainConfig, stack, data: dict, state, progress:
     if state is not None and state["step"] > 0:
         opt.load_state_dict(state["optimizer"])
         start = state["step"]
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg.warmup_steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg.warmup_steps, cfg.unet_steps, cfg.cooldown_steps))
     for _ in range(start):
         sched.step()
     opt, sched = accelerator.prepare(opt, sched)
