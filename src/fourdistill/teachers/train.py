@@ -375,7 +375,6 @@ def encode_latents(vae, data: dict, batch: int = 128):
 def contrastive_loss(image_embeds, text_embeds, caption_ids, temperature: float = 0.07):
     """Symmetric CLIP loss; rows sharing a caption are all positives. temperature 0.07: CLIP's
     initial value. image_embeds, text_embeds (B, C); caption_ids (B,)."""
-    import torch
     import torch.nn.functional as F
 
     logits = F.normalize(image_embeds, dim=-1) @ F.normalize(text_embeds, dim=-1).T / temperature
