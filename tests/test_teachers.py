@@ -311,3 +311,19 @@ def test_quality_report_splits_the_image_prompt_error_and_gives_yardsticks(tiny_
     # regions agree with the renders: sky where nothing is hit, objects where the depth is nearest
     scene_regions = ref.regions
     assert set(np.unique(scene_regions)) <= {0, 1, 2} and (scene_regions == 2).any() and (scene_regions == 0).any()
+
+
+def test_stack_model_card_records_the_schedule_and_the_yardsticks():
+    from fourdistill.teachers.card import model_card
+    from fourdistill.teachers.train import TrainConfig
+
+    cfg = TrainConfig(unet_steps=6000, cooldown_steps=2000).to_dict()
+    quality = {
+        "text_to_image_accuracy": 0.5, "text_to_image_per_shape": 0.75, "image_prompt_psnr_db": 15.0,
+        "reference_vae_psnr_db": 25.0, "mean_image_psnr_db": 16.5, "reference_16px_psnr_db": 20.4,
+        "image_prompt_by_region": {"sky": {"pixels": 0.6, "psnr_db": 18.0}, "ground": {"pixels": 0.4, "psnr_db": 12.0}},
+        "n_scenes": 64, "steps": 30, "guidance": 5.0,
+    }
+    text = model_card({"config": cfg, "wall_s": {"vae_s": 60, "unet_s": 600}}, quality, "fourdistill teachers train --out run", {"vae": 700, "unet": 6000}, "a CPU")
+    assert "linear decay to zero over the last 2000" in text
+    assert "16.50 dB" in text and "20.40 dB" in text and "sky 18.00 dB on 60% of pixels" in text

@@ -17,6 +17,7 @@ def model_card(summary: dict, quality: dict, command: str, steps_done: dict, mac
     data = cfg["data"]
     wall = summary.get("wall_s", {})
     last_seed = data["first_seed"] + data["n_scenes"] - 1
+    cooldown = f" (constant after {cfg['warmup_steps']} warmup steps, then linear decay to zero over the last {cfg['cooldown_steps']})" if cfg.get("cooldown_steps") else ""
     lines = [
         "# fourdistill embedded stack (tiny Stable Diffusion layout + IP-Adapter-Plus)",
         "",
@@ -47,7 +48,7 @@ def model_card(summary: dict, quality: dict, command: str, steps_done: dict, mac
         f"- command: `{command}`",
         f"- data: world seeds {data['first_seed']}..{last_seed} ({data['n_scenes']} scenes x {data['views_per_scene']} renders at DEFAULT_ORBIT cameras and uniform times); the held-out EVAL_SEEDS (1000000..1000999) were never trained on",
         f"- VAE: {steps_done['vae']} steps, batch {cfg['vae_batch']}, lr {cfg['vae_lr']}, MSE + {cfg['vae_kl_weight']} KL",
-        f"- U-Net + text encoder + image encoder + IP-Adapter jointly: {steps_done['unet']} of {cfg['unet_steps']} planned steps, batch {cfg['batch']}, AdamW lr {cfg['lr']}, text dropout {cfg['text_dropout']}, image dropout {cfg['image_dropout']}, CLIP contrastive weight {cfg['contrastive_weight']}",
+        f"- U-Net + text encoder + image encoder + IP-Adapter jointly: {steps_done['unet']} of {cfg['unet_steps']} planned steps, batch {cfg['batch']}, AdamW lr {cfg['lr']}{cooldown}, text dropout {cfg['text_dropout']}, image dropout {cfg['image_dropout']}, CLIP contrastive weight {cfg['contrastive_weight']}",
         f"- seed {cfg['seed']}; torch threads {cfg['threads']}",
         f"- wall time: VAE {wall.get('vae_s', 0) / 60:.1f} min, U-Net {wall.get('unet_s', 0) / 60:.1f} min, on {machine}",
         "",
