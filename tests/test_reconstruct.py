@@ -242,7 +242,12 @@ def test_command_line(dnerf, tmp_path, capsys):
     from fourdistill.cli import main
 
     out = tmp_path / "cli"
-    assert main(["reconstruct", str(dnerf), "--out", str(out), "--steps", "3", "--samples-per-step", "4096", "--quiet", "--no-video"]) == 0
+    threads = torch.get_num_threads()
+    try:
+        assert main(["reconstruct", str(dnerf), "--out", str(out), "--steps", "3", "--samples-per-step", "4096", "--quiet", "--no-video", "--threads", "1"]) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
     text = capsys.readouterr().out
     assert "test PSNR" in text and (out / "checkpoint" / "field.safetensors").is_file()
     assert main(["reconstruct", str(dnerf), "--out", str(out), "--steps", "3", "--quiet"]) == 2

@@ -16,7 +16,7 @@ def register(sub) -> None:
     )
     parser.add_argument("path", metavar="PATH", help="D-NeRF folder, nerfstudio capture, world:SEED, or any posed source")
     parser.add_argument("--out", required=True, help="run folder (checkpoint/, metrics.json, video.mp4)")
-    parser.add_argument("--steps", type=int, default=None, help="training steps (default from ReconstructConfig: 2000)")
+    parser.add_argument("--steps", type=int, default=None, help="training steps (default from ReconstructConfig: 1000)")
     parser.add_argument("--samples-per-step", type=int, default=None, help="field samples per step; the ray count adapts (default 131072)")
     parser.add_argument("--samples", type=int, default=None, help="samples per ray across the scene box (default 128)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -29,6 +29,7 @@ def register(sub) -> None:
     parser.add_argument("--static-steps", type=int, default=None, help="first steps with the dynamic grid frozen (default from ReconstructConfig)")
     parser.add_argument("--time-scale", type=float, default=None, help="time-axis resolution of the dynamic grid relative to space, in (0, 1] (default from ReconstructConfig)")
     parser.add_argument("--time-smoothness", type=float, default=None, help="weight of the temporal smoothness of the dynamic grid (default from ReconstructConfig)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads, the compiled hash-grid kernel's included (default: torch's)")
     parser.add_argument("--no-video", action="store_true", help="skip the novel-path video")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(handler=_reconstruct)
@@ -49,6 +50,10 @@ def _reconstruct(args: argparse.Namespace) -> int:
 
     from .reconstruct import ReconstructConfig, open_for_reconstruction, reconstruct
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     cfg = ReconstructConfig(seed=args.seed, holdout_every=args.holdout_every)
     overrides = {"steps": args.steps, "samples_per_step": args.samples_per_step, "eval_every": args.eval_every, "static_steps": args.static_steps, "time_smoothness_weight": args.time_smoothness}
     cfg = dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
