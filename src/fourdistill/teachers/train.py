@@ -241,6 +241,8 @@ def train(
 
     run = Path(run)
     cfg_path = run / "train_config.json"
+    trainer_path = run / "checkpoint" / "trainer.pt"
+    state = torch.load(trainer_path, weights_only=False) if resume and trainer_path.exists() else None
     if resume:
         if not cfg_path.exists():
             raise FileNotFoundError(f"{cfg_path}: nothing to resume (no training config in {run})")
@@ -250,8 +252,7 @@ def train(
                 raise ValueError(f"--unet-steps {extend_unet_steps} is below the run's {cfg.unet_steps}; a resumed run can only be extended")
             cfg.unet_steps = extend_unet_steps
         if cooldown_steps is not None:
-            ckpt = run / "checkpoint" / "trainer.pt"
-            done = int(torch.load(ckpt, weights_only=False)["step"]) if ckpt.exists() else 0
+            done = int(state["step"]) if state is not None else 0
             if cooldown_steps < 0 or cfg.unet_steps - cooldown_steps < done:
                 raise ValueError(
                     f"--cooldown {cooldown_steps}: the decay would start at U-Net step {cfg.unet_steps - cooldown_steps}, "
@@ -271,9 +272,7 @@ def train(
     np.random.seed(cfg.seed)
 
     data = load_or_render(run, cfg)
-    state = None
-    if resume and (run / "checkpoint" / "trainer.pt").exists():
-        state = torch.load(run / "checkpoint" / "trainer.pt", weights_only=False)
+    if state is not None:
         stack = load_stack_for_training(run / "checkpoint" / "stack", cfg.stack)
         _set_rng_state(state["rng"])
         log(f"resuming phase {state['phase']} at step {state['step']}")
