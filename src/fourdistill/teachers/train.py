@@ -252,7 +252,7 @@ def train(
                 raise ValueError(f"--unet-steps {extend_unet_steps} is below the run's {cfg.unet_steps}; a resumed run can only be extended")
             cfg.unet_steps = extend_unet_steps
         if cooldown_steps is not None:
-            done = int(state["step"]) if state is not None else 0
+            done = int(state["step"]) if state is not None and state["phase"] == "unet" else 0  # a VAE-phase checkpoint has no U-Net steps yet
             if cooldown_steps < 0 or cfg.unet_steps - cooldown_steps < done:
                 raise ValueError(
                     f"--cooldown {cooldown_steps}: the decay would start at U-Net step {cfg.unet_steps - cooldown_steps}, "
