@@ -155,3 +155,20 @@ def test_config_round_trip_and_validation():
         FieldConfig.from_dict({**cfg.to_dict(), "colour": 1})
     with pytest.raises(ValueError, match="3 input dims"):
         small_config(static_grid=HashGridConfig(n_input_dims=4, n_levels=4, n_features_per_level=2))
+
+
+def test_position_input_feeds_the_coordinates_to_both_mlps():
+    field = Field4D(small_config(position_input=True, blob_scale=0.0, bound=2.0))
+    x, t = points(32)
+    x = x * 2.0  # world units in the [-2, 2]^3 box
+    h = field.features(x, t)
+    assert h.shape == (32, 4 * 2 + 3)
+    assert torch.allclose(h[:, -3:], x / 2.0)
+    assert field.density_mlp[0].in_features == 11 and field.color_mlp[0].in_features == 11
+    sigma, rgb = field(x, t)
+    assert sigma.shape == (32,) and rgb.shape == (32, 3)
+    # a config written before the option existed reads as off
+    d = field.config.to_dict()
+    assert FieldConfig.from_dict(d).position_input
+    d.pop("position_input")
+    assert not FieldConfig.from_dict(d).position_input

@@ -67,6 +67,9 @@ class FieldConfig:
     spatial resolution of each level (1 as in 4D-fy). Below 1 it trades temporal detail for
     smoothness: with one view per time (a monocular capture) a full-resolution time axis can
     give every frame cells of its own and explain each view with its own fog.
+    position_input: also feed the point's coordinates (x / bound, in [-1, 1]) to both MLPs, beside
+    the grid features (off in 4D-fy). A plane such as the world's ground is then a linear function
+    the MLP can form directly, instead of something pieced together from interpolated cells.
     seed: initialises the grids and the MLPs.
     """
 
@@ -84,6 +87,7 @@ class FieldConfig:
     background_sh_degree: int = 3  # threestudio's neural environment map: SH degree 3
     background_hidden_dim: int = 16  # threestudio's neural environment map: 16 neurons
     time_scale: float = 1.0
+    position_input: bool = False
     seed: int = 0
 
     def __post_init__(self):
@@ -183,8 +187,9 @@ class Field4D(nn.Module):
             if self.dynamic_grid is not None and self.dynamic_grid.n_output_dims != width:
                 raise ValueError(f"static grid gives {width} features but the dynamic grid {self.dynamic_grid.n_output_dims}")
             hidden = config.hidden_dim
-            self.density_mlp = nn.Sequential(nn.Linear(width, hidden), nn.ReLU(), nn.Linear(hidden, 1))
-            self.color_mlp = nn.Sequential(nn.Linear(width, hidden), nn.ReLU(), nn.Linear(hidden, 3))
+            mlp_in = width + (3 if config.position_input else 0)
+            self.density_mlp = nn.Sequential(nn.Linear(mlp_in, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+            self.color_mlp = nn.Sequential(nn.Linear(mlp_in, hidden), nn.ReLU(), nn.Linear(hidden, 3))
             if config.background == "mlp":
                 bh = config.background_hidden_dim
                 self.background_mlp = nn.Sequential(
@@ -219,7 +224,8 @@ class Field4D(nn.Module):
         }
 
     def features(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """Summed grid features: x (N, 3) world units, t (N,) -> (N, 32)."""
+        """What the MLPs read: the summed grid features, x (N, 3) world units, t (N,) -> (N, 32),
+        followed by x / bound (N, 3) with position_input."""
         u = ((x + self.bound) / (2.0 * self.bound)).clamp(0.0, 1.0)  # 4D-fy: [-1, 1]^3 -> [0, 1]^3
         h = self.static_grid(u)
         if self.dynamic_grid is not None:
@@ -230,6 +236,8 @@ class Field4D(nn.Module):
             else:
                 dynamic = self.dynamic_grid(ut)
             h = h + dynamic
+        if self.config.position_input:
+            h = torch.cat([h, x.to(h.dtype) / self.bound], dim=-1)
         return h
 
     def dynamic_features(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
