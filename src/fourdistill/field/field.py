@@ -4,7 +4,8 @@ A point x in the scene box [-bound, bound]^3 (world units; bound = 1 is the [-1,
 the world and of D-NeRF scenes) at time t in [0, 1] is encoded by a static 3D hash grid on
 x and a dynamic 4D hash grid on (x, t), both on coordinates normalised to [0, 1]; the two
 encodings have the same width (n_levels * n_features_per_level = 32) and are summed. A density
-MLP 32 -> 64 -> 1 and a colour MLP 32 -> 64 -> 3 (sigmoid) read the sum. The density carries
+MLP 32 -> 64 -> 1 and a colour MLP 32 -> 64 -> 3 (sigmoid) read the sum (and, with
+position_input, the point's coordinates beside it). The density carries
 the centre bias of Magic3D / 4D-fy:
 
     sigma = softplus(raw + blob),  blob = blob_scale * (1 - ||x|| / blob_radius)
