@@ -32,6 +32,15 @@ def invoked_command() -> str | None:
     return "fourdistill " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
 
+def set_threads(threads: int | None) -> None:
+    """Set torch's CPU threads (the compiled hash-grid kernel's included) when a command's
+    --threads asks for a number; None or 0 keeps torch's default."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fourdistill",

@@ -504,12 +504,9 @@ def _distill_main(args) -> int:
         view_alpha=args.view_alpha,
         nested_dropout_p=args.nested_dropout,
     )
-    from .cli import invoked_command
+    from .cli import invoked_command, set_threads
 
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     summary = run(cfg, resume=args.resume, command=invoked_command())
     losses = summary["losses"]
     if losses:

@@ -109,13 +109,10 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from ..cli import invoked_command
+    from ..cli import invoked_command, set_threads
     from .control import ControlEvalConfig, evaluate_control, write_report
 
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     from ..generate import ControlledPipeline
 
     extra = {}

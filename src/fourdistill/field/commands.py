@@ -48,12 +48,10 @@ def _background(text: str) -> tuple[float, float, float]:
 def _reconstruct(args: argparse.Namespace) -> int:
     import dataclasses
 
+    from ..cli import set_threads
     from .reconstruct import ReconstructConfig, open_for_reconstruction, reconstruct
 
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     cfg = ReconstructConfig(seed=args.seed, holdout_every=args.holdout_every)
     overrides = {"steps": args.steps, "samples_per_step": args.samples_per_step, "eval_every": args.eval_every, "static_steps": args.static_steps, "time_smoothness_weight": args.time_smoothness}
     cfg = dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})

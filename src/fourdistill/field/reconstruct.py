@@ -91,7 +91,8 @@ class ReconstructConfig:
     raised novel-view PSNR from 26.9 to 27.3 dB at equal steps. samples_per_step doubles with it.
     steps 1000: on that scene the test-view PSNR stops rising after ~750 steps of a schedule, and
     the decay at the end adds the last few tenths of a dB; 1000 steps (about 7 minutes on one
-    core) gave 27.3-27.5 dB over two seeds, where 1500 or 2000-step schedules gave no more.
+    core) gave 27.3-27.5 dB over two seeds before the coordinate input (27.5-27.6 over three with
+    it), where 1500 or 2000-step schedules gave no more.
     Learning rates: 4D-fy's grids 1e-2, MLPs 1e-3 (method notes 2.1). In a few thousand steps
     the MLPs at 1e-3 are the slowest part to converge, so they train at 1e-2 as Instant-NGP's
     do; both decay exponentially to lr_final_ratio. 0.01 rather than 0.1: on the held-out scene
