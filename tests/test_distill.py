@@ -37,6 +37,37 @@ def test_only_the_mappers_train_and_the_step_is_the_documented_loss(tmp_path, st
     assert d.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3)  # no hidden multiplier
 
 
+def test_a_v_prediction_teacher_is_distilled_against_v(tmp_path):
+    """SD 2.x 768-v predicts v, not the noise: the mapper loss follows the teacher's scheduler."""
+    from fourdistill.teachers.stack import NoiseConfig, build_stack, save_stack
+    from fourdistill.teachers.tokenizer import build_tokenizer
+
+    from tiny_models import tiny_stack_config
+
+    cfg = tiny_stack_config()
+    cfg.noise = NoiseConfig("v_prediction", zero_terminal_snr=True)
+    folder = save_stack(build_stack(cfg, build_tokenizer(tmp_path / "tok"), seed=0), tmp_path / "stack_v")
+    d = Distiller(_cfg(tmp_path, folder, mode="joint"))
+    assert d.noise_scheduler.config.prediction_type == "v_prediction"
+    seen = {}
+    add_noise = d.noise_scheduler.add_noise
+
+    def recording(latents, noise, t):
+        seen.update(latents=latents, noise=noise, t=t)
+        return add_noise(latents, noise, t)
+
+    d.noise_scheduler.add_noise = recording
+    d.pipe.unet.register_forward_hook(lambda module, args, out: seen.update(pred=out.sample.detach()))
+    from fourdistill.distill import step_generators
+
+    np_rng, gen = step_generators(0, 0, 0)
+    with torch.no_grad():
+        loss = float(d.loss(d.sampler.batch(2, rng=np_rng), gen))
+    v = d.noise_scheduler.get_velocity(seen["latents"], seen["noise"], seen["t"])
+    assert loss == pytest.approx(float(torch.nn.functional.mse_loss(seen["pred"], v)), rel=1e-5)
+    assert loss != pytest.approx(float(torch.nn.functional.mse_loss(seen["pred"], seen["noise"])), rel=1e-3)
+
+
 @pytest.mark.parametrize("mode", ["time", "view", "joint"])
 def test_short_runs_lower_the_loss_on_a_fixed_batch(tmp_path, stack_folder, mode):
     d = Distiller(_cfg(tmp_path, stack_folder, mode=mode, batch_size=4, grad_accum=1, lr=1e-2))

@@ -252,6 +252,56 @@ def test_training_command_runs_resumes_and_is_deterministic(tmp_path):
     assert any(k.startswith("ip_adapter.") for k in w0)
 
 
+def test_v_prediction_targets_and_the_zero_snr_schedule():
+    from fourdistill.teachers.stack import NoiseConfig, noise_schedule, prediction_target, training_scheduler
+
+    with pytest.raises(ValueError, match="v_prediction"):
+        NoiseConfig(prediction_type="epsilon", zero_terminal_snr=True)
+    with pytest.raises(ValueError, match="prediction_type"):
+        NoiseConfig(prediction_type="x0")
+    assert noise_schedule()["prediction_type"] == "epsilon"  # SD 1.x by default
+    sched = training_scheduler(NoiseConfig("v_prediction", zero_terminal_snr=True))
+    ab = sched.alphas_cumprod
+    assert float(ab[-1]) < 1e-6 and float(ab[0]) > 0.99  # the last step is pure noise
+    x0, eps = torch.randn(3, 4, 2, 2), torch.randn(3, 4, 2, 2)
+    t = torch.tensor([0, 500, 999])
+    v = prediction_target(sched, x0, eps, t)
+    a = ab[t].view(-1, 1, 1, 1)
+    torch.testing.assert_close(v, a.sqrt() * eps - (1 - a).sqrt() * x0)
+    torch.testing.assert_close(v[2], -x0[2], atol=1e-3, rtol=0)  # at zero SNR, v is minus the image
+    assert prediction_target(training_scheduler(), x0, eps, t) is eps
+
+
+def test_a_stack_fine_tunes_to_v_prediction_and_the_pipeline_follows(tmp_path):
+    from fourdistill.cli import main
+    from fourdistill.teachers.stack import read_stack_config
+    from fourdistill.teachers.train import DataConfig, TrainConfig, train
+
+    cfg = TrainConfig(data=DataConfig(n_scenes=4, views_per_scene=2), stack=TINY, vae_steps=2, vae_batch=2,
+                      unet_steps=1, batch=2, sample_every=100, checkpoint_every=100)
+    base = train(tmp_path / "base", cfg, progress=False, log=lambda *_: None)
+    args = ["teachers", "train", "--out", str(tmp_path / "v"), "--init", str(base), "--prediction", "v_prediction", "--zero-terminal-snr",
+            "--scenes", "4", "--views", "2", "--unet-steps", "2", "--batch", "2", "--sample-every", "2", "--no-progress"]
+    assert main(args) == 0
+    run = tmp_path / "v"
+    saved = json.loads((run / "train_config.json").read_text())
+    assert saved["init_from"] == str(base) and saved["stack"]["noise"] == {"prediction_type": "v_prediction", "zero_terminal_snr": True}
+    assert not (run / "checkpoint" / "trainer.pt").exists() or torch.load(run / "checkpoint" / "trainer.pt", weights_only=False)["step"] == 2
+    from safetensors.torch import load_file
+
+    vae_base = load_file(str(base / "vae" / "diffusion_pytorch_model.safetensors"))
+    vae_new = load_file(str(run / "stack" / "vae" / "diffusion_pytorch_model.safetensors"))
+    assert all(torch.equal(vae_base[k], vae_new[k]) for k in vae_base)  # no VAE phase: the VAE is the init stack's
+    sched = json.loads((run / "stack" / "scheduler" / "scheduler_config.json").read_text())
+    assert (sched["prediction_type"], sched["rescale_betas_zero_snr"], sched["timestep_spacing"]) == ("v_prediction", True, "trailing")
+    assert read_stack_config(run / "stack").noise.prediction_type == "v_prediction"
+    pipe = _load_with_real_calls(run / "stack")
+    assert pipe.scheduler.config.prediction_type == "v_prediction"
+    image = pipe("a red cube", ip_adapter_image=_reference(), num_inference_steps=4, height=TINY.resolution, width=TINY.resolution, output_type="np").images
+    assert np.isfinite(image).all()
+    assert main(args[:3] + [str(tmp_path / "bad"), "--init", str(tmp_path), "--no-progress"]) == 2  # not a stack folder: a clear error
+
+
 def test_learning_rate_warms_up_stays_then_cools_down_to_zero():
     from fourdistill.teachers.train import _lr_lambda
 

@@ -6,7 +6,7 @@ One training step (method notes 1.5, the seed's Figure 3):
     t ~ U[0, 1000), eps ~ N(0, I), z_t = add_noise(z0, eps, t)
     per-layer text conditions C = conditioner(prompt with <time>/<view>, t, d, ΔP)   (L, B, 77, C)
     image tokens from the reference through the IP-Adapter (decoupled cross-attention)
-    loss = || eps - U-Net(z_t, t, C, image tokens) ||^2
+    loss = || eps - U-Net(z_t, t, C, image tokens) ||^2   (v instead of eps for a v-prediction teacher)
 
 Only the mappers train. The VAE, U-Net, text encoder, image encoder and IP-Adapter are frozen.
 Built on accelerate: the same command runs data-parallel on several GPUs with
@@ -193,6 +193,7 @@ class Distiller:
     def loss(self, batch, gen):
         import torch
         import torch.nn.functional as F
+        from .teachers.stack import prediction_target
 
         pipe, device = self.pipe, self.accelerator.device
         with torch.no_grad():
@@ -211,7 +212,8 @@ class Distiller:
             added_cond_kwargs={"image_embeds": image_embeds},
             cross_attention_kwargs={"layer_conditions": conds},
         ).sample
-        return F.mse_loss(pred.float(), noise.float())
+        # the teacher's own target: epsilon for SD 1.x, v for SD 2.x 768-v (its scheduler config says which)
+        return F.mse_loss(pred.float(), prediction_target(self.noise_scheduler, latents, noise, timesteps).float())
 
     @property
     def noise_scheduler(self):

@@ -29,6 +29,12 @@ def register(sub) -> None:
         "--cooldown", type=int, default=None,
         help="end with this many U-Net steps of linear learning-rate decay to zero (default 0: constant); with --resume, may be added to a run whose decay has not begun",
     )
+    train.add_argument("--init", default=None, metavar="STACK", help="start the U-Net phase from this stack ('embedded' or a folder trained by this command): its sizes, VAE and tokenizer; no VAE phase")
+    train.add_argument(
+        "--prediction", choices=("epsilon", "v_prediction"), default=None,
+        help="what the U-Net predicts (default epsilon, as SD 1.x; v_prediction as SD 2.x), saved in the scheduler config",
+    )
+    train.add_argument("--zero-terminal-snr", action="store_true", default=None, help="rescale the noise schedule so its last step is pure noise (needs --prediction v_prediction)")
     train.add_argument("--batch", type=int, default=None, help="U-Net batch size (default 32)")
     train.add_argument("--threads", type=int, default=None, help="torch threads (default 1)")
     train.add_argument("--sample-every", type=int, default=None, help="steps between sample grids (default 250)")
@@ -84,6 +90,14 @@ def _train(args: argparse.Namespace) -> int:
             if args.resume:
                 raise ValueError(f"--{name.replace('_', '-')} cannot change a run being resumed (its config is in {args.out}/train_config.json)")
             setattr(cfg, name, value)
+    if args.init is not None:
+        cfg.init_from = args.init
+    if args.prediction is not None:
+        cfg.stack.noise.prediction_type = args.prediction
+    if args.zero_terminal_snr:
+        cfg.stack.noise.zero_terminal_snr = True
+    if args.resume and (args.init is not None or args.prediction is not None or args.zero_terminal_snr):
+        raise ValueError(f"--init/--prediction/--zero-terminal-snr cannot change a run being resumed (its config is in {args.out}/train_config.json)")
     if args.scenes is not None:
         cfg.data.n_scenes = args.scenes
     if args.views is not None:

@@ -28,7 +28,8 @@ IP_ADAPTER_WEIGHT_NAME = "ip-adapter-plus_tiny.safetensors"
 IMAGE_ENCODER_SUBFOLDER = "image_encoder"  # inside IP_ADAPTER_SUBFOLDER, as in h94/IP-Adapter
 
 # Stable Diffusion's training noise schedule: DDPM, 1000 steps, scaled_linear betas
-# 0.00085..0.012, epsilon prediction (the SD 1.x scheduler config).
+# 0.00085..0.012, epsilon prediction (the SD 1.x scheduler config). NoiseConfig can change the
+# prediction target and the end of the schedule (see noise_schedule).
 NOISE_SCHEDULE = dict(
     num_train_timesteps=1000,
     beta_start=0.00085,
@@ -97,6 +98,43 @@ class IPAdapterConfig:
     depth: int = 4  # fixed by diffusers' loader
 
 
+PREDICTION_TYPES = ("epsilon", "v_prediction")
+
+
+@dataclass
+class NoiseConfig:
+    """What the U-Net predicts and where the noise schedule ends; saved in the scheduler config,
+    so StableDiffusionPipeline samples the stack correctly with no extra argument.
+
+    prediction_type: "epsilon" (SD 1.x) or "v_prediction" (SD 2.x 768-v: v = sqrt(abar) eps -
+    sqrt(1 - abar) x0). The epsilon loss weighs the error of the implied clean image by the
+    signal-to-noise ratio, about 0.005 at the noisiest step, so the steps that set an image's
+    layout barely count; v weighs it by SNR + 1, at least 1 everywhere.
+    zero_terminal_snr: rescale the betas so the last training step is pure noise (Lin et al.
+    2024, "Common diffusion noise schedules and sample steps are flawed"), as sampling starts from
+    pure noise; sampling then uses "trailing" timesteps, so it starts at that last step. Needs
+    v_prediction (epsilon is undefined where no signal is left).
+    """
+
+    prediction_type: str = "epsilon"
+    zero_terminal_snr: bool = False
+
+    def __post_init__(self):
+        if self.prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"NoiseConfig.prediction_type must be one of {PREDICTION_TYPES}, got {self.prediction_type!r}")
+        if self.zero_terminal_snr and self.prediction_type != "v_prediction":
+            raise ValueError("NoiseConfig.zero_terminal_snr needs prediction_type 'v_prediction'")
+
+
+def noise_schedule(noise: NoiseConfig | None = None) -> dict:
+    """Scheduler keyword arguments: SD's schedule with `noise`'s prediction target and ending."""
+    noise = noise or NoiseConfig()
+    out = dict(NOISE_SCHEDULE, prediction_type=noise.prediction_type)
+    if noise.zero_terminal_snr:
+        out.update(rescale_betas_zero_snr=True, timestep_spacing="trailing")
+    return out
+
+
 @dataclass
 class StackConfig:
     resolution: int = 64
@@ -105,6 +143,7 @@ class StackConfig:
     unet: UNetConfig = field(default_factory=UNetConfig)
     image_encoder: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
     ip_adapter: IPAdapterConfig = field(default_factory=IPAdapterConfig)
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -121,6 +160,7 @@ class StackConfig:
             unet=UNetConfig(**tuples(d.get("unet", {}))),
             image_encoder=ImageEncoderConfig(**tuples(d.get("image_encoder", {}))),
             ip_adapter=IPAdapterConfig(**tuples(d.get("ip_adapter", {}))),
+            noise=NoiseConfig(**d.get("noise", {})),  # stacks saved before it: SD 1.x's epsilon
         )
 
 
@@ -233,25 +273,39 @@ def build_stack(cfg: StackConfig, tokenizer, seed: int = 0) -> Stack:
     return Stack(cfg, tokenizer, text_encoder, vae, unet, image_encoder, image_proj)
 
 
-def inference_scheduler_config() -> dict:
-    """DPM-Solver multistep over SD's training schedule (method notes 1.5: 30 steps, guidance 5)."""
+def inference_scheduler(noise: NoiseConfig | None = None):
+    """DPM-Solver multistep over the training schedule (method notes 1.5: 30 steps, guidance 5)."""
     from diffusers import DPMSolverMultistepScheduler
 
-    return dict(DPMSolverMultistepScheduler(**NOISE_SCHEDULE).config)
+    return DPMSolverMultistepScheduler(**noise_schedule(noise))
 
 
-def training_scheduler():
+def prediction_target(noise_scheduler, latents, noise, timesteps):
+    """What the U-Net is trained to output under `noise_scheduler`'s prediction type: the noise
+    (epsilon), the velocity sqrt(abar) eps - sqrt(1 - abar) x0 (v_prediction) or the clean
+    latents (sample)."""
+    kind = noise_scheduler.config.prediction_type
+    if kind == "epsilon":
+        return noise
+    if kind == "v_prediction":
+        return noise_scheduler.get_velocity(latents, noise, timesteps)
+    if kind == "sample":
+        return latents
+    raise ValueError(f"scheduler prediction_type {kind!r} is not supported (epsilon, v_prediction or sample)")
+
+
+def training_scheduler(noise: NoiseConfig | None = None):
     """DDPM with Stable Diffusion's noise schedule (what the stack is trained with)."""
     from diffusers import DDPMScheduler
 
-    return DDPMScheduler(**NOISE_SCHEDULE, clip_sample=False)
+    return DDPMScheduler(**noise_schedule(noise), clip_sample=False)
 
 
 def save_stack(stack: Stack, folder) -> Path:
     """Write the stack in the Stable Diffusion + h94/IP-Adapter layout (atomically: the folder
     appears complete or not at all). Returns the folder."""
     import torch
-    from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
+    from diffusers import StableDiffusionPipeline
 
     from ..io import atomic_dir, write_json
     from .ip_adapter import ip_adapter_state_dict, save_ip_adapter
@@ -264,7 +318,7 @@ def save_stack(stack: Stack, folder) -> Path:
             text_encoder=stack.text_encoder,
             tokenizer=stack.tokenizer,
             unet=_unet_without_ip_adapter(stack.unet),
-            scheduler=DPMSolverMultistepScheduler(**NOISE_SCHEDULE),
+            scheduler=inference_scheduler(stack.config.noise),
             safety_checker=None,
             feature_extractor=None,
             image_encoder=None,

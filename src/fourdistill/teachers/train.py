@@ -9,10 +9,14 @@ Phase "vae": AutoencoderKL, MSE + a small KL. Then every image is encoded once (
 and log-variance; a latent is sampled per step) and the VAE's scaling factor is set to
 1 / std of the latents (Stable Diffusion's 0.18215 came from the same measurement).
 
-Phase "unet": epsilon-prediction MSE (method notes 1.5), t uniform over SD's 1000 DDPM steps,
+Phase "unet": the MSE of the stack's prediction target (epsilon as SD 1.x, method notes 1.5, or
+v as SD 2.x; NoiseConfig), t uniform over SD's 1000 DDPM steps,
 with text dropout and image dropout (p = 0.1 each) so classifier-free guidance works on each.
 The image encoder trains through the IP-Adapter path, plus a small CLIP contrastive term
 between its projected embedding and the text encoder's pooled output.
+
+`init_from` starts the U-Net phase from another stack's weights (its sizes, VAE and tokenizer),
+e.g. to fine-tune a stack with another prediction target, as SD 2.0-v was from an epsilon model.
 
 Checkpoints (`checkpoint/`: the stack in its shipped layout, optimizer and RNG states) are
 written atomically every `checkpoint_every` steps; `--resume` continues from the last one.
@@ -64,6 +68,7 @@ class TrainConfig:
     checkpoint_every: int = 100
     sample_every: int = 250
     threads: int = 1  # torch threads: on a shared CPU one thread beats two by a wide margin
+    init_from: str | None = None  # a stack folder to start the U-Net phase from (no VAE phase)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -189,6 +194,19 @@ def load_stack_for_training(folder: Path, cfg: StackConfig):
     )
 
 
+def _init_stack_config(folder: Path, requested: StackConfig) -> StackConfig:
+    """The sizes of the stack in `folder` (what its weights fit) with the requested noise config."""
+    import dataclasses
+
+    from .load import check_stack_folder
+    from .stack import read_stack_config
+
+    check_stack_folder(folder)  # a clear error for anything that is not a stack folder
+    if not (folder / "fourdistill_stack.json").is_file():
+        raise FileNotFoundError(f"{folder / 'fourdistill_stack.json'}: init_from needs a stack trained by this command (its sizes are read from that file)")
+    return dataclasses.replace(read_stack_config(folder), noise=requested.noise)
+
+
 # -------------------------------------------------------------------------------------- trainer
 
 
@@ -265,6 +283,14 @@ def train(
         cfg = cfg or TrainConfig()
         if (run / "checkpoint").exists():
             raise FileExistsError(f"{run} already holds a training run; pass --resume to continue it or choose another folder")
+        if cfg.init_from is not None:
+            from .load import resolve_model
+
+            where, local = resolve_model(cfg.init_from)  # "embedded" -> the shipped folder
+            if not local:
+                raise ValueError(f"init_from {cfg.init_from!r}: pass 'embedded' or a local stack folder")
+            cfg.init_from = str(where)
+            cfg.stack = _init_stack_config(Path(where), cfg.stack)
         run.mkdir(parents=True, exist_ok=True)
         write_json(cfg_path, cfg.to_dict())
     torch.set_num_threads(cfg.threads)
@@ -276,6 +302,10 @@ def train(
         stack = load_stack_for_training(run / "checkpoint" / "stack", cfg.stack)
         _set_rng_state(state["rng"])
         log(f"resuming phase {state['phase']} at step {state['step']}")
+    elif cfg.init_from is not None:
+        stack = load_stack_for_training(cfg.init_from, cfg.stack)
+        state = {"phase": "unet", "step": 0, "wall": {}}
+        log(f"starting from the stack in {cfg.init_from}")
     else:
         tokenizer = build_tokenizer(run / "tokenizer")
         stack = build_stack(cfg.stack, tokenizer, seed=cfg.seed)
@@ -396,7 +426,7 @@ def _train_unet(run: Path, cfg: TrainConfig, stack, data: dict, state, progress:
     from tqdm import tqdm
 
     from .ip_adapter import clip_pixel_values
-    from .stack import training_scheduler
+    from .stack import prediction_target, training_scheduler
 
     accelerator = Accelerator(cpu=True)
     stack.vae.eval().requires_grad_(False)
@@ -418,7 +448,7 @@ def _train_unet(run: Path, cfg: TrainConfig, stack, data: dict, state, progress:
     for _ in range(start):
         sched.step()
     opt, sched = accelerator.prepare(opt, sched)
-    noise_scheduler = training_scheduler()
+    noise_scheduler = training_scheduler(cfg.stack.noise)
     rng = np.random.default_rng([cfg.seed, 0x0E7, start])
     gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
     writer = SummaryWriter(str(run / "tensorboard"))
@@ -445,7 +475,7 @@ def _train_unet(run: Path, cfg: TrainConfig, stack, data: dict, state, progress:
         vision = stack.image_encoder(pixels, output_hidden_states=True)
         tokens = vision.hidden_states[-2]
         pred = stack.unet(noisy, t, encoder_hidden_states=text_out.last_hidden_state, added_cond_kwargs={"image_embeds": [tokens[:, None]]}).sample
-        diffusion = F.mse_loss(pred, noise)
+        diffusion = F.mse_loss(pred, prediction_target(noise_scheduler, latents, noise, t))
         keep = ~(drop_text | drop_image)
         clip = contrastive_loss(vision.image_embeds[keep], text_out.pooler_output[keep], scene_of[idx_t][keep]) if keep.sum() > 1 else diffusion * 0
         loss = diffusion + cfg.contrastive_weight * clip
@@ -475,10 +505,10 @@ def _train_unet(run: Path, cfg: TrainConfig, stack, data: dict, state, progress:
 
 def stack_pipeline(stack):
     """A StableDiffusionPipeline over the in-memory stack (IP-Adapter installed), for sampling."""
-    from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
+    from diffusers import StableDiffusionPipeline
     from transformers import CLIPImageProcessor
 
-    from .stack import NOISE_SCHEDULE
+    from .stack import inference_scheduler
 
     size = stack.config.resolution
     pipe = StableDiffusionPipeline(
@@ -486,7 +516,7 @@ def stack_pipeline(stack):
         text_encoder=stack.text_encoder,
         tokenizer=stack.tokenizer,
         unet=stack.unet,
-        scheduler=DPMSolverMultistepScheduler(**NOISE_SCHEDULE),
+        scheduler=inference_scheduler(stack.config.noise),
         safety_checker=None,
         feature_extractor=CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size}),
         image_encoder=stack.image_encoder,
