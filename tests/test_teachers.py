@@ -377,3 +377,8 @@ def test_stack_model_card_records_the_schedule_and_the_yardsticks():
     text = model_card({"config": cfg, "wall_s": {"vae_s": 60, "unet_s": 600}}, quality, "fourdistill teachers train --out run", {"vae": 700, "unet": 6000}, "a CPU")
     assert "linear decay to zero over the last 2000" in text
     assert "16.50 dB" in text and "20.40 dB" in text and "sky 18.00 dB on 60% of pixels" in text
+    assert "epsilon prediction" in text
+    v = TrainConfig()
+    v.stack.noise.prediction_type, v.stack.noise.zero_terminal_snr = "v_prediction", True
+    text = model_card({"config": v.to_dict(), "wall_s": {}}, quality, "fourdistill teachers train --out run", {"vae": 0, "unet": 10}, "a CPU")
+    assert "v prediction, rescaled to zero terminal SNR" in text

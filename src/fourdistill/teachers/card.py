@@ -9,6 +9,14 @@ def _fmt(x, digits: int = 3) -> str:
     return "not measured" if x is None else f"{x:.{digits}f}"
 
 
+def _noise_text(stack: dict) -> str:
+    noise = stack.get("noise", {})  # stacks trained before the option: epsilon
+    text = ", v prediction" if noise.get("prediction_type") == "v_prediction" else ", epsilon prediction"
+    if noise.get("zero_terminal_snr"):
+        text += ", rescaled to zero terminal SNR, trailing timesteps"
+    return text
+
+
 def model_card(summary: dict, quality: dict, command: str, steps_done: dict, machine: str, notes: list[str] | None = None) -> str:
     """Markdown text. summary: the run's train_summary.json (config, wall_s); quality: a
     StackQuality dict; steps_done: {"vae": n, "unet": n} actually trained."""
@@ -41,7 +49,7 @@ def model_card(summary: dict, quality: dict, command: str, steps_done: dict, mac
         f"- U-Net: UNet2DConditionModel, channels {stack['unet']['block_out_channels']}, blocks {stack['unet']['down_block_types']}",
         f"- image encoder: CLIPVisionModelWithProjection, {stack['resolution']}px, patch {stack['image_encoder']['patch_size']}, width {stack['image_encoder']['hidden_size']}",
         f"- IP-Adapter-Plus: Resampler with {stack['ip_adapter']['num_tokens']} image tokens over the image encoder's penultimate hidden states",
-        "- scheduler: DPM-Solver multistep over SD's training schedule (DDPM 1000 steps, scaled_linear betas, epsilon prediction)",
+        f"- scheduler: DPM-Solver multistep over SD's training schedule (DDPM 1000 steps, scaled_linear betas{_noise_text(stack)})",
         "",
         "## Training",
         "",
