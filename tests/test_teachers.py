@@ -272,6 +272,17 @@ def test_v_prediction_targets_and_the_zero_snr_schedule():
     assert prediction_target(training_scheduler(), x0, eps, t) is eps
 
 
+def test_high_noise_fraction_moves_that_share_of_timesteps_to_the_noisiest_range():
+    from fourdistill.teachers.train import TrainConfig, sample_timesteps
+
+    plain = sample_timesteps(TrainConfig(batch=64), 1000, torch.Generator().manual_seed(0))
+    assert torch.equal(plain, torch.randint(0, 1000, (64,), generator=torch.Generator().manual_seed(0)))  # default: uniform, as before
+    t = sample_timesteps(TrainConfig(batch=64, high_noise_fraction=0.25, high_noise_start=900), 1000, torch.Generator().manual_seed(0))
+    assert (t[:16] >= 900).all() and (t < 1000).all() and (t[16:] < 900).any()
+    with pytest.raises(ValueError, match="high_noise_fraction"):
+        TrainConfig(high_noise_fraction=1.5)
+
+
 def test_a_stack_fine_tunes_to_v_prediction_and_the_pipeline_follows(tmp_path):
     from fourdistill.cli import main
     from fourdistill.teachers.stack import read_stack_config
@@ -281,11 +292,11 @@ def test_a_stack_fine_tunes_to_v_prediction_and_the_pipeline_follows(tmp_path):
                       unet_steps=1, batch=2, sample_every=100, checkpoint_every=100)
     base = train(tmp_path / "base", cfg, progress=False, log=lambda *_: None)
     args = ["teachers", "train", "--out", str(tmp_path / "v"), "--init", str(base), "--prediction", "v_prediction", "--zero-terminal-snr",
-            "--scenes", "4", "--views", "2", "--unet-steps", "2", "--batch", "2", "--sample-every", "2", "--no-progress"]
+            "--high-noise-fraction", "0.5", "--scenes", "4", "--views", "2", "--unet-steps", "2", "--batch", "2", "--sample-every", "2", "--no-progress"]
     assert main(args) == 0
     run = tmp_path / "v"
     saved = json.loads((run / "train_config.json").read_text())
-    assert saved["init_from"] == str(base) and saved["stack"]["noise"] == {"prediction_type": "v_prediction", "zero_terminal_snr": True}
+    assert saved["high_noise_fraction"] == 0.5 and saved["init_from"] == str(base) and saved["stack"]["noise"] == {"prediction_type": "v_prediction", "zero_terminal_snr": True}
     assert not (run / "checkpoint" / "trainer.pt").exists() or torch.load(run / "checkpoint" / "trainer.pt", weights_only=False)["step"] == 2
     from safetensors.torch import load_file
 

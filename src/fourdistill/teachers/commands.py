@@ -35,6 +35,11 @@ def register(sub) -> None:
         help="what the U-Net predicts (default epsilon, as SD 1.x; v_prediction as SD 2.x), saved in the scheduler config",
     )
     train.add_argument("--zero-terminal-snr", action="store_true", default=None, help="rescale the noise schedule so its last step is pure noise (needs --prediction v_prediction)")
+    train.add_argument(
+        "--high-noise-fraction", type=float, default=None,
+        help="fraction of each batch trained at the noisiest timesteps, [--high-noise-start, 1000) (default 0: all uniform)",
+    )
+    train.add_argument("--high-noise-start", type=int, default=None, help="first timestep of that range (default 700)")
     train.add_argument("--batch", type=int, default=None, help="U-Net batch size (default 32)")
     train.add_argument("--threads", type=int, default=None, help="torch threads (default 1)")
     train.add_argument("--sample-every", type=int, default=None, help="steps between sample grids (default 250)")
@@ -82,6 +87,8 @@ def _train(args: argparse.Namespace) -> int:
         ("unet_steps", None if args.resume else args.unet_steps),
         ("cooldown_steps", None if args.resume else args.cooldown),
         ("batch", args.batch),
+        ("high_noise_fraction", args.high_noise_fraction),
+        ("high_noise_start", args.high_noise_start),
         ("threads", args.threads),
         ("sample_every", args.sample_every),
         ("checkpoint_every", args.checkpoint_every),

@@ -69,9 +69,18 @@ class TrainConfig:
     sample_every: int = 250
     threads: int = 1  # torch threads: on a shared CPU one thread beats two by a wide margin
     init_from: str | None = None  # a stack folder to start the U-Net phase from (no VAE phase)
+    # this fraction of each batch draws its timestep from [high_noise_start, 1000) instead of
+    # [0, 1000): the noisiest steps, where only the prompts can say where things are, get more of
+    # the training (docs/teachers.md)
+    high_noise_fraction: float = 0.0
+    high_noise_start: int = 700
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def __post_init__(self):
+        if not 0.0 <= self.high_noise_fraction <= 1.0 or not 0 <= self.high_noise_start < 1000:
+            raise ValueError("TrainConfig: high_noise_fraction must be in [0, 1] and high_noise_start in [0, 1000)")
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -412,6 +421,18 @@ def contrastive_loss(image_embeds, text_embeds, caption_ids, temperature: float 
     return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
 
 
+def sample_timesteps(cfg: TrainConfig, n_train: int, gen):
+    """cfg.batch training timesteps: uniform over [0, n_train), except that a fraction
+    cfg.high_noise_fraction of them (rounded) is uniform over [cfg.high_noise_start, n_train)."""
+    import torch
+
+    t = torch.randint(0, n_train, (cfg.batch,), generator=gen)
+    k = int(round(cfg.high_noise_fraction * cfg.batch))
+    if k > 0:
+        t[:k] = torch.randint(cfg.high_noise_start, n_train, (k,), generator=gen)
+    return t
+
+
 def _fresh_unet_optimizer(stack, cfg: TrainConfig):
     import torch
 
@@ -463,7 +484,7 @@ def _train_unet(run: Path, cfg: TrainConfig, stack, data: dict, state, progress:
         idx_t = torch.from_numpy(idx)
         latents = (lat_mean[idx_t] + lat_std[idx_t] * torch.randn(lat_mean[idx_t].shape, generator=gen)) * scale
         noise = torch.randn(latents.shape, generator=gen)
-        t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (cfg.batch,), generator=gen)
+        t = sample_timesteps(cfg, noise_scheduler.config.num_train_timesteps, gen)
         noisy = noise_scheduler.add_noise(latents, noise, t)
         drop_text = torch.rand(cfg.batch, generator=gen) < cfg.text_dropout
         drop_image = torch.rand(cfg.batch, generator=gen) < cfg.image_dropout
