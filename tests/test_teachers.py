@@ -361,6 +361,7 @@ def test_quality_report_splits_the_image_prompt_error_and_gives_yardsticks(tiny_
 
     pipe = load_stack(tiny_folder[1])
     q = evaluate_stack(pipe, n=2, steps=2, judge=None).to_dict()
+    assert set(q["first_step_psnr_db"]) == {"text+image", "image", "text", "none"} and all(np.isfinite(list(q["first_step_psnr_db"].values())))
     assert set(q["image_prompt_by_region"]) <= set(REGIONS) and "ground" in q["image_prompt_by_region"]
     assert abs(sum(r["pixels"] for r in q["image_prompt_by_region"].values()) - 1.0) < 1e-3
     # the yardsticks mean what they say: a prompt-blind mean image scores far below the
@@ -374,6 +375,36 @@ def test_quality_report_splits_the_image_prompt_error_and_gives_yardsticks(tiny_
     assert set(np.unique(scene_regions)) <= {0, 1, 2} and (scene_regions == 2).any() and (scene_regions == 0).any()
 
 
+@pytest.mark.parametrize("kind", ["epsilon", "v_prediction"])
+def test_first_step_psnr_reads_the_clean_image_out_of_either_target(tiny_folder, kind):
+    """A U-Net that predicted the reference exactly from pure noise scores the VAE's own ceiling."""
+    from types import SimpleNamespace
+
+    from diffusers import DDPMScheduler
+
+    from fourdistill.teachers.quality import PROMPT_SETS, first_step_psnr, held_out_references, psnr
+
+    pipe = load_stack(tiny_folder[1])
+    pipe.scheduler.register_to_config(prediction_type=kind)
+    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    ref = held_out_references(2, size)
+    with torch.no_grad():
+        x0 = pipe.vae.encode(torch.from_numpy(ref.rgb).permute(0, 3, 1, 2) * 2 - 1).latent_dist.mean * pipe.vae.config.scaling_factor
+        ceiling = psnr(((pipe.vae.decode(x0 / pipe.vae.config.scaling_factor).sample.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).numpy(), ref.rgb).mean()
+    a = DDPMScheduler.from_config(pipe.scheduler.config).alphas_cumprod[-1]
+    unet_config = pipe.unet.config
+
+    def oracle(noisy, t, **kw):
+        assert int(t[0]) == 999
+        pred = (noisy - a.sqrt() * x0) / (1 - a).sqrt() if kind == "epsilon" else (a.sqrt() * noisy - x0) / (1 - a).sqrt()
+        return SimpleNamespace(sample=pred)
+
+    pipe.unet = type("Oracle", (), {"config": unet_config, "encoder_hid_proj": pipe.unet.encoder_hid_proj, "__call__": staticmethod(oracle)})()
+    out = first_step_psnr(pipe, ref)
+    assert set(out) == set(PROMPT_SETS)
+    assert all(v == pytest.approx(ceiling, abs=0.05) for v in out.values())
+
+
 def test_stack_model_card_records_the_schedule_and_the_yardsticks():
     from fourdistill.teachers.card import model_card
     from fourdistill.teachers.train import TrainConfig
@@ -383,12 +414,12 @@ def test_stack_model_card_records_the_schedule_and_the_yardsticks():
         "text_to_image_accuracy": 0.5, "text_to_image_per_shape": 0.75, "image_prompt_psnr_db": 15.0,
         "reference_vae_psnr_db": 25.0, "mean_image_psnr_db": 16.5, "reference_16px_psnr_db": 20.4,
         "image_prompt_by_region": {"sky": {"pixels": 0.6, "psnr_db": 18.0}, "ground": {"pixels": 0.4, "psnr_db": 12.0}},
-        "n_scenes": 64, "steps": 30, "guidance": 5.0,
+        "n_scenes": 64, "steps": 30, "guidance": 5.0, "first_step_psnr_db": {"text+image": 18.05, "none": 15.38},
     }
     text = model_card({"config": cfg, "wall_s": {"vae_s": 60, "unet_s": 600}}, quality, "fourdistill teachers train --out run", {"vae": 700, "unet": 6000}, "a CPU")
     assert "linear decay to zero over the last 2000" in text
     assert "16.50 dB" in text and "20.40 dB" in text and "sky 18.00 dB on 60% of pixels" in text
-    assert "epsilon prediction" in text
+    assert "epsilon prediction" in text and "text+image 18.05 dB, none 15.38 dB" in text
     v = TrainConfig()
     v.stack.noise.prediction_type, v.stack.noise.zero_terminal_snr = "v_prediction", True
     text = model_card({"config": v.to_dict(), "wall_s": {}}, quality, "fourdistill teachers train --out run", {"vae": 0, "unet": 10}, "a CPU")

@@ -74,6 +74,10 @@ def model_card(summary: dict, quality: dict, command: str, steps_done: dict, mac
             f"| yardstick: the mean training render vs the reference (ignores every prompt) | {_fmt(quality['mean_image_psnr_db'], 2)} dB | |",
             f"| yardstick: the reference averaged down to 16x16 (its layout only) | {_fmt(quality['reference_16px_psnr_db'], 2)} dB | |",
         ]
+    first = quality.get("first_step_psnr_db") or {}
+    if first:
+        split = ", ".join(f"{name} {v:.2f} dB" for name, v in first.items())
+        lines += ["", f"Clean-image prediction from pure noise (where sampling starts) vs the reference, by prompt: {split}."]
     regions = quality.get("image_prompt_by_region") or {}
     if regions:
         split = ", ".join(f"{name} {r['psnr_db']:.2f} dB on {100 * r['pixels']:.0f}% of pixels" for name, r in regions.items())

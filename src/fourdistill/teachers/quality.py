@@ -147,9 +147,59 @@ class StackQuality:
     n_scenes: int
     steps: int
     guidance: float
+    # what each prompt tells the U-Net where sampling starts: PSNR of its clean-image prediction
+    # from pure noise, per prompt ("text+image", "image", "text", "none"); see first_step_psnr
+    first_step_psnr_db: dict | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+PROMPT_SETS = ("text+image", "image", "text", "none")
+
+
+def first_step_psnr(pipe, ref: HeldOut) -> dict:
+    """PSNR vs the reference of the U-Net's clean-image prediction from pure noise at the last
+    training timestep (where sampling starts), decoded by the VAE, with each prompt combination:
+    {"text+image", "image", "text", "none"} -> dB. A dropped text is the empty prompt and a dropped
+    image the all-zero pixel tensor, as in training. This prediction is the conditional mean of
+    the images that fit the prompts, so it shows how much of the reference's layout the prompts
+    carry, before any sampling noise: an image prompt that pinned the reference down would score
+    near the VAE's ceiling, one that says nothing near the mean training render."""
+    import torch
+    from diffusers import DDPMScheduler
+
+    from diffusers.models.embeddings import ImageProjection
+
+    sched = DDPMScheduler.from_config(pipe.scheduler.config)
+    kind = sched.config.prediction_type
+    t = sched.config.num_train_timesteps - 1
+    a = sched.alphas_cumprod[t]
+    n = len(ref.captions)
+    max_len = pipe.text_encoder.config.max_position_embeddings
+    with torch.no_grad():
+        tok = pipe.tokenizer
+        text = pipe.text_encoder(tok(list(ref.captions), padding="max_length", max_length=max_len, truncation=True, return_tensors="pt").input_ids)[0]
+        empty = pipe.text_encoder(tok([""] * n, padding="max_length", max_length=max_len, return_tensors="pt").input_ids)[0]
+        # the pipeline's own image encoding (its feature extractor; uncond = the all-zero pixel tensor)
+        plain = isinstance(pipe.unet.encoder_hid_proj.image_projection_layers[0], ImageProjection)
+        uint8 = list((np.clip(ref.rgb, 0, 1) * 255 + 0.5).astype(np.uint8))
+        image, blank = pipe.encode_image(uint8, pipe.device, 1, output_hidden_states=not plain)
+        latent_shape = (n, pipe.unet.config.in_channels, pipe.unet.config.sample_size, pipe.unet.config.sample_size)
+        noise = torch.randn(latent_shape, generator=torch.Generator().manual_seed(0))
+        out = {}
+        for name, te, ie in zip(PROMPT_SETS, (text, empty, text, empty), (image, image, blank, blank)):
+            pred = pipe.unet(noise, torch.full((n,), t), encoder_hidden_states=te, added_cond_kwargs={"image_embeds": [ie.unsqueeze(1)]}).sample
+            if kind == "epsilon":
+                x0 = (noise - (1 - a).sqrt() * pred) / a.sqrt()
+            elif kind == "v_prediction":
+                x0 = a.sqrt() * noise - (1 - a).sqrt() * pred
+            else:
+                x0 = pred
+            decoded = pipe.vae.decode(x0 / pipe.vae.config.scaling_factor).sample
+            decoded = ((decoded.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).numpy()
+            out[name] = round(float(psnr(decoded, ref.rgb).mean()), 2)
+    return out
 
 
 def evaluate_stack(pipe, n: int = 64, seed: int = 0, steps: int = INFERENCE_STEPS, guidance: float = GUIDANCE_SCALE, judge=None, samples_path=None) -> StackQuality:
@@ -198,4 +248,5 @@ def evaluate_stack(pipe, n: int = 64, seed: int = 0, steps: int = INFERENCE_STEP
         n_scenes=n,
         steps=steps,
         guidance=guidance,
+        first_step_psnr_db=first_step_psnr(pipe, ref),
     )
