@@ -272,6 +272,16 @@ def test_v_prediction_targets_and_the_zero_snr_schedule():
     assert prediction_target(training_scheduler(), x0, eps, t) is eps
 
 
+def test_resizing_image_tokens_keeps_the_learned_queries():
+    from fourdistill.teachers.train import resize_image_tokens
+
+    q = torch.randn(1, 4, 8)
+    grown = resize_image_tokens(q, 10)
+    assert grown.shape == (1, 10, 8) and torch.equal(grown[:, :4], q)
+    assert torch.allclose(grown[:, 4:8], q, atol=0.2) and not torch.equal(grown[:, 4:8], q)  # near copies, not equal
+    assert torch.equal(resize_image_tokens(q, 2), q[:, :2])
+
+
 def test_high_noise_fraction_moves_that_share_of_timesteps_to_the_noisiest_range():
     from fourdistill.teachers.train import TrainConfig, sample_timesteps
 
@@ -292,7 +302,7 @@ def test_a_stack_fine_tunes_to_v_prediction_and_the_pipeline_follows(tmp_path):
                       unet_steps=1, batch=2, sample_every=100, checkpoint_every=100)
     base = train(tmp_path / "base", cfg, progress=False, log=lambda *_: None)
     args = ["teachers", "train", "--out", str(tmp_path / "v"), "--init", str(base), "--prediction", "v_prediction", "--zero-terminal-snr",
-            "--high-noise-fraction", "0.5", "--scenes", "4", "--views", "2", "--unet-steps", "2", "--batch", "2", "--sample-every", "2", "--no-progress"]
+            "--ip-tokens", "6", "--high-noise-fraction", "0.5", "--scenes", "4", "--views", "2", "--unet-steps", "2", "--batch", "2", "--sample-every", "2", "--no-progress"]
     assert main(args) == 0
     run = tmp_path / "v"
     saved = json.loads((run / "train_config.json").read_text())
@@ -306,6 +316,10 @@ def test_a_stack_fine_tunes_to_v_prediction_and_the_pipeline_follows(tmp_path):
     sched = json.loads((run / "stack" / "scheduler" / "scheduler_config.json").read_text())
     assert (sched["prediction_type"], sched["rescale_betas_zero_snr"], sched["timestep_spacing"]) == ("v_prediction", True, "trailing")
     assert read_stack_config(run / "stack").noise.prediction_type == "v_prediction"
+    assert read_stack_config(run / "stack").ip_adapter.num_tokens == 6  # grown from TINY's 4
+    grown = load_file(str(run / "stack" / "models" / IP_ADAPTER_WEIGHT_NAME))["image_proj.latents"]
+    first = load_file(str(base / "models" / IP_ADAPTER_WEIGHT_NAME))["image_proj.latents"]
+    assert grown.shape[1] == 6 and first.shape[1] == 4
     pipe = _load_with_real_calls(run / "stack")
     assert pipe.scheduler.config.prediction_type == "v_prediction"
     image = pipe("a red cube", ip_adapter_image=_reference(), num_inference_steps=4, height=TINY.resolution, width=TINY.resolution, output_type="np").images

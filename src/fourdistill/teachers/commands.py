@@ -30,6 +30,7 @@ def register(sub) -> None:
         help="end with this many U-Net steps of linear learning-rate decay to zero (default 0: constant); with --resume, may be added to a run whose decay has not begun",
     )
     train.add_argument("--init", default=None, metavar="STACK", help="start the U-Net phase from this stack ('embedded' or a folder trained by this command): its sizes, VAE and tokenizer; no VAE phase")
+    train.add_argument("--ip-tokens", type=int, default=None, metavar="N", help="with --init: resize the IP-Adapter's Resampler to N image tokens (its learned queries repeated)")
     train.add_argument(
         "--prediction", choices=("epsilon", "v_prediction"), default=None,
         help="what the U-Net predicts (default epsilon, as SD 1.x; v_prediction as SD 2.x), saved in the scheduler config",
@@ -99,12 +100,18 @@ def _train(args: argparse.Namespace) -> int:
             setattr(cfg, name, value)
     if args.init is not None:
         cfg.init_from = args.init
+    if args.ip_tokens is not None:
+        if args.init is None:
+            raise ValueError("--ip-tokens resizes the stack given by --init; without --init set the size in --config (stack.ip_adapter.num_tokens)")
+        if args.ip_tokens < 1:
+            raise ValueError(f"--ip-tokens {args.ip_tokens}: needs at least one image token")
+        cfg.init_ip_tokens = args.ip_tokens
     if args.prediction is not None:
         cfg.stack.noise.prediction_type = args.prediction
     if args.zero_terminal_snr:
         cfg.stack.noise.zero_terminal_snr = True
     if args.resume and (args.init is not None or args.prediction is not None or args.zero_terminal_snr):
-        raise ValueError(f"--init/--prediction/--zero-terminal-snr cannot change a run being resumed (its config is in {args.out}/train_config.json)")
+        raise ValueError(f"--init/--ip-tokens/--prediction/--zero-terminal-snr cannot change a run being resumed (its config is in {args.out}/train_config.json)")
     if args.scenes is not None:
         cfg.data.n_scenes = args.scenes
     if args.views is not None:

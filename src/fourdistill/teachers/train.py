@@ -69,6 +69,7 @@ class TrainConfig:
     sample_every: int = 250
     threads: int = 1  # torch threads: on a shared CPU one thread beats two by a wide margin
     init_from: str | None = None  # a stack folder to start the U-Net phase from (no VAE phase)
+    init_ip_tokens: int | None = None  # with init_from: grow/shrink the Resampler to this many image tokens
     # this fraction of each batch draws its timestep from [high_noise_start, 1000) instead of
     # [0, 1000): the noisiest steps, where only the prompts can say where things are, get more of
     # the training (docs/teachers.md)
@@ -81,6 +82,8 @@ class TrainConfig:
     def __post_init__(self):
         if not 0.0 <= self.high_noise_fraction <= 1.0 or not 0 <= self.high_noise_start < 1000:
             raise ValueError("TrainConfig: high_noise_fraction must be in [0, 1] and high_noise_start in [0, 1000)")
+        if self.init_ip_tokens is not None and (self.init_from is None or self.init_ip_tokens < 1):
+            raise ValueError("TrainConfig: init_ip_tokens needs init_from and must be >= 1")
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -181,8 +184,23 @@ def write_checkpoint(run: Path, phase: str, step: int, stack, optimizer, extra: 
         torch.save({"phase": phase, "step": step, "optimizer": optimizer.state_dict(), "rng": _rng_state(), **(extra or {})}, tmp / "trainer.pt")
 
 
-def load_stack_for_training(folder: Path, cfg: StackConfig):
-    """A Stack (trainable modules) from a saved folder, with its IP-Adapter installed."""
+def resize_image_tokens(latents, n: int, seed: int = 0):
+    """The Resampler's learned queries (1, m, D) -> (1, n, D): each old query repeated in turn,
+    plus a little noise (2% of their spread) so the copies can part ways; the first m queries
+    keep their values when growing."""
+    import torch
+
+    m = latents.shape[1]
+    out = latents[:, torch.arange(n) % m].clone()
+    if n > m:
+        g = torch.Generator().manual_seed(seed)
+        out[:, m:] += 0.02 * latents.std() * torch.randn(out[:, m:].shape, generator=g, dtype=out.dtype)
+    return out
+
+
+def load_stack_for_training(folder: Path, cfg: StackConfig, resize_tokens: bool = False):
+    """A Stack (trainable modules) from a saved folder, with its IP-Adapter installed.
+    resize_tokens: fit the Resampler's queries to cfg.ip_adapter.num_tokens (resize_image_tokens)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection
 
@@ -191,7 +209,10 @@ def load_stack_for_training(folder: Path, cfg: StackConfig):
 
     folder = Path(folder)
     unet = UNet2DConditionModel.from_pretrained(folder / "unet")
-    image_proj = install_ip_adapter(unet, read_ip_adapter_file(folder / IP_ADAPTER_SUBFOLDER / IP_ADAPTER_WEIGHT_NAME))
+    state = read_ip_adapter_file(folder / IP_ADAPTER_SUBFOLDER / IP_ADAPTER_WEIGHT_NAME)
+    if resize_tokens and state["image_proj"]["latents"].shape[1] != cfg.ip_adapter.num_tokens:
+        state["image_proj"]["latents"] = resize_image_tokens(state["image_proj"]["latents"], cfg.ip_adapter.num_tokens)
+    image_proj = install_ip_adapter(unet, state)
     return Stack(
         config=cfg,
         tokenizer=CLIPTokenizer.from_pretrained(folder / "tokenizer"),
@@ -203,8 +224,9 @@ def load_stack_for_training(folder: Path, cfg: StackConfig):
     )
 
 
-def _init_stack_config(folder: Path, requested: StackConfig) -> StackConfig:
-    """The sizes of the stack in `folder` (what its weights fit) with the requested noise config."""
+def _init_stack_config(folder: Path, requested: StackConfig, ip_tokens: int | None = None) -> StackConfig:
+    """The sizes of the stack in `folder` (what its weights fit) with the requested noise config
+    and, if given, another number of image tokens."""
     import dataclasses
 
     from .load import check_stack_folder
@@ -213,7 +235,9 @@ def _init_stack_config(folder: Path, requested: StackConfig) -> StackConfig:
     check_stack_folder(folder)  # a clear error for anything that is not a stack folder
     if not (folder / "fourdistill_stack.json").is_file():
         raise FileNotFoundError(f"{folder / 'fourdistill_stack.json'}: init_from needs a stack trained by this command (its sizes are read from that file)")
-    return dataclasses.replace(read_stack_config(folder), noise=requested.noise)
+    found = read_stack_config(folder)
+    tokens = dataclasses.replace(found.ip_adapter, num_tokens=ip_tokens) if ip_tokens else found.ip_adapter
+    return dataclasses.replace(found, noise=requested.noise, ip_adapter=tokens)
 
 
 # -------------------------------------------------------------------------------------- trainer
@@ -299,7 +323,7 @@ def train(
             if not local:
                 raise ValueError(f"init_from {cfg.init_from!r}: pass 'embedded' or a local stack folder")
             cfg.init_from = str(where)
-            cfg.stack = _init_stack_config(Path(where), cfg.stack)
+            cfg.stack = _init_stack_config(Path(where), cfg.stack, cfg.init_ip_tokens)
         run.mkdir(parents=True, exist_ok=True)
         write_json(cfg_path, cfg.to_dict())
     torch.set_num_threads(cfg.threads)
@@ -312,7 +336,7 @@ def train(
         _set_rng_state(state["rng"])
         log(f"resuming phase {state['phase']} at step {state['step']}")
     elif cfg.init_from is not None:
-        stack = load_stack_for_training(cfg.init_from, cfg.stack)
+        stack = load_stack_for_training(cfg.init_from, cfg.stack, resize_tokens=True)
         state = {"phase": "unet", "step": 0, "wall": {}}
         log(f"starting from the stack in {cfg.init_from}")
     else:
