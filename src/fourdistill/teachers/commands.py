@@ -37,10 +37,10 @@ def register(sub) -> None:
     )
     train.add_argument("--zero-terminal-snr", action="store_true", default=None, help="rescale the noise schedule so its last step is pure noise (needs --prediction v_prediction)")
     train.add_argument(
-        "--high-noise-fraction", type=float, default=None,
+        "--high-noise-fraction", type=float, default=None, metavar="F",
         help="fraction of each batch trained at the noisiest timesteps, [--high-noise-start, 1000) (default 0: all uniform)",
     )
-    train.add_argument("--high-noise-start", type=int, default=None, help="first timestep of that range (default 700)")
+    train.add_argument("--high-noise-start", type=int, default=None, metavar="T", help="first timestep of that range (default 700)")
     train.add_argument("--batch", type=int, default=None, help="U-Net batch size (default 32)")
     train.add_argument("--threads", type=int, default=None, help="torch threads (default 1)")
     train.add_argument("--sample-every", type=int, default=None, help="steps between sample grids (default 250)")
