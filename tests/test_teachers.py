@@ -324,6 +324,10 @@ def test_a_stack_fine_tunes_to_v_prediction_and_the_pipeline_follows(tmp_path):
     assert pipe.scheduler.config.prediction_type == "v_prediction"
     image = pipe("a red cube", ip_adapter_image=_reference(), num_inference_steps=4, height=TINY.resolution, width=TINY.resolution, output_type="np").images
     assert np.isfinite(image).all()
+    # fine-tuning the v stack again without naming a target keeps v
+    assert main(args[:3] + [str(tmp_path / "again"), "--init", str(run / "stack"), "--scenes", "4", "--views", "2", "--unet-steps", "1",
+                             "--batch", "2", "--no-progress"]) == 0
+    assert read_stack_config(tmp_path / "again" / "stack").noise.prediction_type == "v_prediction"
     assert main(args[:3] + [str(tmp_path / "bad"), "--init", str(tmp_path), "--no-progress"]) == 2  # not a stack folder: a clear error
 
 

@@ -225,8 +225,10 @@ def load_stack_for_training(folder: Path, cfg: StackConfig, resize_tokens: bool 
 
 
 def _init_stack_config(folder: Path, requested: StackConfig, ip_tokens: int | None = None) -> StackConfig:
-    """The sizes of the stack in `folder` (what its weights fit) with the requested noise config
-    and, if given, another number of image tokens."""
+    """The sizes of the stack in `folder` (what its weights fit) and, if given, another number of
+    image tokens. Its prediction target and schedule ending too, unless `requested` asks for
+    something other than the default (SD 1.x's epsilon): fine-tuning a v stack without saying so
+    keeps it v."""
     import dataclasses
 
     from .load import check_stack_folder
@@ -237,7 +239,10 @@ def _init_stack_config(folder: Path, requested: StackConfig, ip_tokens: int | No
         raise FileNotFoundError(f"{folder / 'fourdistill_stack.json'}: init_from needs a stack trained by this command (its sizes are read from that file)")
     found = read_stack_config(folder)
     tokens = dataclasses.replace(found.ip_adapter, num_tokens=ip_tokens) if ip_tokens else found.ip_adapter
-    return dataclasses.replace(found, noise=requested.noise, ip_adapter=tokens)
+    from .stack import NoiseConfig
+
+    noise = found.noise if requested.noise == NoiseConfig() else requested.noise
+    return dataclasses.replace(found, noise=noise, ip_adapter=tokens)
 
 
 # -------------------------------------------------------------------------------------- trainer
