@@ -29,7 +29,7 @@ def register(sub) -> None:
         "--cooldown", type=int, default=None,
         help="end with this many U-Net steps of linear learning-rate decay to zero (default 0: constant); with --resume, may be added to a run whose decay has not begun",
     )
-    train.add_argument("--init", default=None, metavar="STACK", help="start the U-Net phase from this stack ('embedded' or a folder trained by this command): its sizes, VAE and tokenizer; no VAE phase")
+    train.add_argument("--init", default=None, metavar="STACK", help="start the U-Net phase from this stack ('embedded' or a folder trained by this command): its sizes, VAE, tokenizer and (unless --prediction is given) prediction target; no VAE phase")
     train.add_argument("--ip-tokens", type=int, default=None, metavar="N", help="with --init: resize the IP-Adapter's Resampler to N image tokens (its learned queries repeated)")
     train.add_argument(
         "--prediction", choices=("epsilon", "v_prediction"), default=None,

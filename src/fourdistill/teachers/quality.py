@@ -168,20 +168,17 @@ def first_step_psnr(pipe, ref: HeldOut) -> dict:
     near the VAE's ceiling, one that says nothing near the mean training render."""
     import torch
     from diffusers import DDPMScheduler
-
     from diffusers.models.embeddings import ImageProjection
 
+    from .stack import predicted_clean_latents
+
     sched = DDPMScheduler.from_config(pipe.scheduler.config)
-    kind = sched.config.prediction_type
-    t = sched.config.num_train_timesteps - 1
-    a = sched.alphas_cumprod[t]
     n = len(ref.captions)
-    max_len = pipe.text_encoder.config.max_position_embeddings
+    t = torch.full((n,), sched.config.num_train_timesteps - 1)
     with torch.no_grad():
-        tok = pipe.tokenizer
-        text = pipe.text_encoder(tok(list(ref.captions), padding="max_length", max_length=max_len, truncation=True, return_tensors="pt").input_ids)[0]
-        empty = pipe.text_encoder(tok([""] * n, padding="max_length", max_length=max_len, return_tensors="pt").input_ids)[0]
-        # the pipeline's own image encoding (its feature extractor; uncond = the all-zero pixel tensor)
+        # the pipeline's own encodings: captions and the empty prompt; the reference through its
+        # feature extractor and the all-zero pixel tensor
+        text, empty = pipe.encode_prompt(list(ref.captions), pipe.device, 1, True, [""] * n)
         plain = isinstance(pipe.unet.encoder_hid_proj.image_projection_layers[0], ImageProjection)
         uint8 = list((np.clip(ref.rgb, 0, 1) * 255 + 0.5).astype(np.uint8))
         image, blank = pipe.encode_image(uint8, pipe.device, 1, output_hidden_states=not plain)
@@ -189,13 +186,8 @@ def first_step_psnr(pipe, ref: HeldOut) -> dict:
         noise = torch.randn(latent_shape, generator=torch.Generator().manual_seed(0))
         out = {}
         for name, te, ie in zip(PROMPT_SETS, (text, empty, text, empty), (image, image, blank, blank)):
-            pred = pipe.unet(noise, torch.full((n,), t), encoder_hidden_states=te, added_cond_kwargs={"image_embeds": [ie.unsqueeze(1)]}).sample
-            if kind == "epsilon":
-                x0 = (noise - (1 - a).sqrt() * pred) / a.sqrt()
-            elif kind == "v_prediction":
-                x0 = a.sqrt() * noise - (1 - a).sqrt() * pred
-            else:
-                x0 = pred
+            pred = pipe.unet(noise, t, encoder_hidden_states=te, added_cond_kwargs={"image_embeds": [ie.unsqueeze(1)]}).sample
+            x0 = predicted_clean_latents(sched, noise, pred, t)
             decoded = pipe.vae.decode(x0 / pipe.vae.config.scaling_factor).sample
             decoded = ((decoded.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).numpy()
             out[name] = round(float(psnr(decoded, ref.rgb).mean()), 2)

@@ -294,6 +294,19 @@ def prediction_target(noise_scheduler, latents, noise, timesteps):
     raise ValueError(f"scheduler prediction_type {kind!r} is not supported (epsilon, v_prediction or sample)")
 
 
+def predicted_clean_latents(noise_scheduler, noisy, pred, timesteps):
+    """The clean latents a U-Net output implies at `timesteps` (the inverse of prediction_target)."""
+    kind = noise_scheduler.config.prediction_type
+    if kind not in ("epsilon", "v_prediction", "sample"):
+        raise ValueError(f"scheduler prediction_type {kind!r} is not supported (epsilon, v_prediction or sample)")
+    if kind == "sample":
+        return pred
+    a = noise_scheduler.alphas_cumprod.to(noisy)[timesteps].view(-1, *([1] * (noisy.ndim - 1)))
+    if kind == "epsilon":
+        return (noisy - (1 - a).sqrt() * pred) / a.sqrt()
+    return a.sqrt() * noisy - (1 - a).sqrt() * pred
+
+
 def training_scheduler(noise: NoiseConfig | None = None):
     """DDPM with Stable Diffusion's noise schedule (what the stack is trained with)."""
     from diffusers import DDPMScheduler
