@@ -293,6 +293,69 @@ def test_high_noise_fraction_moves_that_share_of_timesteps_to_the_noisiest_range
         TrainConfig(high_noise_fraction=1.5)
 
 
+@pytest.mark.parametrize("kind", ["epsilon", "v_prediction", "sample"])
+def test_target_for_clean_denoises_any_input_to_the_given_latents(kind):
+    from fourdistill.teachers.stack import NoiseConfig, predicted_clean_latents, prediction_target, target_for_clean, training_scheduler
+
+    sched = training_scheduler(NoiseConfig(prediction_type="epsilon" if kind == "sample" else kind))
+    sched.register_to_config(prediction_type=kind)
+    x0, eps, other = torch.randn(3, 4, 2, 2), torch.randn(3, 4, 2, 2), torch.randn(3, 4, 2, 2)
+    t = torch.tensor([10, 500, 990])
+    made = sched.add_noise(x0, eps, t)
+    # for an input add_noise made from these latents it is the ordinary target
+    torch.testing.assert_close(target_for_clean(sched, made, x0, t), prediction_target(sched, x0, eps, t), atol=1e-4, rtol=1e-4)
+    # for an input made from other latents it still denoises to the given ones
+    foreign = sched.add_noise(other, eps, t)
+    torch.testing.assert_close(predicted_clean_latents(sched, foreign, target_for_clean(sched, foreign, x0, t), t), x0, atol=1e-4, rtol=1e-4)
+
+
+def test_self_input_batch_starts_from_the_unets_own_first_step(tiny_folder):
+    from fourdistill.teachers.stack import NoiseConfig, predicted_clean_latents, training_scheduler
+    from fourdistill.teachers.train import TrainConfig, sample_timesteps, self_input_batch, self_input_count
+
+    cfg = TrainConfig(batch=16, high_noise_fraction=0.25, high_noise_start=900, self_input_fraction=0.5, self_input_start=300, self_input_end=600)
+    t = sample_timesteps(cfg, 1000, torch.Generator().manual_seed(0))
+    assert self_input_count(cfg) == 8 and (t[:4] >= 900).all() and ((t[8:] >= 300) & (t[8:] < 600)).all()
+    with pytest.raises(ValueError, match="self_input"):
+        TrainConfig(self_input_fraction=0.5, self_input_start=700, self_input_end=700)
+    with pytest.raises(ValueError, match="exceed"):
+        TrainConfig(batch=8, high_noise_fraction=0.5, self_input_fraction=0.75)
+
+    stack, _ = tiny_folder
+    unet = stack.unet.eval()
+    sched = training_scheduler(NoiseConfig("v_prediction", zero_terminal_snr=True))
+    size = TINY.resolution // 4
+    g = torch.Generator().manual_seed(0)
+    latents, noise = torch.randn(2, 4, size, size, generator=g), torch.randn(2, 4, size, size, generator=g)
+    text = torch.randn(2, 5, unet.config.cross_attention_dim, generator=g)
+    tokens = torch.randn(2, 7, stack.image_encoder.config.hidden_size, generator=g)
+    steps = torch.tensor([300, 599])
+    noisy, target = self_input_batch(unet, sched, latents, noise, steps, text, tokens)
+    last = torch.full((2,), 999)
+    with torch.no_grad():
+        first = unet(noise, last, encoder_hidden_states=text, added_cond_kwargs={"image_embeds": [tokens[:, None]]}).sample
+        estimate = predicted_clean_latents(sched, noise, first, last)
+    # the input is one DDIM step from pure noise on the U-Net's own estimate, not the true latents
+    torch.testing.assert_close(noisy, sched.add_noise(estimate, noise, steps))
+    assert not torch.allclose(noisy, sched.add_noise(latents, noise, steps), atol=1e-2)
+    # and the target leads back to the true latents
+    torch.testing.assert_close(predicted_clean_latents(sched, noisy, target, steps), latents, atol=1e-4, rtol=1e-4)
+
+    # two jumps: the second DDIM step starts from the first one's state at the midway timestep
+    noisy2, target2 = self_input_batch(unet, sched, latents, noise, steps, text, tokens, jumps=2)
+    mid = torch.tensor([999 - 699 // 2, 999 - 400 // 2])
+    ab = sched.alphas_cumprod
+    with torch.no_grad():
+        x = ab[mid].sqrt().view(-1, 1, 1, 1) * estimate + (1 - ab[mid]).sqrt().view(-1, 1, 1, 1) * noise
+        second = predicted_clean_latents(sched, x, unet(x, mid, encoder_hidden_states=text, added_cond_kwargs={"image_embeds": [tokens[:, None]]}).sample, mid)
+    a, b = ab[mid].view(-1, 1, 1, 1), ab[steps].view(-1, 1, 1, 1)
+    eps = (x - a.sqrt() * second) / (1 - a).sqrt()
+    torch.testing.assert_close(noisy2, b.sqrt() * second + (1 - b).sqrt() * eps, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(predicted_clean_latents(sched, noisy2, target2, steps), latents, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="jumps"):
+        self_input_batch(unet, sched, latents, noise, steps, text, tokens, jumps=0)
+
+
 def test_a_stack_fine_tunes_to_v_prediction_and_the_pipeline_follows(tmp_path):
     from fourdistill.cli import main
     from fourdistill.teachers.stack import read_stack_config
@@ -302,11 +365,11 @@ def test_a_stack_fine_tunes_to_v_prediction_and_the_pipeline_follows(tmp_path):
                       unet_steps=1, batch=2, sample_every=100, checkpoint_every=100)
     base = train(tmp_path / "base", cfg, progress=False, log=lambda *_: None)
     args = ["teachers", "train", "--out", str(tmp_path / "v"), "--init", str(base), "--prediction", "v_prediction", "--zero-terminal-snr",
-            "--ip-tokens", "6", "--high-noise-fraction", "0.5", "--scenes", "4", "--views", "2", "--unet-steps", "2", "--batch", "2", "--sample-every", "2", "--no-progress"]
+            "--ip-tokens", "6", "--high-noise-fraction", "0.5", "--self-input-fraction", "0.5", "--scenes", "4", "--views", "2", "--unet-steps", "2", "--batch", "2", "--sample-every", "2", "--no-progress"]
     assert main(args) == 0
     run = tmp_path / "v"
     saved = json.loads((run / "train_config.json").read_text())
-    assert saved["high_noise_fraction"] == 0.5 and saved["init_from"] == str(base) and saved["stack"]["noise"] == {"prediction_type": "v_prediction", "zero_terminal_snr": True}
+    assert saved["high_noise_fraction"] == 0.5 and saved["self_input_fraction"] == 0.5 and saved["init_from"] == str(base) and saved["stack"]["noise"] == {"prediction_type": "v_prediction", "zero_terminal_snr": True}
     assert not (run / "checkpoint" / "trainer.pt").exists() or torch.load(run / "checkpoint" / "trainer.pt", weights_only=False)["step"] == 2
     from safetensors.torch import load_file
 

@@ -41,6 +41,13 @@ def register(sub) -> None:
         help="fraction of each batch trained at the noisiest timesteps, [--high-noise-start, 1000) (default 0: all uniform)",
     )
     train.add_argument("--high-noise-start", type=int, default=None, metavar="T", help="first timestep of that range (default 700)")
+    train.add_argument(
+        "--self-input-fraction", type=float, default=None, metavar="F",
+        help="fraction of each batch trained on what the sampler feeds the middle steps: the U-Net's own first-step estimate, noised to a timestep in [--self-input-start, --self-input-end), with the true image as target (default 0)",
+    )
+    train.add_argument("--self-input-start", type=int, default=None, metavar="T", help="first timestep of that range (default 200)")
+    train.add_argument("--self-input-end", type=int, default=None, metavar="T", help="end of that range, exclusive (default 800)")
+    train.add_argument("--self-input-jumps", type=int, default=None, metavar="J", help="DDIM steps from pure noise to that timestep, each from the U-Net's own estimate (default 1)")
     train.add_argument("--batch", type=int, default=None, help="U-Net batch size (default 32)")
     train.add_argument("--threads", type=int, default=None, help="torch threads (default 1)")
     train.add_argument("--sample-every", type=int, default=None, help="steps between sample grids (default 250)")
@@ -90,6 +97,10 @@ def _train(args: argparse.Namespace) -> int:
         ("batch", args.batch),
         ("high_noise_fraction", args.high_noise_fraction),
         ("high_noise_start", args.high_noise_start),
+        ("self_input_fraction", args.self_input_fraction),
+        ("self_input_start", args.self_input_start),
+        ("self_input_end", args.self_input_end),
+        ("self_input_jumps", args.self_input_jumps),
         ("threads", args.threads),
         ("sample_every", args.sample_every),
         ("checkpoint_every", args.checkpoint_every),
@@ -118,6 +129,8 @@ def _train(args: argparse.Namespace) -> int:
         cfg.data.views_per_scene = args.views
     if args.resume and (args.scenes is not None or args.views is not None):
         raise ValueError(f"--scenes/--views cannot change a run being resumed (its config is in {args.out}/train_config.json)")
+    if not args.resume:
+        cfg = TrainConfig.from_dict(cfg.to_dict())  # checks the values the flags set
     train(args.out, None if args.resume else cfg, resume=args.resume, progress=not args.no_progress, extend_unet_steps=args.unet_steps if args.resume else None,
           cooldown_steps=args.cooldown if args.resume else None)
     return 0

@@ -307,6 +307,21 @@ def predicted_clean_latents(noise_scheduler, noisy, pred, timesteps):
     return a.sqrt() * noisy - (1 - a).sqrt() * pred
 
 
+def target_for_clean(noise_scheduler, noisy, latents, timesteps):
+    """The U-Net output under which `noisy` at `timesteps` denoises to `latents`: prediction_target
+    for an input that add_noise did not make from these latents (predicted_clean_latents of it
+    gives `latents` back)."""
+    kind = noise_scheduler.config.prediction_type
+    if kind not in ("epsilon", "v_prediction", "sample"):
+        raise ValueError(f"scheduler prediction_type {kind!r} is not supported (epsilon, v_prediction or sample)")
+    if kind == "sample":
+        return latents
+    a = noise_scheduler.alphas_cumprod.to(noisy)[timesteps].view(-1, *([1] * (noisy.ndim - 1)))
+    if kind == "epsilon":
+        return (noisy - a.sqrt() * latents) / (1 - a).sqrt()
+    return (a.sqrt() * noisy - latents) / (1 - a).sqrt()
+
+
 def training_scheduler(noise: NoiseConfig | None = None):
     """DDPM with Stable Diffusion's noise schedule (what the stack is trained with)."""
     from diffusers import DDPMScheduler

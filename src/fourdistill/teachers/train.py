@@ -75,6 +75,16 @@ class TrainConfig:
     # the training (docs/teachers.md)
     high_noise_fraction: float = 0.0
     high_noise_start: int = 700
+    # this fraction of each batch (drawn from the batch's end) is trained at timesteps in
+    # [self_input_start, self_input_end) on the input the sampler gives there: the U-Net's own
+    # clean estimate from pure noise, noised to that timestep as one DDIM step from pure noise
+    # does, with the true image as the target. Otherwise the middle steps only ever see the true
+    # layout in their input and learn to take it from there rather than from the prompts
+    # (docs/teachers.md)
+    self_input_fraction: float = 0.0
+    self_input_start: int = 200
+    self_input_end: int = 800
+    self_input_jumps: int = 1  # DDIM steps from pure noise to the timestep (more: the sampler's later states)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -82,6 +92,12 @@ class TrainConfig:
     def __post_init__(self):
         if not 0.0 <= self.high_noise_fraction <= 1.0 or not 0 <= self.high_noise_start < 1000:
             raise ValueError("TrainConfig: high_noise_fraction must be in [0, 1] and high_noise_start in [0, 1000)")
+        if not 0.0 <= self.self_input_fraction <= 1.0 or not 0 <= self.self_input_start < self.self_input_end <= 1000:
+            raise ValueError("TrainConfig: self_input_fraction must be in [0, 1] and 0 <= self_input_start < self_input_end <= 1000")
+        if self.self_input_jumps < 1:
+            raise ValueError("TrainConfig: self_input_jumps must be >= 1")
+        if round(self.high_noise_fraction * self.batch) + round(self.self_input_fraction * self.batch) > self.batch:
+            raise ValueError("TrainConfig: high_noise_fraction + self_input_fraction must not exceed 1")
         if self.init_ip_tokens is not None and (self.init_from is None or self.init_ip_tokens < 1):
             raise ValueError("TrainConfig: init_ip_tokens needs init_from and must be >= 1")
 
@@ -451,15 +467,56 @@ def contrastive_loss(image_embeds, text_embeds, caption_ids, temperature: float 
 
 
 def sample_timesteps(cfg: TrainConfig, n_train: int, gen):
-    """cfg.batch training timesteps: uniform over [0, n_train), except that a fraction
-    cfg.high_noise_fraction of them (rounded) is uniform over [cfg.high_noise_start, n_train)."""
+    """cfg.batch training timesteps: uniform over [0, n_train), except that the first
+    cfg.high_noise_fraction of them (rounded) is uniform over [cfg.high_noise_start, n_train) and
+    the last self_input_count(cfg) uniform over [cfg.self_input_start, cfg.self_input_end)."""
     import torch
 
     t = torch.randint(0, n_train, (cfg.batch,), generator=gen)
     k = int(round(cfg.high_noise_fraction * cfg.batch))
     if k > 0:
         t[:k] = torch.randint(cfg.high_noise_start, n_train, (k,), generator=gen)
+    k = self_input_count(cfg)
+    if k > 0:
+        t[cfg.batch - k :] = torch.randint(cfg.self_input_start, min(cfg.self_input_end, n_train), (k,), generator=gen)
     return t
+
+
+def self_input_count(cfg: TrainConfig) -> int:
+    """How many samples at the end of each batch train on the U-Net's own first-step estimate."""
+    return int(round(cfg.self_input_fraction * cfg.batch))
+
+
+def self_input_batch(unet, noise_scheduler, latents, noise, timesteps, text_states, image_tokens, jumps: int = 1):
+    """Inputs and targets that teach the U-Net to keep what its earlier steps drew.
+
+    The sampler starts from pure noise x_T = noise; the U-Net's clean estimate there holds what
+    the prompts alone say (the layout of the image prompt, blurred). `jumps` deterministic DDIM
+    steps (eta 0) from x_T down to each sample's timestep t, at evenly spaced timesteps, each
+    from the U-Net's own estimate, give the input the sampler feeds the U-Net at t; the target is
+    the output that denoises that input to the true `latents`. Returns (noisy, target).
+    """
+    import torch
+
+    from .stack import predicted_clean_latents, target_for_clean
+
+    if jumps < 1:
+        raise ValueError(f"self_input_batch: jumps must be >= 1, got {jumps}")
+    ab = noise_scheduler.alphas_cumprod.to(noise)
+    last = noise_scheduler.config.num_train_timesteps - 1
+    shape = (-1,) + (1,) * (noise.ndim - 1)
+    x, now = noise, torch.full_like(timesteps, last)
+    with torch.no_grad():
+        for j in range(1, jumps + 1):
+            pred = unet(x, now, encoder_hidden_states=text_states, added_cond_kwargs={"image_embeds": [image_tokens[:, None]]}).sample
+            estimate = predicted_clean_latents(noise_scheduler, x, pred, now)
+            a = ab[now].view(shape)
+            # the noise the step implies; from pure noise (abar 0 at a zero-SNR end) it is x itself
+            eps = noise if j == 1 else (x - a.sqrt() * estimate) / (1 - a).sqrt()
+            nxt = timesteps if j == jumps else last - torch.div((last - timesteps) * j, jumps, rounding_mode="floor")
+            b = ab[nxt].view(shape)
+            x, now = b.sqrt() * estimate + (1 - b).sqrt() * eps, nxt
+    return x, target_for_clean(noise_scheduler, x, latents, timesteps)
 
 
 def _fresh_unet_optimizer(stack, cfg: TrainConfig):
@@ -505,6 +562,7 @@ def _train_unet(run: Path, cfg: TrainConfig, stack, data: dict, state, progress:
     for m in (stack.unet, stack.text_encoder, stack.image_encoder):
         m.train()
     n = len(data["images"])
+    k_self = self_input_count(cfg)
     bar = tqdm(range(start, cfg.unet_steps), desc="unet", disable=not progress, initial=start, total=cfg.unet_steps)
     t_last = t_begin = time.time()
     unet_s_before = wall.get("unet_s", 0.0)  # U-Net time before this resume
@@ -515,6 +573,7 @@ def _train_unet(run: Path, cfg: TrainConfig, stack, data: dict, state, progress:
         noise = torch.randn(latents.shape, generator=gen)
         t = sample_timesteps(cfg, noise_scheduler.config.num_train_timesteps, gen)
         noisy = noise_scheduler.add_noise(latents, noise, t)
+        target = prediction_target(noise_scheduler, latents, noise, t)
         drop_text = torch.rand(cfg.batch, generator=gen) < cfg.text_dropout
         drop_image = torch.rand(cfg.batch, generator=gen) < cfg.image_dropout
         ids = torch.where(drop_text[:, None], empty_ids, caption_ids[scene_of[idx_t]])
@@ -524,8 +583,15 @@ def _train_unet(run: Path, cfg: TrainConfig, stack, data: dict, state, progress:
         pixels = torch.where(drop_image[:, None, None, None], torch.zeros_like(pixels), pixels)
         vision = stack.image_encoder(pixels, output_hidden_states=True)
         tokens = vision.hidden_states[-2]
+        if k_self:
+            s = slice(cfg.batch - k_self, None)
+            own, own_target = self_input_batch(
+                stack.unet, noise_scheduler, latents[s], noise[s], t[s], text_out.last_hidden_state[s].detach(), tokens[s].detach(),
+                cfg.self_input_jumps,
+            )
+            noisy, target = torch.cat([noisy[: cfg.batch - k_self], own]), torch.cat([target[: cfg.batch - k_self], own_target])
         pred = stack.unet(noisy, t, encoder_hidden_states=text_out.last_hidden_state, added_cond_kwargs={"image_embeds": [tokens[:, None]]}).sample
-        diffusion = F.mse_loss(pred, prediction_target(noise_scheduler, latents, noise, t))
+        diffusion = F.mse_loss(pred, target)
         keep = ~(drop_text | drop_image)
         clip = contrastive_loss(vision.image_embeds[keep], text_out.pooler_output[keep], scene_of[idx_t][keep]) if keep.sum() > 1 else diffusion * 0
         loss = diffusion + cfg.contrastive_weight * clip
