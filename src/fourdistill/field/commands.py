@@ -16,7 +16,7 @@ def register(sub) -> None:
     )
     parser.add_argument("path", metavar="PATH", help="D-NeRF folder, nerfstudio capture, world:SEED, or any posed source")
     parser.add_argument("--out", required=True, help="run folder (checkpoint/, metrics.json, video.mp4)")
-    parser.add_argument("--steps", type=int, default=None, help="training steps (default from ReconstructConfig: 1000)")
+    parser.add_argument("--steps", type=int, default=None, help="training steps (default from ReconstructConfig: 1500)")
     parser.add_argument("--samples-per-step", type=int, default=None, help="field samples per step; the ray count adapts (default 131072)")
     parser.add_argument("--samples", type=int, default=None, help="samples per ray across the scene box (default 128)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")

@@ -21,7 +21,6 @@ images composited on a known colour needs).
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 
 import torch
@@ -282,5 +281,5 @@ def grid_summary(config: HashGridConfig) -> str:
     finest = config.base_resolution * config.per_level_scale ** (config.n_levels - 1)
     return (
         f"{config.n_input_dims}D, {config.n_levels} levels x {config.n_features_per_level} features, "
-        f"table 2^{config.log2_hashmap_size}, resolution {config.base_resolution}..{int(math.floor(finest))}"
+        f"table 2^{config.log2_hashmap_size}, resolution {config.base_resolution}..{round(finest)}"
     )

@@ -42,7 +42,7 @@ def _small_field() -> FieldConfig:
     """Grids sized for 64^2 scenes on a 2-core CPU (see ReconstructConfig)."""
     return FieldConfig(
         static_grid=HashGridConfig(n_input_dims=3, n_levels=8, n_features_per_level=4, log2_hashmap_size=17, base_resolution=16, per_level_scale=1.219),
-        dynamic_grid=HashGridConfig(n_input_dims=4, n_levels=8, n_features_per_level=4, log2_hashmap_size=17, base_resolution=8, per_level_scale=1.219),
+        dynamic_grid=HashGridConfig(n_input_dims=4, n_levels=8, n_features_per_level=4, log2_hashmap_size=17, base_resolution=8, per_level_scale=2 ** (1 / 7)),
         time_scale=0.25,
         blob_scale=0.0,
         density_bias=-3.0,
@@ -69,11 +69,16 @@ class ReconstructConfig:
     Grids: 4D-fy's tables (16 levels x 2 features, 2^19 rows, finest 4096) are sized for 256^2
     renders on an 80 GB GPU; a 64^2 view of the world at its orbit radius covers about 0.036 world
     units per pixel, so 8 levels x 4 features (still 32 dims, so the 32 -> 64 MLPs of method
-    notes 2.1 stay) on a 2^17 table cover it at a fraction of the gathers per sample. The finest
-    resolution is 64 (static, per-level scale 1.219 from 16) and 32 (dynamic, from 8), about a
-    pixel per cell: on a held-out world scene with 50 views at 50 distinct times (one view per
-    time), finest 273/136 fitted the training views to 38 dB but novel views to 26.0 dB, 128/64
-    gave 26.4 dB and 64/32 26.9 dB in the same 1000 steps (docs/reconstruction.md).
+    notes 2.1 stay) on a 2^17 table cover it at a fraction of the gathers per sample. The static
+    grid's finest resolution is 64 (per-level scale 1.219 from 16), about a pixel per cell: on a
+    held-out world scene with 50 views at 50 distinct times (one view per time), finest 273/136
+    (static/dynamic) fitted the training views to 38 dB but novel views to 26.0 dB, 128/64 gave
+    26.4 dB and 64/32 26.9 dB in the same 1000 steps (docs/reconstruction.md); static 96 or 48
+    did worse than 64 later on. The dynamic grid only has to carry what moves, from one view per
+    time, so it is coarser: finest 16 (per-level scale 2^(1/7) from 8; 16^4 cells, fewer than the
+    table's rows, so no hashing). With everything below at 1000 steps, finest 16 gave
+    27.83 / 27.82 / 27.84 dB (seeds 0 / 1 / 2) against 27.63 / 27.50 / 27.52 for 32; 12 and 20
+    gave 27.73 and 27.75 (seed 0).
     time_scale 0.25 (FieldConfig): the dynamic grid's time axis at a quarter of its spatial
     resolution, so neighbouring frames (and their different views) share cells.
     blob_scale = 0: the centre bias is a prior for generation from text; for fitting images it
@@ -89,10 +94,11 @@ class ReconstructConfig:
     With 64 the fitted surfaces stay about one step thick, and a slab of that thickness seen at
     the orbit's 10-40 degree elevations smears the ground's texture over several pixels; 128
     raised novel-view PSNR from 26.9 to 27.3 dB at equal steps. samples_per_step doubles with it.
-    steps 1000: on that scene the test-view PSNR stops rising after ~750 steps of a schedule, and
-    the decay at the end adds the last few tenths of a dB; 1000 steps (about 7 minutes on one
-    core) gave 27.3-27.5 dB over two seeds before the coordinate input (27.5-27.6 over three with
-    it), where 1500 or 2000-step schedules gave no more.
+    steps 1500: with the dynamic grid at finest 32, the test-view PSNR stopped rising after ~750
+    steps of a schedule and 1500 steps ended lower than 1000 (27.12 against 27.50 dB): the
+    dynamic grid went on to fit each frame's single view. At finest 16 it cannot, and 1500
+    steps (about 11 minutes on one core) gave 28.31 / 27.95 / 28.33 dB (seeds 0 / 1 / 2) where
+    1000 gave 27.83 / 27.82 / 27.84; the decay at the end adds the last tenths of a dB.
     Learning rates: 4D-fy's grids 1e-2, MLPs 1e-3 (method notes 2.1). In a few thousand steps
     the MLPs at 1e-3 are the slowest part to converge, so they train at 1e-2 as Instant-NGP's
     do; both decay exponentially to lr_final_ratio. 0.01 rather than 0.1: on the held-out scene
@@ -125,7 +131,7 @@ class ReconstructConfig:
     throughout.
     """
 
-    steps: int = 1000
+    steps: int = 1500
     samples_per_step: int = 131072
     max_rays_per_step: int = 8192
     lr_grid: float = 1e-2  # 4D-fy: grids 1e-2
