@@ -76,15 +76,14 @@ class TrainConfig:
     high_noise_fraction: float = 0.0
     high_noise_start: int = 700
     # this fraction of each batch (drawn from the batch's end) is trained at timesteps in
-    # [self_input_start, self_input_end) on the input the sampler gives there: the U-Net's own
-    # clean estimate from pure noise, noised to that timestep as one DDIM step from pure noise
-    # does, with the true image as the target. Otherwise the middle steps only ever see the true
-    # layout in their input and learn to take it from there rather than from the prompts
-    # (docs/teachers.md)
+    # [self_input_start, self_input_end) on the input the sampler gives there: self_input_jumps
+    # DDIM steps from pure noise, each from the U-Net's own clean estimate, with the true image as
+    # the target. Otherwise the later steps only ever see the true layout in their input and
+    # learn to take it from there rather than from the prompts (docs/teachers.md)
     self_input_fraction: float = 0.0
     self_input_start: int = 200
     self_input_end: int = 800
-    self_input_jumps: int = 1  # DDIM steps from pure noise to the timestep (more: the sampler's later states)
+    self_input_jumps: int = 1
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -483,7 +482,7 @@ def sample_timesteps(cfg: TrainConfig, n_train: int, gen):
 
 
 def self_input_count(cfg: TrainConfig) -> int:
-    """How many samples at the end of each batch train on the U-Net's own first-step estimate."""
+    """How many samples at the end of each batch train on the sampler's input (self_input_batch)."""
     return int(round(cfg.self_input_fraction * cfg.batch))
 
 
