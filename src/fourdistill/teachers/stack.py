@@ -294,14 +294,24 @@ def prediction_target(noise_scheduler, latents, noise, timesteps):
     raise ValueError(f"scheduler prediction_type {kind!r} is not supported (epsilon, v_prediction or sample)")
 
 
-def predicted_clean_latents(noise_scheduler, noisy, pred, timesteps):
-    """The clean latents a U-Net output implies at `timesteps` (the inverse of prediction_target)."""
+def _prediction_kind(noise_scheduler) -> str:
     kind = noise_scheduler.config.prediction_type
     if kind not in ("epsilon", "v_prediction", "sample"):
         raise ValueError(f"scheduler prediction_type {kind!r} is not supported (epsilon, v_prediction or sample)")
+    return kind
+
+
+def alphas_at(noise_scheduler, timesteps, like):
+    """abar at `timesteps`, shaped (N, 1, ..., 1) to broadcast over `like` (N, ...)."""
+    return noise_scheduler.alphas_cumprod.to(like)[timesteps].view(-1, *([1] * (like.ndim - 1)))
+
+
+def predicted_clean_latents(noise_scheduler, noisy, pred, timesteps):
+    """The clean latents a U-Net output implies at `timesteps` (the inverse of prediction_target)."""
+    kind = _prediction_kind(noise_scheduler)
     if kind == "sample":
         return pred
-    a = noise_scheduler.alphas_cumprod.to(noisy)[timesteps].view(-1, *([1] * (noisy.ndim - 1)))
+    a = alphas_at(noise_scheduler, timesteps, noisy)
     if kind == "epsilon":
         return (noisy - (1 - a).sqrt() * pred) / a.sqrt()
     return a.sqrt() * noisy - (1 - a).sqrt() * pred
@@ -311,12 +321,10 @@ def target_for_clean(noise_scheduler, noisy, latents, timesteps):
     """The U-Net output under which `noisy` at `timesteps` denoises to `latents`: prediction_target
     for an input that add_noise did not make from these latents (predicted_clean_latents of it
     gives `latents` back)."""
-    kind = noise_scheduler.config.prediction_type
-    if kind not in ("epsilon", "v_prediction", "sample"):
-        raise ValueError(f"scheduler prediction_type {kind!r} is not supported (epsilon, v_prediction or sample)")
+    kind = _prediction_kind(noise_scheduler)
     if kind == "sample":
         return latents
-    a = noise_scheduler.alphas_cumprod.to(noisy)[timesteps].view(-1, *([1] * (noisy.ndim - 1)))
+    a = alphas_at(noise_scheduler, timesteps, noisy)
     if kind == "epsilon":
         return (noisy - a.sqrt() * latents) / (1 - a).sqrt()
     return (a.sqrt() * noisy - latents) / (1 - a).sqrt()

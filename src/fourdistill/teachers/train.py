@@ -497,23 +497,21 @@ def self_input_batch(unet, noise_scheduler, latents, noise, timesteps, text_stat
     """
     import torch
 
-    from .stack import predicted_clean_latents, target_for_clean
+    from .stack import alphas_at, predicted_clean_latents, target_for_clean
 
     if jumps < 1:
         raise ValueError(f"self_input_batch: jumps must be >= 1, got {jumps}")
-    ab = noise_scheduler.alphas_cumprod.to(noise)
     last = noise_scheduler.config.num_train_timesteps - 1
-    shape = (-1,) + (1,) * (noise.ndim - 1)
     x, now = noise, torch.full_like(timesteps, last)
     with torch.no_grad():
         for j in range(1, jumps + 1):
             pred = unet(x, now, encoder_hidden_states=text_states, added_cond_kwargs={"image_embeds": [image_tokens[:, None]]}).sample
             estimate = predicted_clean_latents(noise_scheduler, x, pred, now)
-            a = ab[now].view(shape)
+            a = alphas_at(noise_scheduler, now, x)
             # the noise the step implies; from pure noise (abar 0 at a zero-SNR end) it is x itself
             eps = noise if j == 1 else (x - a.sqrt() * estimate) / (1 - a).sqrt()
             nxt = timesteps if j == jumps else last - torch.div((last - timesteps) * j, jumps, rounding_mode="floor")
-            b = ab[nxt].view(shape)
+            b = alphas_at(noise_scheduler, nxt, x)
             x, now = b.sqrt() * estimate + (1 - b).sqrt() * eps, nxt
     return x, target_for_clean(noise_scheduler, x, latents, timesteps)
 
