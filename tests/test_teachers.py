@@ -505,3 +505,48 @@ def test_stack_model_card_records_the_schedule_and_the_yardsticks():
     v.stack.noise.prediction_type, v.stack.noise.zero_terminal_snr = "v_prediction", True
     text = model_card({"config": v.to_dict(), "wall_s": {}}, quality, "fourdistill teachers train --out run", {"vae": 0, "unet": 10}, "a CPU")
     assert "v prediction, rescaled to zero terminal SNR" in text
+
+
+def test_decoder_fine_tune_keeps_the_latents_and_the_unet(tmp_path):
+    from safetensors.torch import load_file
+
+    from fourdistill.cli import main
+    from fourdistill.teachers.train import DataConfig, TrainConfig, train
+
+    cfg = TrainConfig(data=DataConfig(n_scenes=4, views_per_scene=2), stack=TINY, vae_steps=2, vae_batch=2,
+                      unet_steps=1, batch=2, sample_every=100, checkpoint_every=100)
+    base = train(tmp_path / "base", cfg, progress=False, log=lambda *_: None)
+    run = tmp_path / "dec"
+    args = ["teachers", "train", "--out", str(run), "--init", str(base), "--decoder-steps", "3", "--unet-steps", "0",
+            "--scenes", "4", "--views", "2", "--checkpoint-every", "2", "--no-progress"]
+    assert main(args) == 0
+    old = load_file(str(base / "vae" / "diffusion_pytorch_model.safetensors"))
+    new = load_file(str(run / "stack" / "vae" / "diffusion_pytorch_model.safetensors"))
+    frozen = [k for k in old if k.startswith(("encoder.", "quant_conv."))]
+    trained = [k for k in old if k.startswith(("decoder.", "post_quant_conv."))]
+    assert frozen and trained and len(frozen) + len(trained) == len(old)
+    assert all(torch.equal(old[k], new[k]) for k in frozen)  # the latents the U-Net learned on are unchanged
+    assert any(not torch.equal(old[k], new[k]) for k in trained)
+    unet_old = load_file(str(base / "unet" / "diffusion_pytorch_model.safetensors"))
+    unet_new = load_file(str(run / "stack" / "unet" / "diffusion_pytorch_model.safetensors"))
+    assert all(torch.equal(unet_old[k], unet_new[k]) for k in unet_old)
+    scale = lambda folder: json.loads((folder / "vae" / "config.json").read_text())["scaling_factor"]  # noqa: E731
+    assert scale(run / "stack") == scale(base)
+    summary = json.loads((run / "train_summary.json").read_text())
+    assert summary["wall_s"]["decoder_s"] > 0 and "unet_s" not in summary["wall_s"]
+    # the decoder-only run extends into U-Net steps on the same latents
+    assert main(["teachers", "train", "--out", str(run), "--resume", "--unet-steps", "1", "--no-progress"]) == 0
+    assert torch.load(run / "checkpoint" / "trainer.pt", weights_only=False)["step"] == 1
+    again = load_file(str(run / "stack" / "vae" / "diffusion_pytorch_model.safetensors"))
+    assert all(torch.equal(again[k], new[k]) for k in new)
+    # without a stack to start from there is no decoder to fine-tune
+    assert main(["teachers", "train", "--out", str(tmp_path / "bad"), "--decoder-steps", "2", "--no-progress"]) == 2
+    # the whole VAE: the encoder moves and the scaling factor is measured again, then the U-Net follows
+    whole = tmp_path / "whole"
+    assert main(["teachers", "train", "--out", str(whole), "--init", str(base), "--vae-finetune-steps", "2", "--unet-steps", "1",
+                 "--scenes", "4", "--views", "2", "--batch", "2", "--sample-every", "100", "--no-progress"]) == 0
+    moved = load_file(str(whole / "stack" / "vae" / "diffusion_pytorch_model.safetensors"))
+    assert any(not torch.equal(old[k], moved[k]) for k in frozen)
+    assert scale(whole / "stack") != scale(base)
+    assert set(json.loads((whole / "train_summary.json").read_text())["wall_s"]) == {"vae_s", "unet_s"}
+    assert main(["teachers", "train", "--out", str(tmp_path / "both"), "--init", str(base), "--decoder-steps", "1", "--vae-finetune-steps", "1", "--no-progress"]) == 2

@@ -23,13 +23,22 @@ def register(sub) -> None:
     train.add_argument("--seed", type=int, default=None, help="seed of everything (default 0)")
     train.add_argument("--scenes", type=int, default=None, help="training scenes (seeds 0..N-1; default 2000)")
     train.add_argument("--views", type=int, default=None, help="renders per scene (default 4)")
-    train.add_argument("--vae-steps", type=int, default=None, help="VAE steps (default 700)")
+    train.add_argument("--vae-steps", type=int, default=None, help="VAE steps (default 3000)")
+    train.add_argument(
+        "--decoder-steps", type=int, default=None, metavar="N",
+        help="with --init: first train that stack's VAE decoder for N steps, its encoder frozen, so the latents and the U-Net stay valid "
+        "(as Stable Diffusion's ft-MSE decoder; --unet-steps 0 for the decoder alone)",
+    )
+    train.add_argument(
+        "--vae-finetune-steps", type=int, default=None, metavar="N",
+        help="with --init: first train that stack's whole VAE for N steps and measure its scaling factor again; the latents move, so give the U-Net steps to follow",
+    )
     train.add_argument("--unet-steps", type=int, default=None, help="U-Net steps (default 1300); with --resume, extends the run to this many")
     train.add_argument(
         "--cooldown", type=int, default=None,
         help="end with this many U-Net steps of linear learning-rate decay to zero (default 0: constant); with --resume, may be added to a run whose decay has not begun",
     )
-    train.add_argument("--init", default=None, metavar="STACK", help="start the U-Net phase from this stack ('embedded' or a folder trained by this command): its sizes, VAE, tokenizer and (unless --prediction is given) prediction target; no VAE phase")
+    train.add_argument("--init", default=None, metavar="STACK", help="start the U-Net phase from this stack ('embedded' or a folder trained by this command): its sizes, VAE, tokenizer and (unless --prediction is given) prediction target; no VAE phase (but see --decoder-steps)")
     train.add_argument("--ip-tokens", type=int, default=None, metavar="N", help="with --init: resize the IP-Adapter's Resampler to N image tokens (its learned queries repeated)")
     train.add_argument(
         "--prediction", choices=("epsilon", "v_prediction"), default=None,
@@ -92,6 +101,8 @@ def _train(args: argparse.Namespace) -> int:
     for name, value in (
         ("seed", args.seed),
         ("vae_steps", args.vae_steps),
+        ("decoder_steps", args.decoder_steps),
+        ("vae_finetune_steps", args.vae_finetune_steps),
         ("unet_steps", None if args.resume else args.unet_steps),
         ("cooldown_steps", None if args.resume else args.cooldown),
         ("batch", args.batch),

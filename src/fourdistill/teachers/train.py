@@ -5,9 +5,13 @@ rendered once per run into `data.npz` in the run folder. The image prompt is the
 (the same scene at the same time and camera, as IP-Adapter is trained), so the stack never
 sees a time or view displacement: learning those is the mappers' job.
 
-Phase "vae": AutoencoderKL, MSE + a small KL. Then every image is encoded once (latent mean
+Phase "vae": AutoencoderKL, MSE + L1 + a small KL. Then every image is encoded once (latent mean
 and log-variance; a latent is sampled per step) and the VAE's scaling factor is set to
 1 / std of the latents (Stable Diffusion's 0.18215 came from the same measurement).
+
+Phase "decoder" (only with `init_from` and `decoder_steps`): the VAE's decoder alone is trained
+on, its encoder frozen, as Stable Diffusion's ft-MSE decoder was. The latents stay exactly what
+they were, so the U-Net keeps working unchanged and draws through a sharper decoder.
 
 Phase "unet": the MSE of the stack's prediction target (epsilon as SD 1.x, method notes 1.5, or
 v as SD 2.x; NoiseConfig), t uniform over SD's 1000 DDPM steps,
@@ -49,10 +53,20 @@ class TrainConfig:
     seed: int = 0
     data: DataConfig = field(default_factory=DataConfig)
     stack: StackConfig = field(default_factory=StackConfig)
-    vae_steps: int = 700
-    vae_batch: int = 8
-    vae_lr: float = 1e-3
+    vae_steps: int = 3000
+    vae_batch: int = 16
+    vae_lr: float = 5e-4
     vae_kl_weight: float = 1e-6  # "a little KL": latents stay close to the reconstruction optimum
+    vae_l1_weight: float = 0.5  # L1 next to the MSE: sharper edges on the small objects
+    # the VAE phases end with a linear decay of the learning rate to zero over this fraction of
+    # their steps
+    vae_cooldown_fraction: float = 0.3
+    # with init_from: train the stack's VAE decoder (encoder frozen, so the latents and the
+    # U-Net's work on them are unchanged) for this many steps before the U-Net phase
+    decoder_steps: int = 0
+    # with init_from: train that stack's whole VAE on (encoder too, then the scaling factor is
+    # measured again) for this many steps; the latents move, so the U-Net phase has to follow
+    vae_finetune_steps: int = 0
     unet_steps: int = 1300
     batch: int = 32
     lr: float = 8e-4
@@ -99,6 +113,15 @@ class TrainConfig:
             raise ValueError("TrainConfig: high_noise_fraction + self_input_fraction must not exceed 1")
         if self.init_ip_tokens is not None and (self.init_from is None or self.init_ip_tokens < 1):
             raise ValueError("TrainConfig: init_ip_tokens needs init_from and must be >= 1")
+        for name in ("decoder_steps", "vae_finetune_steps"):
+            if getattr(self, name) < 0 or (getattr(self, name) and self.init_from is None):
+                raise ValueError(f"TrainConfig: {name} fine-tunes the VAE of the stack given by init_from (a fresh run trains the whole VAE: vae_steps); it needs init_from and must be >= 0")
+        if self.decoder_steps and self.vae_finetune_steps:
+            raise ValueError("TrainConfig: decoder_steps and vae_finetune_steps exclude each other (the decoder alone, or the whole VAE)")
+        if not 0.0 <= self.vae_cooldown_fraction <= 1.0 or self.vae_l1_weight < 0.0:
+            raise ValueError("TrainConfig: vae_cooldown_fraction must be in [0, 1] and vae_l1_weight >= 0")
+        if self.unet_steps < 0 or self.vae_steps < 0:
+            raise ValueError("TrainConfig: unet_steps and vae_steps must be >= 0")
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -357,7 +380,7 @@ def train(
         log(f"resuming phase {state['phase']} at step {state['step']}")
     elif cfg.init_from is not None:
         stack = load_stack_for_training(cfg.init_from, cfg.stack, resize_tokens=True)
-        state = {"phase": "unet", "step": 0, "wall": {}}
+        state = {"phase": "decoder" if cfg.decoder_steps else "vae" if cfg.vae_finetune_steps else "unet", "step": 0, "wall": {}}
         log(f"starting from the stack in {cfg.init_from}")
     else:
         tokenizer = build_tokenizer(run / "tokenizer")
@@ -365,16 +388,16 @@ def train(
 
     started = time.time()
     wall = dict(state.get("wall", {})) if state else {}
-    if state is None or state["phase"] == "vae":
-        t0 = time.time()
-        _train_vae(run, cfg, stack, data, state, progress, log)
-        wall["vae_s"] = wall.get("vae_s", 0.0) + time.time() - t0
+    if state is None or state["phase"] in ("vae", "decoder"):
+        phase = "vae" if state is None else state["phase"]
+        _train_vae(run, cfg, stack, data, state, progress, log, wall, decoder_only=phase == "decoder")  # adds its time to wall
         state = None
         write_checkpoint(run, "unet", 0, stack, _fresh_unet_optimizer(stack, cfg), {"wall": wall})
     _train_unet(run, cfg, stack, data, state, progress, log, wall)  # adds its time to wall["unet_s"]
     save_stack(stack, run / "stack")
     write_json(run / "train_summary.json", {"config": cfg.to_dict(), "wall_s": wall, "this_invocation_s": time.time() - started})
-    log(f"done: {run / 'stack'} (vae {wall.get('vae_s', 0) / 60:.1f} min, unet {wall.get('unet_s', 0) / 60:.1f} min)")
+    times = ", ".join(f"{name} {wall[key] / 60:.1f} min" for name, key in (("vae", "vae_s"), ("decoder", "decoder_s"), ("unet", "unet_s")) if key in wall)
+    log(f"done: {run / 'stack'} ({times or 'nothing left to train'})")
     return run / "stack"
 
 
@@ -384,47 +407,71 @@ def _images_tensor(data: dict, idx: np.ndarray):
     return torch.from_numpy(data["images"][idx]).float().div_(255.0).permute(0, 3, 1, 2).contiguous()
 
 
-def _train_vae(run: Path, cfg: TrainConfig, stack, data: dict, state, progress: bool, log) -> None:
+def _train_vae(run: Path, cfg: TrainConfig, stack, data: dict, state, progress: bool, log, wall: dict, decoder_only: bool = False) -> None:
+    """Phase "vae" (the whole AutoencoderKL, then its scaling factor; vae_steps from scratch, or
+    vae_finetune_steps from init_from's VAE) or, with `decoder_only`, phase "decoder" (encoder
+    frozen: the latents, and so the scaling factor, do not move).
+    Adds its time to wall["vae_s"] or wall["decoder_s"]."""
     import torch
+    import torch.nn.functional as F
     from torch.utils.tensorboard import SummaryWriter
     from tqdm import tqdm
 
+    phase, steps = ("decoder", cfg.decoder_steps) if decoder_only else ("vae", cfg.vae_finetune_steps if cfg.init_from else cfg.vae_steps)
+    wall_key = f"{phase}_s"
     vae = stack.vae.train()
-    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
+    if decoder_only:
+        vae.encoder.requires_grad_(False)
+        vae.quant_conv.requires_grad_(False)
+        params = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
+    else:
+        params = list(vae.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.vae_lr, weight_decay=0.0)
     start = 0
-    if state is not None:
+    if state is not None and state["step"] > 0:
         opt.load_state_dict(state["optimizer"])
         start = state["step"]
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg.warmup_steps), last_epoch=-1)
+    cooldown = round(cfg.vae_cooldown_fraction * steps)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg.warmup_steps, steps, cooldown), last_epoch=-1)
     for _ in range(start):
         sched.step()
-    rng = np.random.default_rng([cfg.seed, 0xAE, start])
+    rng = np.random.default_rng([cfg.seed, 0xAE if phase == "vae" else 0xDEC, start])
     writer = SummaryWriter(str(run / "tensorboard"))
     n = len(data["images"])
-    bar = tqdm(range(start, cfg.vae_steps), desc="vae", disable=not progress, initial=start, total=cfg.vae_steps)
+    bar = tqdm(range(start, steps), desc=phase, disable=not progress, initial=start, total=steps)
+    t_begin, before = time.time(), wall.get(wall_key, 0.0)
     for step in bar:
         x = _images_tensor(data, rng.integers(0, n, cfg.vae_batch)) * 2.0 - 1.0
-        posterior = vae.encode(x).latent_dist
-        recon = vae.decode(posterior.sample()).sample
-        mse = torch.nn.functional.mse_loss(recon, x)
-        kl = posterior.kl().mean()
-        loss = mse + cfg.vae_kl_weight * kl
+        with torch.set_grad_enabled(not decoder_only):
+            posterior = vae.encode(x).latent_dist
+            z = posterior.sample()
+        recon = vae.decode(z).sample
+        mse = F.mse_loss(recon, x)
+        loss = mse + cfg.vae_l1_weight * F.l1_loss(recon, x)
+        if not decoder_only:
+            kl = posterior.kl().mean()
+            loss = loss + cfg.vae_kl_weight * kl
+            writer.add_scalar("vae/kl", kl.item(), step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
         psnr = 10 * math.log10(4.0 / max(mse.item(), 1e-10))  # images in [-1, 1]: peak-to-peak 2
         bar.set_postfix(mse=f"{mse.item():.4f}", psnr=f"{psnr:.1f}")
-        writer.add_scalar("vae/mse", mse.item(), step)
-        writer.add_scalar("vae/psnr", psnr, step)
-        writer.add_scalar("vae/kl", kl.item(), step)
-        if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.vae_steps:
-            write_checkpoint(run, "vae", step + 1, stack, opt)
+        writer.add_scalar(f"{phase}/mse", mse.item(), step)
+        writer.add_scalar(f"{phase}/psnr", psnr, step)
+        wall[wall_key] = before + time.time() - t_begin
+        if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < steps:
+            write_checkpoint(run, phase, step + 1, stack, opt, {"wall": wall})
+    wall[wall_key] = before + time.time() - t_begin
     writer.flush()
-    vae.eval()
+    vae.eval().requires_grad_(True)
+    if decoder_only:
+        log(f"decoder done: {steps} steps, the encoder and scaling factor ({vae.config.scaling_factor:.4f}) unchanged")
+        return
     factor = set_vae_scaling_factor(stack.vae, data)
-    writer.add_scalar("vae/scaling_factor", factor, cfg.vae_steps)
+    writer.add_scalar("vae/scaling_factor", factor, steps)
     log(f"vae done: scaling factor {factor:.4f}")
 
 
@@ -532,6 +579,8 @@ def _train_unet(run: Path, cfg: TrainConfig, stack, data: dict, state, progress:
     from .ip_adapter import clip_pixel_values
     from .stack import prediction_target, training_scheduler
 
+    if cfg.unet_steps == 0:  # e.g. a decoder fine-tune alone; --resume --unet-steps N can add U-Net steps later
+        return
     accelerator = Accelerator(cpu=True)
     stack.vae.eval().requires_grad_(False)
     lat_mean, lat_std = encode_latents(stack.vae, data)
