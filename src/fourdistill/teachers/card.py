@@ -26,6 +26,7 @@ def model_card(summary: dict, quality: dict, command: str, steps_done: dict, mac
     wall = summary.get("wall_s", {})
     last_seed = data["first_seed"] + data["n_scenes"] - 1
     cooldown = f" (constant after {cfg['warmup_steps']} warmup steps, then linear decay to zero over the last {cfg['cooldown_steps']})" if cfg.get("cooldown_steps") else ""
+    decoder = f"decoder {wall['decoder_s'] / 60:.1f} min, " if "decoder_s" in wall else ""
     lines = [
         "# fourdistill embedded stack (tiny Stable Diffusion layout + IP-Adapter-Plus)",
         "",
@@ -55,10 +56,11 @@ def model_card(summary: dict, quality: dict, command: str, steps_done: dict, mac
         "",
         f"- command: `{command}`",
         f"- data: world seeds {data['first_seed']}..{last_seed} ({data['n_scenes']} scenes x {data['views_per_scene']} renders at DEFAULT_ORBIT cameras and uniform times); the held-out EVAL_SEEDS (1000000..1000999) were never trained on",
-        f"- VAE: {steps_done['vae']} steps, batch {cfg['vae_batch']}, lr {cfg['vae_lr']}, MSE + {cfg['vae_kl_weight']} KL",
+        f"- VAE: {steps_done['vae']} steps, batch {cfg['vae_batch']}, lr {cfg['vae_lr']}, MSE + {cfg.get('vae_l1_weight', 0)} L1 + {cfg['vae_kl_weight']} KL",
+        *([f"- VAE decoder fine-tune (encoder frozen, latents unchanged): {steps_done['decoder']} steps, batch {cfg['vae_batch']}, lr {cfg['vae_lr']}"] if steps_done.get("decoder") else []),
         f"- U-Net + text encoder + image encoder + IP-Adapter jointly: {steps_done['unet']} of {cfg['unet_steps']} planned steps, batch {cfg['batch']}, AdamW lr {cfg['lr']}{cooldown}, text dropout {cfg['text_dropout']}, image dropout {cfg['image_dropout']}, CLIP contrastive weight {cfg['contrastive_weight']}",
         f"- seed {cfg['seed']}; torch threads {cfg['threads']}",
-        f"- wall time: VAE {wall.get('vae_s', 0) / 60:.1f} min, U-Net {wall.get('unet_s', 0) / 60:.1f} min, on {machine}",
+        f"- wall time: VAE {wall.get('vae_s', 0) / 60:.1f} min, {decoder}U-Net {wall.get('unet_s', 0) / 60:.1f} min, on {machine}",
         "",
         f"## Quality on held-out world seeds ({quality['n_scenes']} scenes, DPM-Solver {quality['steps']} steps, guidance {quality['guidance']})",
         "",
@@ -66,6 +68,7 @@ def model_card(summary: dict, quality: dict, command: str, steps_done: dict, mac
         "|---|---|---|",
         f"| text-to-image: judge attribute accuracy (exact) | {_fmt(quality['text_to_image_accuracy'])} | >= 0.8 |",
         f"| text-to-image: judge per-shape accuracy | {_fmt(quality['text_to_image_per_shape'])} | |",
+        f"| text-to-image ceiling: judge exact accuracy on the VAE's reconstructions of the references | {_fmt(quality.get('reference_vae_text_to_image_accuracy'))} | |",
         f"| image prompt: PSNR of generation vs reference | {_fmt(quality['image_prompt_psnr_db'], 2)} dB | >= 20 dB |",
         f"| VAE reconstruction PSNR of the references (ceiling) | {_fmt(quality['reference_vae_psnr_db'], 2)} dB | > 28 dB |",
     ]

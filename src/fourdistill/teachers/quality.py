@@ -150,6 +150,9 @@ class StackQuality:
     # what each prompt tells the U-Net where sampling starts: PSNR of its clean-image prediction
     # from pure noise, per prompt ("text+image", "image", "text", "none"); see first_step_psnr
     first_step_psnr_db: dict | None = None
+    # the judge's exact accuracy on the VAE's reconstructions of the references: the most a
+    # text-to-image sample decoded by this VAE can score (None: no judge)
+    reference_vae_text_to_image_accuracy: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -208,7 +211,7 @@ def evaluate_stack(pipe, n: int = 64, seed: int = 0, steps: int = INFERENCE_STEP
         x = torch.from_numpy(ref.rgb).permute(0, 3, 1, 2) * 2 - 1
         recon = pipe.vae.decode(pipe.vae.encode(x).latent_dist.mean).sample
     recon = ((recon.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).numpy()
-    accuracy = per_shape = None
+    accuracy = per_shape = ceiling = None
     try:
         from ..evaluate.judge import attribute_accuracy, load_judge
 
@@ -218,6 +221,7 @@ def evaluate_stack(pipe, n: int = 64, seed: int = 0, steps: int = INFERENCE_STEP
     if judge is not None:
         score = attribute_accuracy(text_only, ref.scenes, judge)
         accuracy, per_shape = score.exact, score.per_shape
+        ceiling = attribute_accuracy(recon, ref.scenes, judge).exact
     if samples_path is not None:
         k = min(8, n)
         rows = np.concatenate([ref.rgb[:k], with_image[:k], text_only[:k]])
@@ -241,4 +245,5 @@ def evaluate_stack(pipe, n: int = 64, seed: int = 0, steps: int = INFERENCE_STEP
         steps=steps,
         guidance=guidance,
         first_step_psnr_db=first_step_psnr(pipe, ref),
+        reference_vae_text_to_image_accuracy=ceiling,
     )
