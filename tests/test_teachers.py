@@ -502,8 +502,9 @@ def test_stack_model_card_records_the_schedule_and_the_yardsticks():
     assert "linear decay to zero over the last 2000" in text
     assert "decoder fine-tune" not in text and "on the VAE's reconstructions of the references | not measured |" in text
     quality["reference_vae_text_to_image_accuracy"] = 0.9375
-    text = model_card({"config": cfg, "wall_s": {"vae_s": 60, "decoder_s": 120, "unet_s": 600}}, quality, "fourdistill teachers train --out run", {"vae": 700, "decoder": 3000, "unet": 6000}, "a CPU")
-    assert "VAE decoder fine-tune (encoder frozen, latents unchanged): 3000 steps" in text and "decoder 2.0 min" in text
+    text = model_card({"config": cfg, "wall_s": {"vae_s": 60, "unet_s": 600}}, quality, "fourdistill teachers train --out run", {"vae": 700, "unet": 6000}, "a CPU",
+                      decoder={"steps": 3000, "batch": 16, "lr": 5e-4, "l1_weight": 0.5, "wall_s": 120})
+    assert "VAE decoder fine-tune (encoder frozen, so the latents and the U-Net's work are unchanged): 3000 steps, batch 16, lr 0.0005, MSE + 0.5 L1, 2.0 min" in text
     assert "reconstructions of the references | 0.938 |" in text
     assert "16.50 dB" in text and "20.40 dB" in text and "sky 18.00 dB on 60% of pixels" in text
     assert "epsilon prediction" in text and "text+image 18.05 dB, none 15.38 dB" in text

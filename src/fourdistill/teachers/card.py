@@ -17,16 +17,24 @@ def _noise_text(stack: dict) -> str:
     return text
 
 
-def model_card(summary: dict, quality: dict, command: str, steps_done: dict, machine: str, notes: list[str] | None = None) -> str:
+def model_card(summary: dict, quality: dict, command: str, steps_done: dict, machine: str, notes: list[str] | None = None, decoder: dict | None = None) -> str:
     """Markdown text. summary: the run's train_summary.json (config, wall_s); quality: a
-    StackQuality dict; steps_done: {"vae": n, "unet": n} actually trained."""
+    StackQuality dict; steps_done: {"vae": n, "unet": n} actually trained; decoder: a later
+    decoder fine-tune of that stack ({"steps", "batch", "lr", "l1_weight", "wall_s"}), if any."""
     cfg = summary["config"]
     stack = cfg["stack"]
     data = cfg["data"]
     wall = summary.get("wall_s", {})
     last_seed = data["first_seed"] + data["n_scenes"] - 1
     cooldown = f" (constant after {cfg['warmup_steps']} warmup steps, then linear decay to zero over the last {cfg['cooldown_steps']})" if cfg.get("cooldown_steps") else ""
-    decoder = f"decoder {wall['decoder_s'] / 60:.1f} min, " if "decoder_s" in wall else ""
+    l1 = f" + {cfg['vae_l1_weight']} L1" if cfg.get("vae_l1_weight") else ""
+    dec_line = []
+    if decoder:
+        dec_l1 = f" + {decoder['l1_weight']} L1" if decoder.get("l1_weight") else ""
+        dec_line = [
+            f"- VAE decoder fine-tune (encoder frozen, so the latents and the U-Net's work are unchanged): {decoder['steps']} steps, "
+            f"batch {decoder['batch']}, lr {decoder['lr']}, MSE{dec_l1}, {decoder['wall_s'] / 60:.1f} min"
+        ]
     lines = [
         "# fourdistill embedded stack (tiny Stable Diffusion layout + IP-Adapter-Plus)",
         "",
@@ -56,11 +64,11 @@ def model_card(summary: dict, quality: dict, command: str, steps_done: dict, mac
         "",
         f"- command: `{command}`",
         f"- data: world seeds {data['first_seed']}..{last_seed} ({data['n_scenes']} scenes x {data['views_per_scene']} renders at DEFAULT_ORBIT cameras and uniform times); the held-out EVAL_SEEDS (1000000..1000999) were never trained on",
-        f"- VAE: {steps_done['vae']} steps, batch {cfg['vae_batch']}, lr {cfg['vae_lr']}, MSE + {cfg.get('vae_l1_weight', 0)} L1 + {cfg['vae_kl_weight']} KL",
-        *([f"- VAE decoder fine-tune (encoder frozen, latents unchanged): {steps_done['decoder']} steps, batch {cfg['vae_batch']}, lr {cfg['vae_lr']}"] if steps_done.get("decoder") else []),
+        f"- VAE: {steps_done['vae']} steps, batch {cfg['vae_batch']}, lr {cfg['vae_lr']}, MSE{l1} + {cfg['vae_kl_weight']} KL",
         f"- U-Net + text encoder + image encoder + IP-Adapter jointly: {steps_done['unet']} of {cfg['unet_steps']} planned steps, batch {cfg['batch']}, AdamW lr {cfg['lr']}{cooldown}, text dropout {cfg['text_dropout']}, image dropout {cfg['image_dropout']}, CLIP contrastive weight {cfg['contrastive_weight']}",
+        *dec_line,
         f"- seed {cfg['seed']}; torch threads {cfg['threads']}",
-        f"- wall time: VAE {wall.get('vae_s', 0) / 60:.1f} min, {decoder}U-Net {wall.get('unet_s', 0) / 60:.1f} min, on {machine}",
+        f"- wall time: VAE {wall.get('vae_s', 0) / 60:.1f} min, U-Net {wall.get('unet_s', 0) / 60:.1f} min, on {machine}",
         "",
         f"## Quality on held-out world seeds ({quality['n_scenes']} scenes, DPM-Solver {quality['steps']} steps, guidance {quality['guidance']})",
         "",
