@@ -389,8 +389,8 @@ def train(
     started = time.time()
     wall = dict(state.get("wall", {})) if state else {}
     if state is None or state["phase"] in ("vae", "decoder"):
-        phase = "vae" if state is None else state["phase"]
-        _train_vae(run, cfg, stack, data, state, progress, log, wall, decoder_only=phase == "decoder")  # adds its time to wall
+        decoder_only = state is not None and state["phase"] == "decoder"
+        _train_vae(run, cfg, stack, data, state, progress, log, wall, decoder_only)  # adds its time to wall
         state = None
         write_checkpoint(run, "unet", 0, stack, _fresh_unet_optimizer(stack, cfg), {"wall": wall})
     _train_unet(run, cfg, stack, data, state, progress, log, wall)  # adds its time to wall["unet_s"]
@@ -461,8 +461,8 @@ def _train_vae(run: Path, cfg: TrainConfig, stack, data: dict, state, progress: 
         bar.set_postfix(mse=f"{mse.item():.4f}", psnr=f"{psnr:.1f}")
         writer.add_scalar(f"{phase}/mse", mse.item(), step)
         writer.add_scalar(f"{phase}/psnr", psnr, step)
-        wall[wall_key] = before + time.time() - t_begin
         if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < steps:
+            wall[wall_key] = before + time.time() - t_begin
             write_checkpoint(run, phase, step + 1, stack, opt, {"wall": wall})
     wall[wall_key] = before + time.time() - t_begin
     writer.flush()
