@@ -309,6 +309,21 @@ def test_target_for_clean_denoises_any_input_to_the_given_latents(kind):
     torch.testing.assert_close(predicted_clean_latents(sched, foreign, target_for_clean(sched, foreign, x0, t), t), x0, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("kind", ["epsilon", "v_prediction", "sample"])
+def test_clean_error_weight_turns_an_output_error_into_the_clean_latent_error(kind):
+    from fourdistill.teachers.stack import NoiseConfig, clean_error_weight, predicted_clean_latents, training_scheduler
+
+    sched = training_scheduler(NoiseConfig(prediction_type="epsilon" if kind == "sample" else kind))
+    sched.register_to_config(prediction_type=kind)
+    noisy, out, err = torch.randn(3, 4, 2, 2), torch.randn(3, 4, 2, 2), torch.randn(3, 4, 2, 2)
+    t = torch.tensor([0, 400, 990])
+    clean_err = predicted_clean_latents(sched, noisy, out + err, t) - predicted_clean_latents(sched, noisy, out, t)
+    w = clean_error_weight(sched, t, err)
+    torch.testing.assert_close((w * err**2).sum(dim=(1, 2, 3)), (clean_err**2).sum(dim=(1, 2, 3)), atol=1e-4, rtol=1e-4)
+    if kind != "sample":
+        assert w[0].item() < 1e-2 < w[2].item()  # near t = 0 the target's error is worth far more than the clean one
+
+
 def test_self_input_batch_starts_from_the_unets_own_first_step(tiny_folder):
     from fourdistill.teachers.stack import NoiseConfig, predicted_clean_latents, training_scheduler
     from fourdistill.teachers.train import TrainConfig, sample_timesteps, self_input_batch, self_input_count
@@ -365,11 +380,11 @@ def test_a_stack_fine_tunes_to_v_prediction_and_the_pipeline_follows(tmp_path):
                       unet_steps=1, batch=2, sample_every=100, checkpoint_every=100)
     base = train(tmp_path / "base", cfg, progress=False, log=lambda *_: None)
     args = ["teachers", "train", "--out", str(tmp_path / "v"), "--init", str(base), "--prediction", "v_prediction", "--zero-terminal-snr",
-            "--ip-tokens", "6", "--high-noise-fraction", "0.5", "--self-input-fraction", "0.5", "--scenes", "4", "--views", "2", "--unet-steps", "2", "--batch", "2", "--sample-every", "2", "--no-progress"]
+            "--ip-tokens", "6", "--high-noise-fraction", "0.5", "--self-input-fraction", "0.5", "--self-input-clean-loss", "--scenes", "4", "--views", "2", "--unet-steps", "2", "--batch", "2", "--sample-every", "2", "--no-progress"]
     assert main(args) == 0
     run = tmp_path / "v"
     saved = json.loads((run / "train_config.json").read_text())
-    assert saved["high_noise_fraction"] == 0.5 and saved["self_input_fraction"] == 0.5 and saved["init_from"] == str(base) and saved["stack"]["noise"] == {"prediction_type": "v_prediction", "zero_terminal_snr": True}
+    assert saved["high_noise_fraction"] == 0.5 and saved["self_input_fraction"] == 0.5 and saved["self_input_clean_loss"] and saved["init_from"] == str(base) and saved["stack"]["noise"] == {"prediction_type": "v_prediction", "zero_terminal_snr": True}
     assert not (run / "checkpoint" / "trainer.pt").exists() or torch.load(run / "checkpoint" / "trainer.pt", weights_only=False)["step"] == 2
     from safetensors.torch import load_file
 

@@ -56,6 +56,10 @@ def register(sub) -> None:
     )
     train.add_argument("--self-input-start", type=int, default=None, metavar="T", help="first timestep of that range (default 200)")
     train.add_argument("--self-input-end", type=int, default=None, metavar="T", help="end of that range, exclusive (default 800)")
+    train.add_argument(
+        "--self-input-clean-loss", action="store_true", default=None,
+        help="score the self-input samples on the clean latents their output implies, not on the prediction target (whose weight on that error passes 1000 near t = 0)",
+    )
     train.add_argument("--self-input-jumps", type=int, default=None, metavar="J", help="DDIM steps from pure noise to that timestep, each from the U-Net's own estimate (default 1)")
     train.add_argument("--batch", type=int, default=None, help="U-Net batch size (default 32)")
     train.add_argument("--threads", type=int, default=None, help="torch threads (default 1)")
@@ -112,6 +116,7 @@ def _train(args: argparse.Namespace) -> int:
         ("self_input_start", args.self_input_start),
         ("self_input_end", args.self_input_end),
         ("self_input_jumps", args.self_input_jumps),
+        ("self_input_clean_loss", args.self_input_clean_loss),
         ("threads", args.threads),
         ("sample_every", args.sample_every),
         ("checkpoint_every", args.checkpoint_every),

@@ -330,6 +330,17 @@ def target_for_clean(noise_scheduler, noisy, latents, timesteps):
     return (a.sqrt() * noisy - latents) / (1 - a).sqrt()
 
 
+def clean_error_weight(noise_scheduler, timesteps, like):
+    """Per-sample factor w with w * |output error|^2 = |implied clean-latent error|^2 at
+    `timesteps`, shaped like alphas_at: 1 - abar for v, (1 - abar) / abar for epsilon, 1 for
+    sample. Weighting a prediction loss by it turns it into a loss on the clean latents."""
+    kind = _prediction_kind(noise_scheduler)
+    if kind == "sample":
+        return alphas_at(noise_scheduler, timesteps, like) * 0 + 1
+    a = alphas_at(noise_scheduler, timesteps, like)
+    return (1 - a) if kind == "v_prediction" else (1 - a) / a
+
+
 def training_scheduler(noise: NoiseConfig | None = None):
     """DDPM with Stable Diffusion's noise schedule (what the stack is trained with)."""
     from diffusers import DDPMScheduler

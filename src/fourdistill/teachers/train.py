@@ -98,6 +98,11 @@ class TrainConfig:
     self_input_start: int = 200
     self_input_end: int = 800
     self_input_jumps: int = 1
+    # score those samples on the clean latents their output implies instead of on the prediction
+    # target: the target's weight on the clean-image error grows as 1 / (1 - abar), over 1000 at
+    # t = 0, and a self-input's missing detail cannot be predicted, so near t = 0 it would swamp
+    # the batch
+    self_input_clean_loss: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -577,7 +582,7 @@ def _train_unet(run: Path, cfg: TrainConfig, stack, data: dict, state, progress:
     from tqdm import tqdm
 
     from .ip_adapter import clip_pixel_values
-    from .stack import prediction_target, training_scheduler
+    from .stack import clean_error_weight, prediction_target, training_scheduler
 
     if cfg.unet_steps == 0:  # e.g. a decoder fine-tune alone; --resume --unet-steps N can add U-Net steps later
         return
@@ -637,7 +642,13 @@ def _train_unet(run: Path, cfg: TrainConfig, stack, data: dict, state, progress:
             )
             noisy, target = torch.cat([noisy[: cfg.batch - k_self], own]), torch.cat([target[: cfg.batch - k_self], own_target])
         pred = stack.unet(noisy, t, encoder_hidden_states=text_out.last_hidden_state, added_cond_kwargs={"image_embeds": [tokens[:, None]]}).sample
-        diffusion = F.mse_loss(pred, target)
+        if k_self and cfg.self_input_clean_loss:
+            per = ((pred - target) ** 2).mean(dim=(1, 2, 3))
+            w = torch.ones_like(per)
+            w[cfg.batch - k_self :] = clean_error_weight(noise_scheduler, t[cfg.batch - k_self :], per[cfg.batch - k_self :])
+            diffusion = (w * per).mean()
+        else:
+            diffusion = F.mse_loss(pred, target)
         keep = ~(drop_text | drop_image)
         clip = contrastive_loss(vision.image_embeds[keep], text_out.pooler_output[keep], scene_of[idx_t][keep]) if keep.sum() > 1 else diffusion * 0
         loss = diffusion + cfg.contrastive_weight * clip
