@@ -85,6 +85,11 @@ def model_card(summary: dict, quality: dict, command: str, steps_done: dict, mac
             f"| yardstick: the mean training render vs the reference (ignores every prompt) | {_fmt(quality['mean_image_psnr_db'], 2)} dB | |",
             f"| yardstick: the reference averaged down to 16x16 (its layout only) | {_fmt(quality['reference_16px_psnr_db'], 2)} dB | |",
         ]
+    if quality.get("image_prompt_spread_db") is not None:
+        lines += [
+            f"| image prompt: spread of two samples of the same prompts (PSNR of half their squared difference) | {_fmt(quality['image_prompt_spread_db'], 2)} dB | |",
+            f"| image prompt: a sampler true to its first step (first-step error + spread) | {_fmt(quality['image_prompt_consistent_db'], 2)} dB | |",
+        ]
     first = quality.get("first_step_psnr_db") or {}
     if first:
         split = ", ".join(f"{name} {v:.2f} dB" for name, v in first.items())

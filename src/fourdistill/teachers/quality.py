@@ -153,6 +153,14 @@ class StackQuality:
     # the judge's exact accuracy on the VAE's reconstructions of the references: the most a
     # text-to-image sample decoded by this VAE can score (None: no judge)
     reference_vae_text_to_image_accuracy: float | None = None
+    # how far two samples of the same text + image prompt (other starting noise) lie from each
+    # other: PSNR of half their squared difference, the sampler's own spread per pixel
+    image_prompt_spread_db: float | None = None
+    # what the samples would score if they kept the first step's estimate and differed from it
+    # only by their spread: for a model that samples its own posterior, the expected squared error
+    # vs the reference is the first step's plus the spread (docs/teachers.md). Far above
+    # image_prompt_psnr_db: the sampler drifts away from its first step the same way every time
+    image_prompt_consistent_db: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -161,14 +169,11 @@ class StackQuality:
 PROMPT_SETS = ("text+image", "image", "text", "none")
 
 
-def first_step_psnr(pipe, ref: HeldOut) -> dict:
-    """PSNR vs the reference of the U-Net's clean-image prediction from pure noise at the last
-    training timestep (where sampling starts), decoded by the VAE, with each prompt combination:
-    {"text+image", "image", "text", "none"} -> dB. A dropped text is the empty prompt and a dropped
-    image the all-zero pixel tensor, as in training. This prediction is the conditional mean of
-    the images that fit the prompts, so it shows how much of the reference's layout the prompts
-    carry, before any sampling noise: an image prompt that pinned the reference down would score
-    near the VAE's ceiling, one that says nothing near the mean training render."""
+def first_step_images(pipe, ref: HeldOut) -> dict:
+    """The U-Net's clean-image prediction from pure noise at the last training timestep (where
+    sampling starts), decoded by the VAE, with each prompt combination: {"text+image", "image",
+    "text", "none"} -> (N, H, W, 3) in [0, 1]. A dropped text is the empty prompt and a dropped
+    image the all-zero pixel tensor, as in training."""
     import torch
     from diffusers import DDPMScheduler
     from diffusers.models.embeddings import ImageProjection
@@ -192,9 +197,26 @@ def first_step_psnr(pipe, ref: HeldOut) -> dict:
             pred = pipe.unet(noise, t, encoder_hidden_states=te, added_cond_kwargs={"image_embeds": [ie.unsqueeze(1)]}).sample
             x0 = predicted_clean_latents(sched, noise, pred, t)
             decoded = pipe.vae.decode(x0 / pipe.vae.config.scaling_factor).sample
-            decoded = ((decoded.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).numpy()
-            out[name] = round(float(psnr(decoded, ref.rgb).mean()), 2)
+            out[name] = ((decoded.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).numpy()
     return out
+
+
+def first_step_psnr(pipe, ref: HeldOut, images: dict | None = None) -> dict:
+    """PSNR vs the reference of `first_step_images` (computed if not given), per prompt
+    combination -> dB. This prediction is the conditional mean of the images that fit the
+    prompts, so it shows how much of the reference's layout the prompts carry, before any
+    sampling noise: an image prompt that pinned the reference down would score near the VAE's
+    ceiling, one that says nothing near the mean training render."""
+    images = images if images is not None else first_step_images(pipe, ref)
+    return {name: round(float(psnr(x, ref.rgb).mean()), 2) for name, x in images.items()}
+
+
+def _mse(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2, axis=(1, 2, 3))
+
+
+def _db(mse: np.ndarray) -> float:
+    return float(np.mean(10.0 * np.log10(1.0 / np.maximum(mse, 1e-12))))
 
 
 def evaluate_stack(pipe, n: int = 64, seed: int = 0, steps: int = INFERENCE_STEPS, guidance: float = GUIDANCE_SCALE, judge=None, samples_path=None) -> StackQuality:
@@ -206,6 +228,8 @@ def evaluate_stack(pipe, n: int = 64, seed: int = 0, steps: int = INFERENCE_STEP
 
     ref = held_out_references(n, pipe.unet.config.sample_size * pipe.vae_scale_factor, seed)
     with_image = generate(pipe, ref.captions, ref.rgb, 1.0, steps, guidance, seed)
+    # the same prompts from other starting noise (generate seeds each batch of 16 with seed + i)
+    with_image_again = generate(pipe, ref.captions, ref.rgb, 1.0, steps, guidance, seed + 1)
     text_only = generate(pipe, ref.captions, None, 0.0, steps, guidance, seed)
     with torch.no_grad():
         x = torch.from_numpy(ref.rgb).permute(0, 3, 1, 2) * 2 - 1
@@ -233,6 +257,8 @@ def evaluate_stack(pipe, n: int = 64, seed: int = 0, steps: int = INFERENCE_STEP
         if sel.any():
             by_region[name] = {"pixels": round(float(sel.mean()), 4), "psnr_db": round(float(10 * np.log10(1 / max(err[sel].mean(), 1e-12))), 2)}
     mean_image = training_mean_image(ref.rgb.shape[1])
+    first = first_step_images(pipe, ref)
+    spread = _mse(with_image, with_image_again) / 2
     return StackQuality(
         text_to_image_accuracy=accuracy,
         text_to_image_per_shape=per_shape,
@@ -244,6 +270,8 @@ def evaluate_stack(pipe, n: int = 64, seed: int = 0, steps: int = INFERENCE_STEP
         n_scenes=n,
         steps=steps,
         guidance=guidance,
-        first_step_psnr_db=first_step_psnr(pipe, ref),
+        first_step_psnr_db=first_step_psnr(pipe, ref, first),
         reference_vae_text_to_image_accuracy=ceiling,
+        image_prompt_spread_db=round(_db(spread), 2),
+        image_prompt_consistent_db=round(_db(_mse(first["text+image"], ref.rgb) + spread), 2),
     )
