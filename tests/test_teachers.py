@@ -131,6 +131,20 @@ def test_real_calls_load_the_tiny_stack_and_generate(tiny_folder):
     assert np.abs(a - b).max() > 1e-4  # the image prompt reaches the U-Net
 
 
+def test_sample_command_writes_a_grid_and_checks_its_threads(tiny_folder, tmp_path, capsys):
+    from fourdistill.cli import main
+
+    out = tmp_path / "grid.png"
+    args = ["teachers", "sample", "--model", str(tiny_folder[1]), "--caption", "a red cube", "--steps", "2", "--out", str(out)]
+    before = torch.get_num_threads()
+    try:
+        assert main(args + ["--threads", "1"]) == 0 and out.exists() and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    assert "0: a red cube" in capsys.readouterr().out
+    assert main(args + ["--threads", "0"]) == 2 and "--threads" in capsys.readouterr().err
+
+
 def test_training_pixels_match_the_pipeline_feature_extractor(tiny_folder):
     _, folder = tiny_folder
     pipe = _load_with_real_calls(folder)

@@ -81,6 +81,7 @@ def register(sub) -> None:
     sample.add_argument("--guidance", type=float, default=5.0, help="guidance scale (default 5.0, method notes 1.5)")
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--evaluate", action="store_true", help="also print text-to-image judge accuracy and image-prompt PSNR on the held-out scenes")
+    sample.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own; 1 keeps a shared CPU responsive)")
     sample.add_argument("--out", required=True, help="PNG grid to write")
     sample.set_defaults(handler=_sample)
 
@@ -168,6 +169,12 @@ def _sample(args: argparse.Namespace) -> int:
     from .load import load_stack
     from .quality import evaluate_stack, generate, held_out_references
 
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
     pipe = load_stack(args.model)
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     if args.caption:
