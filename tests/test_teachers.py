@@ -593,3 +593,37 @@ def test_decoder_fine_tune_keeps_the_latents_and_the_unet(tmp_path):
     assert scale(whole / "stack") != scale(base)
     assert set(json.loads((whole / "train_summary.json").read_text())["wall_s"]) == {"vae_s", "unet_s"}
     assert main(["teachers", "train", "--out", str(tmp_path / "both"), "--init", str(base), "--decoder-steps", "1", "--vae-finetune-steps", "1", "--no-progress"]) == 2
+
+
+def test_a_fresh_run_takes_a_trained_vae_and_builds_a_wider_unet(tmp_path):
+    from dataclasses import replace
+
+    from safetensors.torch import load_file
+
+    from fourdistill.cli import main
+    from fourdistill.teachers.stack import read_stack_config
+    from fourdistill.teachers.train import DataConfig, TrainConfig, train
+
+    cfg = TrainConfig(data=DataConfig(n_scenes=4, views_per_scene=2), stack=TINY, vae_steps=2, vae_batch=2,
+                      unet_steps=1, batch=2, sample_every=100, checkpoint_every=100)
+    base = train(tmp_path / "base", cfg, progress=False, log=lambda *_: None)
+    wide = [2 * c for c in TINY.unet.block_out_channels]
+    stack = replace(TINY, unet=replace(TINY.unet, block_out_channels=tuple(wide)), vae=replace(TINY.vae, block_out_channels=(8, 8)))
+    (tmp_path / "wide.json").write_text(json.dumps({"stack": stack.to_dict()}))
+    run = tmp_path / "wide"
+    args = ["teachers", "train", "--out", str(run), "--config", str(tmp_path / "wide.json"), "--vae-from", str(base),
+            "--unet-steps", "2", "--batch", "2", "--scenes", "4", "--views", "2", "--sample-every", "100", "--no-progress"]
+    assert main(args) == 0
+    old = load_file(str(base / "vae" / "diffusion_pytorch_model.safetensors"))
+    new = load_file(str(run / "stack" / "vae" / "diffusion_pytorch_model.safetensors"))
+    assert all(torch.equal(old[k], new[k]) for k in old)  # the VAE is the given one, sizes and all, untrained here
+    assert read_stack_config(run / "stack").unet.block_out_channels == tuple(wide)
+    assert read_stack_config(run / "stack").vae == TINY.vae
+    summary = json.loads((run / "train_summary.json").read_text())
+    assert set(summary["wall_s"]) == {"unet_s"} and summary["config"]["vae_from"] == str(base)
+    assert torch.load(run / "checkpoint" / "trainer.pt", weights_only=False)["step"] == 2
+    assert main(["teachers", "train", "--out", str(run), "--resume", "--unet-steps", "3", "--no-progress"]) == 0
+    assert all(torch.equal(old[k], v) for k, v in load_file(str(run / "stack" / "vae" / "diffusion_pytorch_model.safetensors")).items())
+    # the VAE comes from one place only
+    assert main(["teachers", "train", "--out", str(tmp_path / "both"), "--init", str(base), "--vae-from", str(base), "--no-progress"]) == 2
+    assert main(["teachers", "train", "--out", str(run), "--resume", "--vae-from", str(base), "--no-progress"]) == 2

@@ -38,6 +38,10 @@ def register(sub) -> None:
         "--cooldown", type=int, default=None,
         help="end with this many U-Net steps of linear learning-rate decay to zero (default 0: constant); with --resume, may be added to a run whose decay has not begun",
     )
+    train.add_argument(
+        "--vae-from", default=None, metavar="STACK",
+        help="a fresh run takes this stack's trained VAE ('embedded' or a folder) instead of training one, and builds everything else at the config's sizes (e.g. a wider U-Net through --config)",
+    )
     train.add_argument("--init", default=None, metavar="STACK", help="start the U-Net phase from this stack ('embedded' or a folder trained by this command): its sizes, VAE, tokenizer and (unless --prediction is given) prediction target; no VAE phase (but see --decoder-steps)")
     train.add_argument("--ip-tokens", type=int, default=None, metavar="N", help="with --init: resize the IP-Adapter's Resampler to N image tokens (its learned queries repeated)")
     train.add_argument(
@@ -128,6 +132,10 @@ def _train(args: argparse.Namespace) -> int:
             setattr(cfg, name, value)
     if args.init is not None:
         cfg.init_from = args.init
+    if args.vae_from is not None:
+        if args.resume:
+            raise ValueError(f"--vae-from cannot change a run being resumed (its config is in {args.out}/train_config.json)")
+        cfg.vae_from = args.vae_from
     if args.ip_tokens is not None:
         if args.init is None:
             raise ValueError("--ip-tokens resizes the stack given by --init; without --init set the size in --config (stack.ip_adapter.num_tokens)")

@@ -84,6 +84,9 @@ class TrainConfig:
     threads: int = 1  # torch threads: on a shared CPU one thread beats two by a wide margin
     init_from: str | None = None  # a stack folder to start the U-Net phase from (no VAE phase)
     init_ip_tokens: int | None = None  # with init_from: grow/shrink the Resampler to this many image tokens
+    # a stack folder whose trained VAE a fresh run takes instead of training one (no VAE phase);
+    # everything else is built fresh at this config's sizes, e.g. a wider U-Net
+    vae_from: str | None = None
     # this fraction of each batch draws its timestep from [high_noise_start, 1000) instead of
     # [0, 1000): the noisiest steps, where only the prompts can say where things are, get more of
     # the training (docs/teachers.md)
@@ -121,6 +124,8 @@ class TrainConfig:
         for name in ("decoder_steps", "vae_finetune_steps"):
             if getattr(self, name) < 0 or (getattr(self, name) and self.init_from is None):
                 raise ValueError(f"TrainConfig: {name} fine-tunes the VAE of the stack given by init_from (a fresh run trains the whole VAE: vae_steps); it needs init_from and must be >= 0")
+        if self.vae_from is not None and self.init_from is not None:
+            raise ValueError("TrainConfig: vae_from and init_from exclude each other (init_from brings its own VAE)")
         if self.decoder_steps and self.vae_finetune_steps:
             raise ValueError("TrainConfig: decoder_steps and vae_finetune_steps exclude each other (the decoder alone, or the whole VAE)")
         if not 0.0 <= self.vae_cooldown_fraction <= 1.0 or self.vae_l1_weight < 0.0:
@@ -335,7 +340,7 @@ def train(
     import torch
 
     from ..io import write_json
-    from .stack import build_stack, save_stack
+    from .stack import build_stack, read_stack_config, save_stack
     from .tokenizer import build_tokenizer
 
     run = Path(run)
@@ -372,6 +377,15 @@ def train(
                 raise ValueError(f"init_from {cfg.init_from!r}: pass 'embedded' or a local stack folder")
             cfg.init_from = str(where)
             cfg.stack = _init_stack_config(Path(where), cfg.stack, cfg.init_ip_tokens)
+        if cfg.vae_from is not None:
+            from .load import resolve_model
+
+            where, local = resolve_model(cfg.vae_from)
+            if not local:
+                raise ValueError(f"vae_from {cfg.vae_from!r}: pass 'embedded' or a local stack folder")
+            cfg.vae_from = str(where)
+            given = read_stack_config(Path(where))
+            cfg.stack.vae, cfg.stack.resolution = given.vae, given.resolution
         run.mkdir(parents=True, exist_ok=True)
         write_json(cfg_path, cfg.to_dict())
     torch.set_num_threads(cfg.threads)
@@ -390,6 +404,12 @@ def train(
     else:
         tokenizer = build_tokenizer(run / "tokenizer")
         stack = build_stack(cfg.stack, tokenizer, seed=cfg.seed)
+        if cfg.vae_from is not None:
+            from diffusers import AutoencoderKL
+
+            stack.vae = AutoencoderKL.from_pretrained(Path(cfg.vae_from) / "vae")
+            state = {"phase": "unet", "step": 0, "wall": {}}
+            log(f"the VAE comes from {cfg.vae_from}: no VAE phase")
 
     started = time.time()
     wall = dict(state.get("wall", {})) if state else {}
