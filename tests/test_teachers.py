@@ -307,12 +307,21 @@ def test_high_noise_fraction_moves_that_share_of_timesteps_to_the_noisiest_range
         TrainConfig(high_noise_fraction=1.5)
 
 
-@pytest.mark.parametrize("kind", ["epsilon", "v_prediction", "sample"])
-def test_target_for_clean_denoises_any_input_to_the_given_latents(kind):
-    from fourdistill.teachers.stack import NoiseConfig, predicted_clean_latents, prediction_target, target_for_clean, training_scheduler
+def _training_scheduler_for(kind: str):
+    """SD's training schedule predicting `kind` ("sample" is set after building: NoiseConfig
+    offers only the two targets a stack trains with)."""
+    from fourdistill.teachers.stack import NoiseConfig, training_scheduler
 
     sched = training_scheduler(NoiseConfig(prediction_type="epsilon" if kind == "sample" else kind))
     sched.register_to_config(prediction_type=kind)
+    return sched
+
+
+@pytest.mark.parametrize("kind", ["epsilon", "v_prediction", "sample"])
+def test_target_for_clean_denoises_any_input_to_the_given_latents(kind):
+    from fourdistill.teachers.stack import predicted_clean_latents, prediction_target, target_for_clean
+
+    sched = _training_scheduler_for(kind)
     x0, eps, other = torch.randn(3, 4, 2, 2), torch.randn(3, 4, 2, 2), torch.randn(3, 4, 2, 2)
     t = torch.tensor([10, 500, 990])
     made = sched.add_noise(x0, eps, t)
@@ -325,10 +334,9 @@ def test_target_for_clean_denoises_any_input_to_the_given_latents(kind):
 
 @pytest.mark.parametrize("kind", ["epsilon", "v_prediction", "sample"])
 def test_clean_error_weight_turns_an_output_error_into_the_clean_latent_error(kind):
-    from fourdistill.teachers.stack import NoiseConfig, clean_error_weight, predicted_clean_latents, training_scheduler
+    from fourdistill.teachers.stack import clean_error_weight, predicted_clean_latents
 
-    sched = training_scheduler(NoiseConfig(prediction_type="epsilon" if kind == "sample" else kind))
-    sched.register_to_config(prediction_type=kind)
+    sched = _training_scheduler_for(kind)
     noisy, out, err = torch.randn(3, 4, 2, 2), torch.randn(3, 4, 2, 2), torch.randn(3, 4, 2, 2)
     t = torch.tensor([0, 400, 990])
     clean_err = predicted_clean_latents(sched, noisy, out + err, t) - predicted_clean_latents(sched, noisy, out, t)
