@@ -28,6 +28,8 @@ def main() -> None:
     if args.steps <= 5:
         ap.error("--steps must be > 5 (the first 5 warm up)")
 
+    from safetensors.torch import load_file
+
     from fourdistill.teachers.train import DataConfig, TrainConfig, train
 
     rows = []
@@ -45,8 +47,6 @@ def main() -> None:
                 stack_folder = train(run, TrainConfig.from_dict({**cfg.to_dict(), "unet_steps": steps}), progress=False, log=lambda *a, **kw: None)
                 unet_s.append(json.loads((run / "train_summary.json").read_text())["wall_s"]["unet_s"])
             per_step = (unet_s[1] - unet_s[0]) / (args.steps - 5)
-            from safetensors.torch import load_file
-
             params = sum(v.numel() for v in load_file(str(stack_folder / "unet" / "diffusion_pytorch_model.safetensors")).values())
             rows.append((w, params, per_step))
     base = rows[0][2]

@@ -126,10 +126,19 @@ def generate(
     return np.concatenate(out)
 
 
+def _mse(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-image mean squared error of (N, H, W, 3) images."""
+    return np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2, axis=(1, 2, 3))
+
+
+def _psnr_of(mse: np.ndarray) -> np.ndarray:
+    """Per-image PSNR (dB, peak 1) from per-image mean squared errors."""
+    return 10.0 * np.log10(1.0 / np.maximum(mse, 1e-12))
+
+
 def psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Per-image PSNR (dB) of (N, H, W, 3) images in [0, 1]."""
-    mse = np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2, axis=(1, 2, 3))
-    return 10.0 * np.log10(1.0 / np.maximum(mse, 1e-12))
+    return _psnr_of(_mse(a, b))
 
 
 @dataclass
@@ -211,14 +220,6 @@ def first_step_psnr(pipe, ref: HeldOut, images: dict | None = None) -> dict:
     return {name: round(float(psnr(x, ref.rgb).mean()), 2) for name, x in images.items()}
 
 
-def _mse(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2, axis=(1, 2, 3))
-
-
-def _db(mse: np.ndarray) -> float:
-    return float(np.mean(10.0 * np.log10(1.0 / np.maximum(mse, 1e-12))))
-
-
 def evaluate_stack(pipe, n: int = 64, seed: int = 0, steps: int = INFERENCE_STEPS, guidance: float = GUIDANCE_SCALE, judge=None, samples_path=None) -> StackQuality:
     """Both numbers on `n` held-out scenes. `judge`: a Judge, or None to load the shipped one
     (skipped with None in the result when no judge is shipped)."""
@@ -272,6 +273,6 @@ def evaluate_stack(pipe, n: int = 64, seed: int = 0, steps: int = INFERENCE_STEP
         guidance=guidance,
         first_step_psnr_db=first_step_psnr(pipe, ref, first),
         reference_vae_text_to_image_accuracy=ceiling,
-        image_prompt_spread_db=round(_db(spread), 2),
-        image_prompt_consistent_db=round(_db(_mse(first["text+image"], ref.rgb) + spread), 2),
+        image_prompt_spread_db=round(float(_psnr_of(spread).mean()), 2),
+        image_prompt_consistent_db=round(float(_psnr_of(_mse(first["text+image"], ref.rgb) + spread).mean()), 2),
     )

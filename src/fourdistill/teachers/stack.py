@@ -335,9 +335,9 @@ def clean_error_weight(noise_scheduler, timesteps, like):
     `timesteps`, shaped like alphas_at: 1 - abar for v, (1 - abar) / abar for epsilon, 1 for
     sample. Weighting a prediction loss by it turns it into a loss on the clean latents."""
     kind = _prediction_kind(noise_scheduler)
-    if kind == "sample":
-        return alphas_at(noise_scheduler, timesteps, like) * 0 + 1
     a = alphas_at(noise_scheduler, timesteps, like)
+    if kind == "sample":
+        return a.new_ones(a.shape)
     return (1 - a) if kind == "v_prediction" else (1 - a) / a
 
 

@@ -322,6 +322,16 @@ def unet_parameters(stack) -> list:
     return out
 
 
+def _local_stack_folder(model: str, field_name: str) -> str:
+    """'embedded' or a local stack folder, as a path string; a hub id is refused (training needs files)."""
+    from .load import resolve_model
+
+    where, local = resolve_model(model)  # "embedded" -> the shipped folder
+    if not local:
+        raise ValueError(f"{field_name} {model!r}: pass 'embedded' or a local stack folder")
+    return str(where)
+
+
 def train(
     run,
     cfg: TrainConfig | None = None,
@@ -370,21 +380,11 @@ def train(
         if (run / "checkpoint").exists():
             raise FileExistsError(f"{run} already holds a training run; pass --resume to continue it or choose another folder")
         if cfg.init_from is not None:
-            from .load import resolve_model
-
-            where, local = resolve_model(cfg.init_from)  # "embedded" -> the shipped folder
-            if not local:
-                raise ValueError(f"init_from {cfg.init_from!r}: pass 'embedded' or a local stack folder")
-            cfg.init_from = str(where)
-            cfg.stack = _init_stack_config(Path(where), cfg.stack, cfg.init_ip_tokens)
+            cfg.init_from = _local_stack_folder(cfg.init_from, "init_from")
+            cfg.stack = _init_stack_config(Path(cfg.init_from), cfg.stack, cfg.init_ip_tokens)
         if cfg.vae_from is not None:
-            from .load import resolve_model
-
-            where, local = resolve_model(cfg.vae_from)
-            if not local:
-                raise ValueError(f"vae_from {cfg.vae_from!r}: pass 'embedded' or a local stack folder")
-            cfg.vae_from = str(where)
-            given = read_stack_config(Path(where))
+            cfg.vae_from = _local_stack_folder(cfg.vae_from, "vae_from")
+            given = read_stack_config(Path(cfg.vae_from))
             cfg.stack.vae, cfg.stack.resolution = given.vae, given.resolution
         run.mkdir(parents=True, exist_ok=True)
         write_json(cfg_path, cfg.to_dict())
