@@ -448,6 +448,41 @@ def test_training_refuses_eval_seeds():
         training_seeds(DataConfig(first_seed=999_990, n_scenes=20))
 
 
+def test_the_easier_world_draws_training_and_held_out_scenes_with_the_objects_asked_for():
+    import argparse
+
+    from fourdistill.teachers.commands import object_range
+    from fourdistill.teachers.quality import held_out_references
+    from fourdistill.teachers.train import DataConfig, TrainConfig, render_training_set
+    from fourdistill.world import WorldConfig, make_scene
+
+    data = render_training_set(DataConfig(n_scenes=12, views_per_scene=1, n_objects=(1, 1)), 16, 0, progress=False)
+    assert all(len(make_scene(int(s), WorldConfig(n_objects=(1, 1))).objects) == 1 for s in data["seeds"])
+    assert list(data["captions"]) == [make_scene(int(s), WorldConfig(n_objects=(1, 1))).caption for s in data["seeds"]]
+    default = render_training_set(DataConfig(n_scenes=12, views_per_scene=1), 16, 0, progress=False)
+    assert list(default["captions"]) == [make_scene(int(s)).caption for s in default["seeds"]]
+    assert {len(make_scene(int(s)).objects) for s in default["seeds"]} == {1, 2}  # the world's own mix
+    for k in (1, 2):
+        ref = held_out_references(6, 16, world=WorldConfig(n_objects=(k, k)))
+        assert {len(s.objects) for s in ref.scenes} == {k}
+    # the config round-trips through JSON and is checked where it is set
+    cfg = TrainConfig.from_dict({"data": {"n_objects": [1, 1]}})
+    assert cfg.data.world().n_objects == (1, 1) and TrainConfig.from_dict(cfg.to_dict()).data.world().n_objects == (1, 1)
+    with pytest.raises(ValueError, match="n_objects"):
+        TrainConfig.from_dict({"data": {"n_objects": [2, 1]}})
+    assert object_range("1") == (1, 1) and object_range("1-2") == (1, 2)
+    for bad in ("0", "3-1", "one", "1-5"):
+        with pytest.raises(argparse.ArgumentTypeError, match=bad):
+            object_range(bad)
+
+
+def test_objects_cannot_change_a_run_being_resumed(tmp_path, capsys):
+    from fourdistill.cli import main
+
+    assert main(["teachers", "train", "--out", str(tmp_path), "--resume", "--objects", "1"]) == 2
+    assert "--objects" in capsys.readouterr().err
+
+
 # --------------------------------------------------------------------------------- shipped stack
 
 

@@ -23,6 +23,7 @@ def register(sub) -> None:
     train.add_argument("--seed", type=int, default=None, help="seed of everything (default 0)")
     train.add_argument("--scenes", type=int, default=None, help="training scenes (seeds 0..N-1; default 2000)")
     train.add_argument("--views", type=int, default=None, help="renders per scene (default 4)")
+    train.add_argument("--objects", type=object_range, default=None, metavar="LO[-HI]", help="objects per scene, e.g. 1 (the easier world) or 1-2 (default: the world's own range)")
     train.add_argument("--vae-steps", type=int, default=None, help="VAE steps (default 3000)")
     train.add_argument(
         "--decoder-steps", type=int, default=None, metavar="N",
@@ -85,6 +86,7 @@ def register(sub) -> None:
     sample.add_argument("--guidance", type=float, default=5.0, help="guidance scale (default 5.0, method notes 1.5)")
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--evaluate", action="store_true", help="also print text-to-image judge accuracy and image-prompt PSNR on the held-out scenes")
+    sample.add_argument("--objects", type=object_range, default=None, metavar="LO[-HI]", help="draw the held-out scenes with this many objects, as a stack trained with `train --objects` saw (default: the world's own range)")
     sample.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own; 1 keeps a shared CPU responsive)")
     sample.add_argument("--out", required=True, help="PNG grid to write")
     sample.set_defaults(handler=_sample)
@@ -152,13 +154,28 @@ def _train(args: argparse.Namespace) -> int:
         cfg.data.n_scenes = args.scenes
     if args.views is not None:
         cfg.data.views_per_scene = args.views
-    if args.resume and (args.scenes is not None or args.views is not None):
-        raise ValueError(f"--scenes/--views cannot change a run being resumed (its config is in {args.out}/train_config.json)")
+    if args.objects is not None:
+        cfg.data.n_objects = args.objects
+    if args.resume and (args.scenes is not None or args.views is not None or args.objects is not None):
+        raise ValueError(f"--scenes/--views/--objects cannot change a run being resumed (its config is in {args.out}/train_config.json)")
     if not args.resume:
         cfg = TrainConfig.from_dict(cfg.to_dict())  # checks the values the flags set
     train(args.out, None if args.resume else cfg, resume=args.resume, progress=not args.no_progress, extend_unet_steps=args.unet_steps if args.resume else None,
           cooldown_steps=args.cooldown if args.resume else None)
     return 0
+
+
+def object_range(text: str) -> tuple[int, int]:
+    """'1' -> (1, 1), '1-2' -> (1, 2): an inclusive range of objects per scene (argparse type)."""
+    from ..world import WorldConfig
+
+    lo, sep, hi = text.partition("-")
+    try:
+        rng = (int(lo), int(hi if sep else lo))
+        WorldConfig(n_objects=rng)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected LO or LO-HI with 1 <= LO <= HI <= 4 ({e})") from None
+    return rng
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -174,9 +191,11 @@ def _sample(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ..io import image_grid, save_image
+    from ..world import WorldConfig
     from .load import load_stack
     from .quality import evaluate_stack, generate, held_out_references
 
+    world = None if args.objects is None else WorldConfig(n_objects=args.objects)
     if args.threads is not None:
         if args.threads < 1:
             raise ValueError(f"--threads must be >= 1, got {args.threads}")
@@ -188,7 +207,7 @@ def _sample(args: argparse.Namespace) -> int:
     if args.caption:
         captions, refs = args.caption, None
     else:
-        ref = held_out_references(args.n, size, args.seed)
+        ref = held_out_references(args.n, size, args.seed, world)
         captions, refs = ref.captions, (None if args.no_image_prompt else ref.rgb)
     images = generate(pipe, captions, refs, 0.0 if args.no_image_prompt else 1.0, args.steps, args.guidance, args.seed)
     rows = images if refs is None else np.concatenate([refs, images])
@@ -197,7 +216,7 @@ def _sample(args: argparse.Namespace) -> int:
         print(f"{i}: {c}")
     print(f"wrote {args.out}")
     if args.evaluate:
-        q = evaluate_stack(pipe, n=args.n, seed=args.seed, steps=args.steps, guidance=args.guidance)
+        q = evaluate_stack(pipe, n=args.n, seed=args.seed, steps=args.steps, guidance=args.guidance, world=world)
         for k, v in q.to_dict().items():
             print(f"{k}: {v}")
     return 0

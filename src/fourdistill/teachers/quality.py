@@ -34,8 +34,9 @@ class HeldOut:
     regions: np.ndarray
 
 
-def held_out_references(n: int, resolution: int = 64, seed: int = 0) -> HeldOut:
-    """The first `n` EVAL_SEEDS scenes, one render each at a seeded DEFAULT_ORBIT camera and time."""
+def held_out_references(n: int, resolution: int = 64, seed: int = 0, world=None) -> HeldOut:
+    """The first `n` EVAL_SEEDS scenes, one render each at a seeded DEFAULT_ORBIT camera and time.
+    `world`: the WorldConfig the scenes are drawn from (None: the default)."""
     from ..world import DEFAULT_ORBIT, EVAL_SEEDS, make_scene
 
     if n > len(EVAL_SEEDS):
@@ -43,7 +44,7 @@ def held_out_references(n: int, resolution: int = 64, seed: int = 0) -> HeldOut:
     rng = np.random.default_rng([seed, 0xE7A1])
     scenes, rgb, regions = [], [], []
     for s in list(EVAL_SEEDS)[:n]:
-        scene = make_scene(s)
+        scene = make_scene(s, world)
         cam = DEFAULT_ORBIT.sample(rng, resolution, resolution)
         frame = scene.render(cam, float(rng.uniform(0, 1)))
         rgb.append(frame.rgb)
@@ -63,7 +64,7 @@ def _regions(scene, camera, frame) -> np.ndarray:
     return out
 
 
-def training_mean_image(resolution: int = 64, n: int = 256, seed: int = 0) -> np.ndarray:
+def training_mean_image(resolution: int = 64, n: int = 256, seed: int = 0, world=None) -> np.ndarray:
     """The mean of `n` renders of training scenes at DEFAULT_ORBIT cameras and uniform times,
     (H, W, 3): the best image a generator that ignores its prompts could output, in PSNR."""
     from ..world import DEFAULT_ORBIT, TRAIN_SEEDS, make_scene
@@ -72,7 +73,7 @@ def training_mean_image(resolution: int = 64, n: int = 256, seed: int = 0) -> np
     total = np.zeros((resolution, resolution, 3), dtype=np.float64)
     for s in list(TRAIN_SEEDS)[:n]:
         cam = DEFAULT_ORBIT.sample(rng, resolution, resolution)
-        total += make_scene(s).render(cam, float(rng.uniform(0, 1))).rgb
+        total += make_scene(s, world).render(cam, float(rng.uniform(0, 1))).rgb
     return (total / n).astype(np.float32)
 
 
@@ -220,14 +221,15 @@ def first_step_psnr(pipe, ref: HeldOut, images: dict | None = None) -> dict:
     return {name: round(float(psnr(x, ref.rgb).mean()), 2) for name, x in images.items()}
 
 
-def evaluate_stack(pipe, n: int = 64, seed: int = 0, steps: int = INFERENCE_STEPS, guidance: float = GUIDANCE_SCALE, judge=None, samples_path=None) -> StackQuality:
+def evaluate_stack(pipe, n: int = 64, seed: int = 0, steps: int = INFERENCE_STEPS, guidance: float = GUIDANCE_SCALE, judge=None, samples_path=None, world=None) -> StackQuality:
     """Both numbers on `n` held-out scenes. `judge`: a Judge, or None to load the shipped one
-    (skipped with None in the result when no judge is shipped)."""
+    (skipped with None in the result when no judge is shipped). `world`: the WorldConfig the
+    held-out scenes (and the mean-image yardstick) are drawn from; None: the default."""
     import torch
 
     from ..io import image_grid, save_image
 
-    ref = held_out_references(n, pipe.unet.config.sample_size * pipe.vae_scale_factor, seed)
+    ref = held_out_references(n, pipe.unet.config.sample_size * pipe.vae_scale_factor, seed, world)
     with_image = generate(pipe, ref.captions, ref.rgb, 1.0, steps, guidance, seed)
     # the same prompts from other starting noise (generate seeds each batch of 16 with seed + i)
     with_image_again = generate(pipe, ref.captions, ref.rgb, 1.0, steps, guidance, seed + 1)
@@ -257,7 +259,7 @@ def evaluate_stack(pipe, n: int = 64, seed: int = 0, steps: int = INFERENCE_STEP
         sel = ref.regions == k
         if sel.any():
             by_region[name] = {"pixels": round(float(sel.mean()), 4), "psnr_db": round(float(10 * np.log10(1 / max(err[sel].mean(), 1e-12))), 2)}
-    mean_image = training_mean_image(ref.rgb.shape[1])
+    mean_image = training_mean_image(ref.rgb.shape[1], world=world)
     first = first_step_images(pipe, ref)
     spread = _mse(with_image, with_image_again) / 2
     return StackQuality(

@@ -46,6 +46,15 @@ class DataConfig:
     first_seed: int = 0
     n_scenes: int = 2000
     views_per_scene: int = 4
+    # inclusive range of objects per scene; None: the world's default (WorldConfig.n_objects).
+    # One object per scene is the easier world the stack can be trained and evaluated on.
+    n_objects: tuple[int, int] | None = None
+
+    def world(self):
+        """The WorldConfig these scenes are drawn from (it checks the range)."""
+        from ..world import WorldConfig
+
+        return WorldConfig() if self.n_objects is None else WorldConfig(n_objects=tuple(self.n_objects))
 
 
 @dataclass
@@ -132,6 +141,7 @@ class TrainConfig:
             raise ValueError("TrainConfig: vae_cooldown_fraction must be in [0, 1] and vae_l1_weight >= 0")
         if self.unet_steps < 0 or self.vae_steps < 0:
             raise ValueError("TrainConfig: unet_steps and vae_steps must be >= 0")
+        self.data.world()  # checks data.n_objects
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -160,11 +170,12 @@ def render_training_set(cfg: DataConfig, resolution: int, seed: int, progress: b
     from ..world import DEFAULT_ORBIT, is_eval_seed, make_scene
 
     seeds = training_seeds(cfg)
+    world = cfg.world()
     rng = np.random.default_rng([seed, 0x7EAC])
     images, scene_index, captions, times = [], [], [], []
     for k, s in enumerate(tqdm(seeds, desc="rendering training set", disable=not progress, unit="scene")):
         assert not is_eval_seed(s), f"seed {s} is held out for evaluation"
-        scene = make_scene(s)
+        scene = make_scene(s, world)
         cams = [DEFAULT_ORBIT.sample(rng, resolution, resolution) for _ in range(cfg.views_per_scene)]
         t = rng.uniform(0.0, 1.0, cfg.views_per_scene)
         out = scene.render_batch(cams, t)
@@ -685,7 +696,7 @@ def _train_unet(run: Path, cfg: TrainConfig, stack, data: dict, state, progress:
         writer.add_scalar("unet/lr", sched.get_last_lr()[0], step)
         done = step + 1
         if done % cfg.sample_every == 0 or done == cfg.unet_steps:
-            write_sample_grid(stack, run / "samples" / f"step_{done:06d}.png", seed=cfg.seed)
+            write_sample_grid(stack, run / "samples" / f"step_{done:06d}.png", seed=cfg.seed, world=cfg.data.world())
             for m in (stack.unet, stack.text_encoder, stack.image_encoder):
                 m.train()
         wall["unet_s"] = unet_s_before + time.time() - t_begin
@@ -719,7 +730,7 @@ def stack_pipeline(stack):
     return pipe
 
 
-def write_sample_grid(stack, path: Path, seed: int = 0, n: int = 4, steps: int = 20) -> None:
+def write_sample_grid(stack, path: Path, seed: int = 0, n: int = 4, steps: int = 20, world=None) -> None:
     """PNG grid, one column per held-out scene: reference render / text + image prompt / text only."""
     from ..io import image_grid, save_image
     from .quality import generate, held_out_references
@@ -727,7 +738,7 @@ def write_sample_grid(stack, path: Path, seed: int = 0, n: int = 4, steps: int =
     for m in (stack.unet, stack.text_encoder, stack.image_encoder):
         m.eval()
     pipe = stack_pipeline(stack)
-    ref = held_out_references(n, stack.config.resolution, seed)
+    ref = held_out_references(n, stack.config.resolution, seed, world)
     with_image = generate(pipe, ref.captions, ref.rgb, 1.0, steps=steps, seed=seed)
     text_only = generate(pipe, ref.captions, None, 0.0, steps=steps, seed=seed)
     save_image(path, image_grid(np.concatenate([ref.rgb, with_image, text_only]), rows=3))
