@@ -476,6 +476,52 @@ def test_the_easier_world_draws_training_and_held_out_scenes_with_the_objects_as
             object_range(bad)
 
 
+def test_training_renders_carry_object_masks_and_the_vae_loss_can_weigh_them():
+    from dataclasses import replace
+
+    from fourdistill.teachers.train import DataConfig, TrainConfig, render_training_set, vae_reconstruction_loss
+    from fourdistill.world import DEFAULT_ORBIT, make_scene
+
+    data = render_training_set(DataConfig(n_scenes=3, views_per_scene=2), 32, 0, progress=False)
+    m = data["objects"]
+    assert m.shape == data["images"].shape[:3] and m.dtype == bool and 0.0 < m.mean() < 0.5
+    # object pixels are where an object's colour is; the masks of a scene without objects are empty
+    scene = make_scene(int(data["seeds"][0]))
+    cams = [DEFAULT_ORBIT.sample(np.random.default_rng(1), 32, 32)]
+    empty = replace(scene, objects=())
+    assert not empty.object_mask(cams, [0.5], empty.render_batch(cams, [0.5])["depth"]).any()
+    assert scene.object_mask(cams, [0.5], scene.render_batch(cams, [0.5])["depth"]).any()
+    # an error on object pixels only weighs (1 + W) / mean weight as much with the weighting
+    x = torch.zeros(2, 3, 8, 8)
+    objects = np.zeros((2, 8, 8), dtype=bool)
+    objects[:, 2:4, 2:4] = True
+    recon = x + torch.from_numpy(objects)[:, None].float()
+    plain = TrainConfig(vae_l1_weight=0.0)
+    weighted = TrainConfig(vae_l1_weight=0.0, vae_object_weight=9.0)
+    base = float(vae_reconstruction_loss(recon, x, None, plain))
+    assert base == pytest.approx(float(objects.mean()))
+    mean_w = 1.0 + 9.0 * objects.mean()
+    assert float(vae_reconstruction_loss(recon, x, objects, weighted)) == pytest.approx(base * 10.0 / mean_w)
+    # uniform error: the weights average to one, so the loss keeps its scale
+    assert float(vae_reconstruction_loss(x + 0.5, x, objects, weighted)) == pytest.approx(0.25)
+    with pytest.raises(ValueError, match="vae_object_weight"):
+        TrainConfig(vae_object_weight=-1.0)
+
+
+def test_a_cached_render_without_object_masks_is_refused_when_they_are_needed(tmp_path):
+    from fourdistill.teachers.train import DataConfig, TrainConfig, load_or_render
+
+    cfg = TrainConfig(data=DataConfig(n_scenes=2, views_per_scene=1), vae_object_weight=5.0)
+    cfg.stack.resolution = 16
+    data = load_or_render(tmp_path, cfg)
+    assert "objects" in data
+    np.savez(tmp_path / "data.npz", **{k: v for k, v in data.items() if k != "objects"})
+    with pytest.raises(ValueError, match="data.npz.*object masks"):
+        load_or_render(tmp_path, cfg)
+    cfg.vae_object_weight = 0.0
+    assert "objects" not in load_or_render(tmp_path, cfg)
+
+
 def test_objects_cannot_change_a_run_being_resumed(tmp_path, capsys):
     from fourdistill.cli import main
 
@@ -604,7 +650,7 @@ def test_decoder_fine_tune_keeps_the_latents_and_the_unet(tmp_path):
     base = train(tmp_path / "base", cfg, progress=False, log=lambda *_: None)
     run = tmp_path / "dec"
     args = ["teachers", "train", "--out", str(run), "--init", str(base), "--decoder-steps", "3", "--unet-steps", "0",
-            "--scenes", "4", "--views", "2", "--checkpoint-every", "2", "--no-progress"]
+            "--scenes", "4", "--views", "2", "--checkpoint-every", "2", "--vae-object-weight", "10", "--no-progress"]
     assert main(args) == 0
     old = load_file(str(base / "vae" / "diffusion_pytorch_model.safetensors"))
     new = load_file(str(run / "stack" / "vae" / "diffusion_pytorch_model.safetensors"))

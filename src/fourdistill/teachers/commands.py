@@ -31,6 +31,10 @@ def register(sub) -> None:
         "(as Stable Diffusion's ft-MSE decoder; --unet-steps 0 for the decoder alone)",
     )
     train.add_argument(
+        "--vae-object-weight", type=float, default=None, metavar="W",
+        help="the VAE phases weigh an object pixel's error 1 + W against 1 for sky and ground (default 0): objects are under a tenth of the pixels but all the captions name",
+    )
+    train.add_argument(
         "--vae-finetune-steps", type=int, default=None, metavar="N",
         help="with --init: first train that stack's whole VAE for N steps and measure its scaling factor again; the latents move, so give the U-Net steps to follow",
     )
@@ -114,6 +118,7 @@ def _train(args: argparse.Namespace) -> int:
         ("vae_steps", args.vae_steps),
         ("decoder_steps", args.decoder_steps),
         ("vae_finetune_steps", args.vae_finetune_steps),
+        ("vae_object_weight", args.vae_object_weight),
         ("unet_steps", None if args.resume else args.unet_steps),
         ("cooldown_steps", None if args.resume else args.cooldown),
         ("batch", args.batch),

@@ -55,12 +55,9 @@ def held_out_references(n: int, resolution: int = 64, seed: int = 0, world=None)
 
 def _regions(scene, camera, frame) -> np.ndarray:
     """Per pixel: 0 sky, 1 ground, 2 an object (nearer than the ground seen without objects)."""
-    import dataclasses
-
-    bare = dataclasses.replace(scene, objects=()).render(camera, frame.time01)
     out = np.zeros(frame.depth.shape, dtype=np.uint8)
     out[np.isfinite(frame.depth)] = 1
-    out[frame.depth < bare.depth - 1e-4] = 2
+    out[scene.object_mask([camera], [frame.time01], frame.depth[None])[0]] = 2
     return out
 
 

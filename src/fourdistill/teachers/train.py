@@ -67,6 +67,9 @@ class TrainConfig:
     vae_lr: float = 5e-4
     vae_kl_weight: float = 1e-6  # "a little KL": latents stay close to the reconstruction optimum
     vae_l1_weight: float = 0.5  # L1 next to the MSE: sharper edges on the small objects
+    # the VAE phases weigh each object pixel's error 1 + this (sky and ground: 1): objects are
+    # under a tenth of the pixels but all of what the captions name
+    vae_object_weight: float = 0.0
     # the VAE phases end with a linear decay of the learning rate to zero over this fraction of
     # their steps
     vae_cooldown_fraction: float = 0.3
@@ -137,8 +140,8 @@ class TrainConfig:
             raise ValueError("TrainConfig: vae_from and init_from exclude each other (init_from brings its own VAE)")
         if self.decoder_steps and self.vae_finetune_steps:
             raise ValueError("TrainConfig: decoder_steps and vae_finetune_steps exclude each other (the decoder alone, or the whole VAE)")
-        if not 0.0 <= self.vae_cooldown_fraction <= 1.0 or self.vae_l1_weight < 0.0:
-            raise ValueError("TrainConfig: vae_cooldown_fraction must be in [0, 1] and vae_l1_weight >= 0")
+        if not 0.0 <= self.vae_cooldown_fraction <= 1.0 or self.vae_l1_weight < 0.0 or self.vae_object_weight < 0.0:
+            raise ValueError("TrainConfig: vae_cooldown_fraction must be in [0, 1], vae_l1_weight and vae_object_weight >= 0")
         if self.unet_steps < 0 or self.vae_steps < 0:
             raise ValueError("TrainConfig: unet_steps and vae_steps must be >= 0")
         self.data.world()  # checks data.n_objects
@@ -163,8 +166,9 @@ def training_seeds(cfg: DataConfig) -> list[int]:
 
 
 def render_training_set(cfg: DataConfig, resolution: int, seed: int, progress: bool = True) -> dict:
-    """Render the training set: images (N, H, W, 3) uint8, captions (S,) str, scene (N,) index
-    into captions, plus the cameras' (azimuth, elevation, radius) and times for the record."""
+    """Render the training set: images (N, H, W, 3) uint8, objects (N, H, W) bool (the pixels that
+    show an object), captions (S,) str, scene (N,) index into captions, and the seeds and times
+    for the record."""
     from tqdm import tqdm
 
     from ..world import DEFAULT_ORBIT, is_eval_seed, make_scene
@@ -172,7 +176,7 @@ def render_training_set(cfg: DataConfig, resolution: int, seed: int, progress: b
     seeds = training_seeds(cfg)
     world = cfg.world()
     rng = np.random.default_rng([seed, 0x7EAC])
-    images, scene_index, captions, times = [], [], [], []
+    images, objects, scene_index, captions, times = [], [], [], [], []
     for k, s in enumerate(tqdm(seeds, desc="rendering training set", disable=not progress, unit="scene")):
         assert not is_eval_seed(s), f"seed {s} is held out for evaluation"
         scene = make_scene(s, world)
@@ -180,11 +184,13 @@ def render_training_set(cfg: DataConfig, resolution: int, seed: int, progress: b
         t = rng.uniform(0.0, 1.0, cfg.views_per_scene)
         out = scene.render_batch(cams, t)
         images.append((np.clip(out["rgb"], 0, 1) * 255 + 0.5).astype(np.uint8))
+        objects.append(scene.object_mask(cams, t, out["depth"]))
         scene_index += [k] * cfg.views_per_scene
         captions.append(scene.caption)
         times.append(t)
     return dict(
         images=np.concatenate(images),
+        objects=np.concatenate(objects),
         scene=np.asarray(scene_index, dtype=np.int64),
         captions=np.asarray(captions),
         seeds=np.asarray(seeds, dtype=np.int64),
@@ -201,6 +207,8 @@ def load_or_render(run: Path, cfg: TrainConfig) -> dict:
             data = {k: f[k] for k in f.files}
         if len(data["seeds"]) != cfg.data.n_scenes or data["images"].shape[1] != cfg.stack.resolution:
             raise ValueError(f"{path}: cached renders do not match the config (delete it to re-render)")
+        if cfg.vae_object_weight and "objects" not in data:
+            raise ValueError(f"{path}: cached renders have no object masks, which vae_object_weight needs (delete it to re-render)")
         return data
     data = render_training_set(cfg.data, cfg.stack.resolution, cfg.seed)
     with atomic_path(path) as tmp:
@@ -477,13 +485,14 @@ def _train_vae(run: Path, cfg: TrainConfig, stack, data: dict, state, progress: 
     bar = tqdm(range(start, steps), desc=phase, disable=not progress, initial=start, total=steps)
     t_begin, before = time.time(), wall.get(wall_key, 0.0)
     for step in bar:
-        x = _images_tensor(data, rng.integers(0, n, cfg.vae_batch)) * 2.0 - 1.0
+        idx = rng.integers(0, n, cfg.vae_batch)
+        x = _images_tensor(data, idx) * 2.0 - 1.0
         with torch.set_grad_enabled(not decoder_only):
             posterior = vae.encode(x).latent_dist
             z = posterior.sample()
         recon = vae.decode(z).sample
         mse = F.mse_loss(recon, x)
-        loss = mse + cfg.vae_l1_weight * F.l1_loss(recon, x)
+        loss = vae_reconstruction_loss(recon, x, data["objects"][idx] if cfg.vae_object_weight else None, cfg)
         if not decoder_only:
             kl = posterior.kl().mean()
             loss = loss + cfg.vae_kl_weight * kl
@@ -509,6 +518,20 @@ def _train_vae(run: Path, cfg: TrainConfig, stack, data: dict, state, progress: 
     factor = set_vae_scaling_factor(stack.vae, data)
     writer.add_scalar("vae/scaling_factor", factor, steps)
     log(f"vae done: scaling factor {factor:.4f}")
+
+
+def vae_reconstruction_loss(recon, x, objects, cfg: TrainConfig):
+    """MSE + vae_l1_weight * L1 of a reconstruction, each pixel weighted 1 + vae_object_weight
+    where `objects` (B, H, W) bool marks an object (None: every pixel 1). The weights are
+    normalised to mean 1 over the batch, so the loss keeps its scale (and learning rate)."""
+    import torch
+
+    err = recon - x
+    weight = 1.0
+    if objects is not None:
+        weight = 1.0 + cfg.vae_object_weight * torch.as_tensor(objects).float()[:, None]
+        weight = weight / weight.mean()
+    return (weight * err.square()).mean() + cfg.vae_l1_weight * (weight * err.abs()).mean()
 
 
 def set_vae_scaling_factor(vae, data: dict, n: int = 1024, seed: int = 0) -> float:

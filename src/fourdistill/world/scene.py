@@ -170,6 +170,14 @@ class Scene:
 
         return render_views(self, list(cameras), list(times))
 
+    def object_mask(self, cameras, times, depth) -> np.ndarray:
+        """Which pixels show an object: (B, H, W) bool, where `depth` (B, H, W), rendered at these
+        cameras and times, is nearer than the scene without its objects (ground or sky)."""
+        from dataclasses import replace
+
+        bare = replace(self, objects=()).render_batch(cameras, times)["depth"]
+        return np.asarray(depth) < bare - 1e-4
+
 
 def is_eval_seed(seed: int) -> bool:
     return int(seed) in EVAL_SEEDS
