@@ -533,8 +533,9 @@ def test_objects_cannot_change_a_run_being_resumed(tmp_path, capsys):
 
 
 def test_shipped_stack_loads_with_real_calls_and_generates_in_seconds():
-    size = sum(p.stat().st_size for p in SHIPPED_STACK.rglob("*") if p.is_file())
-    assert size < 25e6, f"shipped stack is {size / 1e6:.1f} MB"
+    # every shipped weight file together (stack, mappers, judge) stays under the project's 60 MB
+    size = sum(p.stat().st_size for p in SHIPPED_STACK.parent.rglob("*") if p.is_file())
+    assert size < 60e6, f"shipped assets are {size / 1e6:.1f} MB"
     start = time.perf_counter()
     pipe = _load_with_real_calls(SHIPPED_STACK)
     image = pipe(
@@ -637,6 +638,10 @@ def test_stack_model_card_records_the_schedule_and_the_yardsticks():
     v.stack.noise.prediction_type, v.stack.noise.zero_terminal_snr = "v_prediction", True
     text = model_card({"config": v.to_dict(), "wall_s": {}}, quality, "fourdistill teachers train --out run", {"vae": 0, "unet": 10}, "a CPU")
     assert "v prediction, rescaled to zero terminal SNR" in text
+    text = model_card({"config": cfg, "wall_s": {"unet_s": 600}}, quality, "fourdistill teachers train --out run --vae-from embedded", {"vae": 0, "unet": 6000}, "a CPU",
+                      vae_source="700 steps, then its decoder 3000")
+    assert "- VAE: taken unchanged from another stack (vae_from, no VAE phase in this run): 700 steps, then its decoder 3000" in text
+    assert "- VAE: 0 steps" not in text
 
 
 def test_decoder_fine_tune_keeps_the_latents_and_the_unet(tmp_path):

@@ -17,10 +17,13 @@ def _noise_text(stack: dict) -> str:
     return text
 
 
-def model_card(summary: dict, quality: dict, command: str, steps_done: dict, machine: str, notes: list[str] | None = None, decoder: dict | None = None) -> str:
+def model_card(summary: dict, quality: dict, command: str, steps_done: dict, machine: str, notes: list[str] | None = None, decoder: dict | None = None,
+               vae_source: str | None = None) -> str:
     """Markdown text. summary: the run's train_summary.json (config, wall_s); quality: a
     StackQuality dict; steps_done: {"vae": n, "unet": n} actually trained; decoder: a later
-    decoder fine-tune of that stack ({"steps", "batch", "lr", "l1_weight", "wall_s"}), if any."""
+    decoder fine-tune of that stack ({"steps", "batch", "lr", "l1_weight", "wall_s"}), if any;
+    vae_source: for a run that took its VAE from another stack (vae_from), how that VAE was
+    trained."""
     cfg = summary["config"]
     stack = cfg["stack"]
     data = cfg["data"]
@@ -64,11 +67,13 @@ def model_card(summary: dict, quality: dict, command: str, steps_done: dict, mac
         "",
         f"- command: `{command}`",
         f"- data: world seeds {data['first_seed']}..{last_seed} ({data['n_scenes']} scenes x {data['views_per_scene']} renders at DEFAULT_ORBIT cameras and uniform times); the held-out EVAL_SEEDS (1000000..1000999) were never trained on",
-        f"- VAE: {steps_done['vae']} steps, batch {cfg['vae_batch']}, lr {cfg['vae_lr']}, MSE{l1} + {cfg['vae_kl_weight']} KL",
+        f"- VAE: {steps_done['vae']} steps, batch {cfg['vae_batch']}, lr {cfg['vae_lr']}, MSE{l1} + {cfg['vae_kl_weight']} KL"
+        if vae_source is None
+        else f"- VAE: taken unchanged from another stack (vae_from, no VAE phase in this run): {vae_source}",
         f"- U-Net + text encoder + image encoder + IP-Adapter jointly: {steps_done['unet']} of {cfg['unet_steps']} planned steps, batch {cfg['batch']}, AdamW lr {cfg['lr']}{cooldown}, text dropout {cfg['text_dropout']}, image dropout {cfg['image_dropout']}, CLIP contrastive weight {cfg['contrastive_weight']}",
         *dec_line,
         f"- seed {cfg['seed']}; torch threads {cfg['threads']}",
-        f"- wall time: VAE {wall.get('vae_s', 0) / 60:.1f} min, U-Net {wall.get('unet_s', 0) / 60:.1f} min, on {machine}",
+        f"- wall time: {', '.join(f'{name} {wall[key] / 60:.1f} min' for name, key in (('VAE', 'vae_s'), ('U-Net', 'unet_s')) if key in wall) or 'not recorded'}, on {machine}",
         "",
         f"## Quality on held-out world seeds ({quality['n_scenes']} scenes, DPM-Solver {quality['steps']} steps, guidance {quality['guidance']})",
         "",
