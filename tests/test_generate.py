@@ -53,6 +53,15 @@ def test_the_control_changes_the_image_and_batches_broadcast(joint, reference):
     np.testing.assert_allclose(one[0], images[0], atol=1e-5)  # shared noise: a batch row is the single image
 
 
+def test_each_image_of_a_batch_gets_its_own_reference(joint, reference):
+    other = world_reference(1_000_002, size=joint.size[0]).image
+    prompts = ["a red cube", "a blue ball"]
+    for call in (joint, joint.plain):
+        both = call(prompts, [reference, other], time=[0.2, -0.4], num_inference_steps=3)
+        for k, (p, r, d) in enumerate(zip(prompts, [reference, other], [0.2, -0.4])):
+            np.testing.assert_allclose(both[k], call(p, r, time=d, num_inference_steps=3)[0], atol=1e-4)
+
+
 def test_conditions_are_computed_once_per_call_and_per_timestep(joint, reference):
     calls = []
     cond = joint.conditioner

@@ -131,6 +131,35 @@ def test_real_calls_load_the_tiny_stack_and_generate(tiny_folder):
     assert np.abs(a - b).max() > 1e-4  # the image prompt reaches the U-Net
 
 
+def test_each_caption_of_a_batch_gets_its_own_image_prompt(tiny_folder):
+    """diffusers repeats one prompt's IP-Adapter input over the batch (huggingface/diffusers#9813):
+    handed N references for N captions, every sample attends to all N. A batch must generate
+    what each caption and reference generate alone."""
+    from fourdistill.teachers.quality import generate
+
+    _, folder = tiny_folder
+    pipe = _load_with_real_calls(folder)
+    refs = np.stack([np.asarray(_reference(s), dtype=np.float32) / 255 for s in (1_000_000, 1_000_001)])
+    captions = ["a red cube", "a blue ball"]
+    for guidance in (5.0, 1.0):
+        both = generate(pipe, captions, refs, steps=3, guidance=guidance, seed=0)
+        alone = generate(pipe, captions[:1], refs[:1], steps=3, guidance=guidance, seed=0)
+        np.testing.assert_allclose(both[0], alone[0], atol=1e-4)
+        swapped = generate(pipe, captions, refs[::-1], steps=3, guidance=guidance, seed=0)
+        assert np.abs(swapped[0] - both[0]).max() > 1e-3  # the first caption now has the other reference
+
+
+def test_per_prompt_image_embeds_refuses_a_batch_it_does_not_fit(tiny_folder):
+    from fourdistill.teachers.ip_adapter import encode_image_prompts, per_prompt_image_embeds
+
+    _, folder = tiny_folder
+    pipe = _load_with_real_calls(folder)
+    embeds, _ = encode_image_prompts(pipe, [_reference(), _reference(1_000_001), _reference(1_000_002)])
+    with per_prompt_image_embeds(pipe.unet, embeds.unsqueeze(1)), pytest.raises(ValueError, match="3 image-prompt rows for a U-Net batch of 4"):
+        pipe(["a red cube"] * 2, num_inference_steps=1, height=64, width=64, output_type="np")
+    assert not pipe.unet._forward_pre_hooks  # the hook goes with the block
+
+
 def test_sample_command_writes_a_grid_and_checks_its_threads(tiny_folder, tmp_path, capsys):
     from fourdistill.cli import main
 

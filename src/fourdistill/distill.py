@@ -182,12 +182,11 @@ class Distiller:
     def image_embeds(self, reference):
         """IP-Adapter image inputs for references (B, 3, H, W) in [-1, 1]: a list with one (B, 1, ...) tensor."""
         import torch
-        from diffusers.models.embeddings import ImageProjection
 
-        pipe = self.pipe
+        from .teachers.ip_adapter import encode_image_prompts
+
         images = ((reference.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-        plain = isinstance(pipe.unet.encoder_hid_proj.image_projection_layers[0], ImageProjection)
-        embeds, _ = pipe.encode_image(list(images), self.accelerator.device, 1, output_hidden_states=not plain)
+        embeds, _ = encode_image_prompts(self.pipe, list(images))
         return [embeds.unsqueeze(1)]
 
     def loss(self, batch, gen):

@@ -243,15 +243,13 @@ class ControlledPipeline:
             return self.pipe.text_encoder(ids.to(device)).last_hidden_state
 
     def _image_embeds(self, references: list, guided: bool, image_in_uncond: bool):
-        """IP-Adapter inputs for the pipeline: [(2B or B, 1, ...)] with the negative half first."""
+        """IP-Adapter inputs for the U-Net, one reference per image: [(2B or B, 1, ...)] with the
+        negative half first (see per_prompt_image_embeds)."""
         import torch
-        from diffusers.models.embeddings import ImageProjection
 
-        pipe = self.pipe
-        device = next(pipe.unet.parameters()).device
-        plain = isinstance(pipe.unet.encoder_hid_proj.image_projection_layers[0], ImageProjection)
-        with torch.no_grad():
-            embeds, negative = pipe.encode_image(references, device, 1, output_hidden_states=not plain)
+        from .teachers.ip_adapter import encode_image_prompts
+
+        embeds, negative = encode_image_prompts(self.pipe, references)
         embeds = embeds.unsqueeze(1)
         if not guided:
             return [embeds]
@@ -290,6 +288,8 @@ class ControlledPipeline:
         """
         import torch
         from PIL import Image
+
+        from .teachers.ip_adapter import per_prompt_image_embeds
 
         pipe = self.pipe
         prompts = _as_list(prompt, None, "prompt")
@@ -366,18 +366,18 @@ class ControlledPipeline:
         pipe.set_ip_adapter_scale(scale)
         handle = pipe.unet.register_forward_pre_hook(pre_hook, with_kwargs=True, prepend=True) if mapped else None  # before any hook of the user
         try:
-            out = pipe(
-                prompt_embeds=prompt_embeds,
-                negative_prompt_embeds=negative,
-                ip_adapter_image_embeds=image_embeds,
-                num_inference_steps=int(num_inference_steps),
-                guidance_scale=guidance_scale,
-                height=height,
-                width=width,
-                latents=latents,
-                generator=generator,
-                output_type="np",
-            ).images
+            with per_prompt_image_embeds(pipe.unet, image_embeds[0]):
+                out = pipe(
+                    prompt_embeds=prompt_embeds,
+                    negative_prompt_embeds=negative,
+                    num_inference_steps=int(num_inference_steps),
+                    guidance_scale=guidance_scale,
+                    height=height,
+                    width=width,
+                    latents=latents,
+                    generator=generator,
+                    output_type="np",
+                ).images
         finally:
             if handle is not None:
                 handle.remove()

@@ -16,6 +16,7 @@ dict); `ip_adapter_state_dict` writes them back in the file layout.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -214,3 +215,55 @@ def image_prompt_tokens(image_encoder, pixel_values: torch.Tensor) -> torch.Tens
     """The IP-Adapter-Plus input, as the pipeline computes it: the encoder's penultimate hidden
     states, (B, 1 + patches, C)."""
     return image_encoder(pixel_values, output_hidden_states=True).hidden_states[-2]
+
+
+def encode_image_prompts(pipe, images: list) -> tuple[torch.Tensor, torch.Tensor]:
+    """One image prompt per image, through the pipeline's own feature extractor and image encoder:
+    (embeds, negative), each (B, ...). IP-Adapter-Plus reads the encoder's penultimate hidden
+    states, the plain IP-Adapter its projected embedding; negative is the encoding of all-zero
+    pixels, the pipeline's unconditional image prompt."""
+    from diffusers.models.embeddings import ImageProjection
+
+    plain = isinstance(pipe.unet.encoder_hid_proj.image_projection_layers[0], ImageProjection)
+    device = next(pipe.unet.parameters()).device
+    with torch.no_grad():
+        return pipe.encode_image(list(images), device, 1, output_hidden_states=not plain)
+
+
+@contextmanager
+def per_prompt_image_embeds(unet, image_embeds: torch.Tensor):
+    """Give each prompt of a batched pipeline call its own image prompt, for the calls inside the block.
+
+    diffusers' pipelines read the IP-Adapter input as the image(s) of one prompt and repeat it for
+    every prompt of the batch: N reference images (or N rows of `ip_adapter_image_embeds`) for a
+    batch of N prompts become N images for each prompt, and every sample attends to the tokens of
+    all N references at once (huggingface/diffusers#9813). Generating a batch of different
+    references that way blends them: the samples lose their own reference's layout and converge
+    on what the batch has in common. Here the U-Net gets the inputs directly, row by row, the
+    way training feeds them.
+
+    image_embeds: (B, 1, ...) with one row per prompt, or (2B, 1, ...) with the B negative rows
+    first, for classifier-free guidance (the layout of the U-Net's `added_cond_kwargs`). A U-Net
+    call with B samples gets the last B rows, one with 2B samples all of them. Pass no IP-Adapter
+    input to the pipeline itself.
+    """
+    n_proj = len(unet.encoder_hid_proj.image_projection_layers)
+    if n_proj != 1:
+        raise ValueError(f"per_prompt_image_embeds feeds one IP-Adapter; the U-Net has {n_proj}")
+    rows = image_embeds.shape[0]
+
+    def hook(module, args, kwargs):
+        sample = args[0] if args else kwargs["sample"]
+        b = sample.shape[0]
+        if b not in (rows, rows // 2) or (b != rows and rows % 2):
+            raise ValueError(f"per_prompt_image_embeds: {rows} image-prompt rows for a U-Net batch of {b}")
+        chosen = image_embeds if b == rows else image_embeds[rows - b :]
+        kwargs = dict(kwargs)
+        kwargs["added_cond_kwargs"] = {**(kwargs.get("added_cond_kwargs") or {}), "image_embeds": [chosen.to(sample.device, sample.dtype)]}
+        return args, kwargs
+
+    handle = unet.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        yield
+    finally:
+        handle.remove()

@@ -97,9 +97,13 @@ def generate(
     """Generate one image per caption, with reference renders (N, H, W, 3) in [0, 1] as image
     prompts. references None or ip_scale 0: text only (the IP-Adapter's contribution is scaled
     to zero; a mid-grey image is passed because an installed IP-Adapter needs one).
-    Returns (N, H, W, 3) float32 in [0, 1]."""
+    Returns (N, H, W, 3) float32 in [0, 1]. Each caption gets its own reference
+    (per_prompt_image_embeds: the pipeline's own IP-Adapter input would give every caption of a
+    batch all of the batch's references)."""
     import torch
     from PIL import Image
+
+    from .ip_adapter import encode_image_prompts, per_prompt_image_embeds
 
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     if references is None:
@@ -109,16 +113,17 @@ def generate(
     out = []
     for i in range(0, len(captions), batch):
         refs = [Image.fromarray((np.clip(r, 0, 1) * 255 + 0.5).astype(np.uint8)) for r in references[i : i + batch]]
-        images = pipe(
-            list(captions[i : i + batch]),
-            ip_adapter_image=[refs],
-            num_inference_steps=steps,
-            guidance_scale=guidance,
-            height=size,
-            width=size,
-            generator=torch.Generator().manual_seed(seed + i),
-            output_type="np",
-        ).images
+        embeds, negative = encode_image_prompts(pipe, refs)
+        with per_prompt_image_embeds(pipe.unet, torch.cat([negative, embeds]).unsqueeze(1)):
+            images = pipe(
+                list(captions[i : i + batch]),
+                num_inference_steps=steps,
+                guidance_scale=guidance,
+                height=size,
+                width=size,
+                generator=torch.Generator().manual_seed(seed + i),
+                output_type="np",
+            ).images
         out.append(images.astype(np.float32))
     pipe.set_ip_adapter_scale(1.0)
     return np.concatenate(out)
@@ -183,8 +188,8 @@ def first_step_images(pipe, ref: HeldOut) -> dict:
     image the all-zero pixel tensor, as in training."""
     import torch
     from diffusers import DDPMScheduler
-    from diffusers.models.embeddings import ImageProjection
 
+    from .ip_adapter import encode_image_prompts
     from .stack import predicted_clean_latents
 
     sched = DDPMScheduler.from_config(pipe.scheduler.config)
@@ -194,9 +199,7 @@ def first_step_images(pipe, ref: HeldOut) -> dict:
         # the pipeline's own encodings: captions and the empty prompt; the reference through its
         # feature extractor and the all-zero pixel tensor
         text, empty = pipe.encode_prompt(list(ref.captions), pipe.device, 1, True, [""] * n)
-        plain = isinstance(pipe.unet.encoder_hid_proj.image_projection_layers[0], ImageProjection)
-        uint8 = list((np.clip(ref.rgb, 0, 1) * 255 + 0.5).astype(np.uint8))
-        image, blank = pipe.encode_image(uint8, pipe.device, 1, output_hidden_states=not plain)
+        image, blank = encode_image_prompts(pipe, list((np.clip(ref.rgb, 0, 1) * 255 + 0.5).astype(np.uint8)))
         latent_shape = (n, pipe.unet.config.in_channels, pipe.unet.config.sample_size, pipe.unet.config.sample_size)
         noise = torch.randn(latent_shape, generator=torch.Generator().manual_seed(0))
         out = {}
