@@ -594,6 +594,7 @@ def test_quality_report_splits_the_image_prompt_error_and_gives_yardsticks(tiny_
     assert set(q["image_prompt_by_region"]) <= set(REGIONS) and "ground" in q["image_prompt_by_region"]
     assert abs(sum(r["pixels"] for r in q["image_prompt_by_region"].values()) - 1.0) < 1e-3
     assert 0.0 <= q["reference_vae_text_to_image_accuracy"] <= 1.0  # the shipped judge on the VAE's reconstructions
+    assert 0.0 <= q["image_prompt_identity"] <= 1.0  # and on the image-prompted samples
     # two samples from other starting noise differ, and a sampler true to its first step scores
     # below the first step itself by that spread
     assert np.isfinite(q["image_prompt_spread_db"]) and q["image_prompt_spread_db"] < 80.0
@@ -653,13 +654,15 @@ def test_stack_model_card_records_the_schedule_and_the_yardsticks():
     text = model_card({"config": cfg, "wall_s": {"vae_s": 60, "unet_s": 600}}, quality, "fourdistill teachers train --out run", {"vae": 700, "unet": 6000}, "a CPU")
     assert "linear decay to zero over the last 2000" in text
     assert "decoder fine-tune" not in text and "on the VAE's reconstructions of the references | not measured |" in text
-    assert "spread of two samples" not in text
+    assert "spread of two samples" not in text and "against the reference's objects" not in text
     quality["reference_vae_text_to_image_accuracy"] = 0.9375
     quality["image_prompt_spread_db"], quality["image_prompt_consistent_db"] = 26.36, 19.82
+    quality["image_prompt_identity"] = 0.8125
     text = model_card({"config": cfg, "wall_s": {"vae_s": 60, "unet_s": 600}}, quality, "fourdistill teachers train --out run", {"vae": 700, "unet": 6000}, "a CPU",
                       decoder={"steps": 3000, "batch": 16, "lr": 5e-4, "l1_weight": 0.5, "wall_s": 120})
     assert "VAE decoder fine-tune (encoder frozen, so the latents and the U-Net's work are unchanged): 3000 steps, batch 16, lr 0.0005, MSE + 0.5 L1, 2.0 min" in text
     assert "reconstructions of the references | 0.938 |" in text
+    assert "against the reference's objects | 0.812 |" in text
     assert "half their squared difference) | 26.36 dB |" in text and "(first-step error + spread) | 19.82 dB |" in text
     assert "16.50 dB" in text and "20.40 dB" in text and "sky 18.00 dB on 60% of pixels" in text
     assert "epsilon prediction" in text and "text+image 18.05 dB, none 15.38 dB" in text

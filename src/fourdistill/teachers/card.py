@@ -83,6 +83,11 @@ def model_card(summary: dict, quality: dict, command: str, steps_done: dict, mac
         f"| text-to-image: judge per-shape accuracy | {_fmt(quality['text_to_image_per_shape'])} | |",
         f"| text-to-image ceiling: judge exact accuracy on the VAE's reconstructions of the references | {_fmt(quality.get('reference_vae_text_to_image_accuracy'))} | |",
         f"| image prompt: PSNR of generation vs reference | {_fmt(quality['image_prompt_psnr_db'], 2)} dB | >= 20 dB |",
+        *(
+            [f"| image prompt: judge exact accuracy of the samples against the reference's objects | {_fmt(quality['image_prompt_identity'])} | |"]
+            if quality.get("image_prompt_identity") is not None
+            else []
+        ),
         f"| VAE reconstruction PSNR of the references (ceiling) | {_fmt(quality['reference_vae_psnr_db'], 2)} dB | > 28 dB |",
     ]
     if quality.get("mean_image_psnr_db") is not None:

@@ -173,6 +173,10 @@ class StackQuality:
     # vs the reference is the first step's plus the spread (docs/teachers.md). Far above
     # image_prompt_psnr_db: the sampler drifts away from its first step the same way every time
     image_prompt_consistent_db: float | None = None
+    # the judge's exact accuracy on the image-prompted samples against the reference's objects:
+    # does the image prompt carry what the reference shows (shapes and colours), whatever the
+    # pixels' layout? What IP-Adapter is for; PSNR asks for the layout too (None: no judge)
+    image_prompt_identity: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -238,7 +242,7 @@ def evaluate_stack(pipe, n: int = 64, seed: int = 0, steps: int = INFERENCE_STEP
         x = torch.from_numpy(ref.rgb).permute(0, 3, 1, 2) * 2 - 1
         recon = pipe.vae.decode(pipe.vae.encode(x).latent_dist.mean).sample
     recon = ((recon.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).numpy()
-    accuracy = per_shape = ceiling = None
+    accuracy = per_shape = ceiling = identity = None
     try:
         from ..evaluate.judge import attribute_accuracy, load_judge
 
@@ -249,6 +253,7 @@ def evaluate_stack(pipe, n: int = 64, seed: int = 0, steps: int = INFERENCE_STEP
         score = attribute_accuracy(text_only, ref.scenes, judge)
         accuracy, per_shape = score.exact, score.per_shape
         ceiling = attribute_accuracy(recon, ref.scenes, judge).exact
+        identity = attribute_accuracy(with_image, ref.scenes, judge).exact
     if samples_path is not None:
         k = min(8, n)
         rows = np.concatenate([ref.rgb[:k], with_image[:k], text_only[:k]])
@@ -277,4 +282,5 @@ def evaluate_stack(pipe, n: int = 64, seed: int = 0, steps: int = INFERENCE_STEP
         reference_vae_text_to_image_accuracy=ceiling,
         image_prompt_spread_db=round(float(_psnr_of(spread).mean()), 2),
         image_prompt_consistent_db=round(float(_psnr_of(_mse(first["text+image"], ref.rgb) + spread).mean()), 2),
+        image_prompt_identity=identity,
     )
