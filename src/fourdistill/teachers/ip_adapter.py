@@ -225,9 +225,8 @@ def encode_image_prompts(pipe, images: list) -> tuple[torch.Tensor, torch.Tensor
     from diffusers.models.embeddings import ImageProjection
 
     plain = isinstance(pipe.unet.encoder_hid_proj.image_projection_layers[0], ImageProjection)
-    device = next(pipe.unet.parameters()).device
     with torch.no_grad():
-        return pipe.encode_image(list(images), device, 1, output_hidden_states=not plain)
+        return pipe.encode_image(list(images), pipe.image_encoder.device, 1, output_hidden_states=not plain)
 
 
 @contextmanager
