@@ -254,9 +254,12 @@ def per_prompt_image_embeds(unet, image_embeds: torch.Tensor):
     def hook(module, args, kwargs):
         sample = args[0] if args else kwargs["sample"]
         b = sample.shape[0]
-        if b not in (rows, rows // 2) or (b != rows and rows % 2):
+        if b == rows:
+            chosen = image_embeds
+        elif 2 * b == rows:  # no guidance: the positive half
+            chosen = image_embeds[b:]
+        else:
             raise ValueError(f"per_prompt_image_embeds: {rows} image-prompt rows for a U-Net batch of {b}")
-        chosen = image_embeds if b == rows else image_embeds[rows - b :]
         kwargs = dict(kwargs)
         kwargs["added_cond_kwargs"] = {**(kwargs.get("added_cond_kwargs") or {}), "image_embeds": [chosen.to(sample.device, sample.dtype)]}
         return args, kwargs
