@@ -128,6 +128,15 @@ def test_argument_errors(joint, reference, tmp_path):
         joint(["a", "b", "c"], reference, time=[0.1, 0.2], num_inference_steps=2)
     with pytest.raises(ValueError, match="spherical deltas"):
         joint("a cube", reference, view=ViewChange(relative_pose=np.eye(4).tolist()), num_inference_steps=2)
+    with pytest.raises(ValueError, match=r"guidance_rescale must lie in \[0, 1\]"):
+        joint("a cube", reference, time=0.1, num_inference_steps=2, guidance_rescale=-0.1)
+
+
+def test_guidance_rescale_defaults_to_the_stacks_schedule(joint, reference):
+    # an epsilon stack with SD 1.x's schedule: plain guidance, unless asked
+    plain = joint("a cube", reference, time=0.3, num_inference_steps=2)
+    assert np.array_equal(plain, joint("a cube", reference, time=0.3, num_inference_steps=2, guidance_rescale=0.0))
+    assert not np.array_equal(plain, joint("a cube", reference, time=0.3, num_inference_steps=2, guidance_rescale=0.7))
 
 
 def test_a_time_only_checkpoint_refuses_view_control(tmp_path, stack_folder, reference):

@@ -453,6 +453,17 @@ def test_a_stack_fine_tunes_to_v_prediction_and_the_pipeline_follows(tmp_path):
     assert pipe.scheduler.config.prediction_type == "v_prediction"
     image = pipe("a red cube", ip_adapter_image=_reference(), num_inference_steps=4, height=TINY.resolution, width=TINY.resolution, output_type="np").images
     assert np.isfinite(image).all()
+    # a zero-terminal-SNR stack samples with guidance rescaled (Lin et al.), an epsilon one without
+    from fourdistill.teachers.quality import generate
+    from fourdistill.teachers.stack import default_guidance_rescale
+
+    assert default_guidance_rescale(pipe.scheduler) == 0.7
+    assert default_guidance_rescale(json.loads((base / "scheduler" / "scheduler_config.json").read_text())) == 0.0
+    sample = lambda **kw: generate(pipe, ["a red cube"], None, steps=3, **kw)  # noqa: E731
+    assert np.array_equal(sample(), sample(guidance_rescale=0.7))
+    assert not np.array_equal(sample(), sample(guidance_rescale=0.0))
+    with pytest.raises(ValueError, match="guidance_rescale"):
+        sample(guidance_rescale=1.5)
     # fine-tuning the v stack again without naming a target keeps v
     assert main(args[:3] + [str(tmp_path / "again"), "--init", str(run / "stack"), "--scenes", "4", "--views", "2", "--unet-steps", "1",
                              "--batch", "2", "--no-progress"]) == 0

@@ -273,6 +273,7 @@ class ControlledPipeline:
         truncation: int | None = None,
         image_in_uncond: bool = True,
         mapped: bool = True,
+        guidance_rescale: float | None = None,
     ) -> np.ndarray:
         """Images (N, H, W, 3) float32 in [0, 1].
 
@@ -285,11 +286,14 @@ class ControlledPipeline:
         truncation: nested-dropout truncation of the mapper outputs (None: all units).
         mapped: False generates without the mappers (the plain caption, time and view ignored)
             with everything else identical: noise, guidance, image tokens. See `plain`.
+        guidance_rescale: diffusers' rescale of the guided prediction (Lin et al.); None: the
+            stack's default, 0.7 for a zero-terminal-SNR stack, else 0.
         """
         import torch
         from PIL import Image
 
         from .teachers.ip_adapter import per_prompt_image_embeds
+        from .teachers.stack import default_guidance_rescale
 
         pipe = self.pipe
         prompts = _as_list(prompt, None, "prompt")
@@ -315,6 +319,10 @@ class ControlledPipeline:
             times, views = self._controls(n, time, view)
         if not 1 <= int(num_inference_steps) <= 1000:
             raise ValueError(f"num_inference_steps must lie in 1..1000, got {num_inference_steps}")
+        if guidance_rescale is None:
+            guidance_rescale = default_guidance_rescale(pipe.scheduler)
+        if not 0.0 <= guidance_rescale <= 1.0:
+            raise ValueError(f"guidance_rescale must lie in [0, 1], got {guidance_rescale}")
         width, height = self.size
         scale = self.trained_ip_scale if ip_adapter_scale is None else float(ip_adapter_scale)
         if images is None:
@@ -372,6 +380,7 @@ class ControlledPipeline:
                     negative_prompt_embeds=negative,
                     num_inference_steps=int(num_inference_steps),
                     guidance_scale=guidance_scale,
+                    guidance_rescale=float(guidance_rescale),
                     height=height,
                     width=width,
                     latents=latents,
@@ -493,6 +502,8 @@ def register(sub) -> None:
     p.add_argument("--mappers", default=None, help="mapper checkpoint folder (default: the shipped mappers)")
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"denoising steps (default {DEFAULT_STEPS})")
     p.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE, help=f"guidance scale (default {DEFAULT_GUIDANCE})")
+    p.add_argument("--guidance-rescale", type=float, default=None, metavar="R",
+                   help="diffusers' guidance_rescale (Lin et al.); default: 0.7 for a zero-terminal-SNR stack, else 0")
     p.add_argument("--ip-scale", type=float, default=None, help="IP-Adapter scale (default: the one the mappers were distilled with)")
     p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     p.add_argument("--resize", action="store_true", help="resize a reference of another size to the model's")
@@ -518,7 +529,7 @@ def _generate_main(args) -> int:
         prompt = prompt if prompt is not None else ref.caption
     if prompt is None:
         raise ValueError("give --prompt (or --world SEED to use a world scene and its caption)")
-    common = dict(num_inference_steps=args.steps, guidance_scale=args.guidance, seed=args.seed, ip_adapter_scale=args.ip_scale, resize=args.resize)
+    common = dict(num_inference_steps=args.steps, guidance_scale=args.guidance, guidance_rescale=args.guidance_rescale, seed=args.seed, ip_adapter_scale=args.ip_scale, resize=args.resize)
     reference = None
     if image is not None:
         reference = np.asarray(reference_to_pil(image, cp.size, resize=args.resize), dtype=np.float32) / 255.0

@@ -75,7 +75,9 @@ def model_card(summary: dict, quality: dict, command: str, steps_done: dict, mac
         f"- seed {cfg['seed']}; torch threads {cfg['threads']}",
         f"- wall time: {', '.join(f'{name} {wall[key] / 60:.1f} min' for name, key in (('VAE', 'vae_s'), ('U-Net', 'unet_s')) if key in wall) or 'not recorded'}, on {machine}",
         "",
-        f"## Quality on held-out world seeds ({quality['n_scenes']} scenes, DPM-Solver {quality['steps']} steps, guidance {quality['guidance']})",
+        f"## Quality on held-out world seeds ({quality['n_scenes']} scenes, DPM-Solver {quality['steps']} steps, guidance {quality['guidance']}"
+        + (f", guidance rescale {quality['guidance_rescale']}" if quality.get("guidance_rescale") else "")
+        + ")",
         "",
         "| measure | value | goal |",
         "|---|---|---|",

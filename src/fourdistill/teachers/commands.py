@@ -88,6 +88,9 @@ def register(sub) -> None:
     sample.add_argument("--no-image-prompt", action="store_true", help="text only (IP-Adapter scale 0)")
     sample.add_argument("--steps", type=int, default=30, help="DPM-Solver steps (default 30, method notes 1.5)")
     sample.add_argument("--guidance", type=float, default=5.0, help="guidance scale (default 5.0, method notes 1.5)")
+    sample.add_argument("--guidance-rescale", type=float, default=None, metavar="R",
+                        help="rescale the guided prediction towards the conditional one's spread (diffusers' guidance_rescale, Lin et al.); "
+                        "default: 0.7 for a zero-terminal-SNR stack, else 0")
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--evaluate", action="store_true", help="also print text-to-image judge accuracy and image-prompt PSNR on the held-out scenes")
     sample.add_argument("--objects", type=object_range, default=None, metavar="LO[-HI]", help="draw the held-out scenes with this many objects, as a stack trained with `train --objects` saw (default: the world's own range)")
@@ -214,14 +217,14 @@ def _sample(args: argparse.Namespace) -> int:
     else:
         ref = held_out_references(args.n, size, args.seed, world)
         captions, refs = ref.captions, (None if args.no_image_prompt else ref.rgb)
-    images = generate(pipe, captions, refs, 0.0 if args.no_image_prompt else 1.0, args.steps, args.guidance, args.seed)
+    images = generate(pipe, captions, refs, 0.0 if args.no_image_prompt else 1.0, args.steps, args.guidance, args.seed, guidance_rescale=args.guidance_rescale)
     rows = images if refs is None else np.concatenate([refs, images])
     save_image(args.out, image_grid(rows, rows=1 if refs is None else 2))
     for i, c in enumerate(captions):
         print(f"{i}: {c}")
     print(f"wrote {args.out}")
     if args.evaluate:
-        q = evaluate_stack(pipe, n=args.n, seed=args.seed, steps=args.steps, guidance=args.guidance, world=world)
+        q = evaluate_stack(pipe, n=args.n, seed=args.seed, steps=args.steps, guidance=args.guidance, world=world, guidance_rescale=args.guidance_rescale)
         for k, v in q.to_dict().items():
             print(f"{k}: {v}")
     return 0

@@ -93,10 +93,13 @@ def generate(
     guidance: float = GUIDANCE_SCALE,
     seed: int = 0,
     batch: int = 16,
+    guidance_rescale: float | None = None,
 ) -> np.ndarray:
     """Generate one image per caption, with reference renders (N, H, W, 3) in [0, 1] as image
     prompts. references None or ip_scale 0: text only (the IP-Adapter's contribution is scaled
     to zero; a mid-grey image is passed because an installed IP-Adapter needs one).
+    guidance_rescale: None takes the stack's default (stack.default_guidance_rescale: 0.7 for a
+    zero-terminal-SNR schedule, else 0).
     Returns (N, H, W, 3) float32 in [0, 1]. Each caption gets its own reference
     (per_prompt_image_embeds: the pipeline's own IP-Adapter input would give every caption of a
     batch all of the batch's references)."""
@@ -104,7 +107,12 @@ def generate(
     from PIL import Image
 
     from .ip_adapter import encode_image_prompts, per_prompt_image_embeds
+    from .stack import default_guidance_rescale
 
+    if guidance_rescale is None:
+        guidance_rescale = default_guidance_rescale(pipe.scheduler)
+    if not 0.0 <= guidance_rescale <= 1.0:
+        raise ValueError(f"guidance_rescale must lie in [0, 1], got {guidance_rescale}")
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     if references is None:
         references = np.full((len(captions), size, size, 3), 0.5, dtype=np.float32)
@@ -119,6 +127,7 @@ def generate(
                 list(captions[i : i + batch]),
                 num_inference_steps=steps,
                 guidance_scale=guidance,
+                guidance_rescale=guidance_rescale,
                 height=size,
                 width=size,
                 generator=torch.Generator().manual_seed(seed + i),
@@ -177,6 +186,9 @@ class StackQuality:
     # does the image prompt carry what the reference shows (shapes and colours), whatever the
     # pixels' layout? What IP-Adapter is for; PSNR asks for the layout too (None: no judge)
     image_prompt_identity: float | None = None
+    # the guided prediction rescaled towards the conditional one's spread (diffusers'
+    # guidance_rescale; 0: plain classifier-free guidance)
+    guidance_rescale: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -225,19 +237,25 @@ def first_step_psnr(pipe, ref: HeldOut, images: dict | None = None) -> dict:
     return {name: round(float(psnr(x, ref.rgb).mean()), 2) for name, x in images.items()}
 
 
-def evaluate_stack(pipe, n: int = 64, seed: int = 0, steps: int = INFERENCE_STEPS, guidance: float = GUIDANCE_SCALE, judge=None, samples_path=None, world=None) -> StackQuality:
+def evaluate_stack(pipe, n: int = 64, seed: int = 0, steps: int = INFERENCE_STEPS, guidance: float = GUIDANCE_SCALE, judge=None, samples_path=None, world=None,
+                   guidance_rescale: float | None = None) -> StackQuality:
     """Both numbers on `n` held-out scenes. `judge`: a Judge, or None to load the shipped one
     (skipped with None in the result when no judge is shipped). `world`: the WorldConfig the
-    held-out scenes (and the mean-image yardstick) are drawn from; None: the default."""
+    held-out scenes (and the mean-image yardstick) are drawn from; None: the default.
+    guidance_rescale: None takes the stack's default (see `generate`)."""
     import torch
 
     from ..io import image_grid, save_image
+    from .stack import default_guidance_rescale
 
+    if guidance_rescale is None:
+        guidance_rescale = default_guidance_rescale(pipe.scheduler)
     ref = held_out_references(n, pipe.unet.config.sample_size * pipe.vae_scale_factor, seed, world)
-    with_image = generate(pipe, ref.captions, ref.rgb, 1.0, steps, guidance, seed)
+    common = dict(steps=steps, guidance=guidance, guidance_rescale=guidance_rescale)
+    with_image = generate(pipe, ref.captions, ref.rgb, 1.0, seed=seed, **common)
     # the same prompts from other starting noise (generate seeds each batch of 16 with seed + i)
-    with_image_again = generate(pipe, ref.captions, ref.rgb, 1.0, steps, guidance, seed + 1)
-    text_only = generate(pipe, ref.captions, None, 0.0, steps, guidance, seed)
+    with_image_again = generate(pipe, ref.captions, ref.rgb, 1.0, seed=seed + 1, **common)
+    text_only = generate(pipe, ref.captions, None, 0.0, seed=seed, **common)
     with torch.no_grad():
         x = torch.from_numpy(ref.rgb).permute(0, 3, 1, 2) * 2 - 1
         recon = pipe.vae.decode(pipe.vae.encode(x).latent_dist.mean).sample
@@ -283,4 +301,5 @@ def evaluate_stack(pipe, n: int = 64, seed: int = 0, steps: int = INFERENCE_STEP
         image_prompt_spread_db=round(float(_psnr_of(spread).mean()), 2),
         image_prompt_consistent_db=round(float(_psnr_of(_mse(first["text+image"], ref.rgb) + spread).mean()), 2),
         image_prompt_identity=identity,
+        guidance_rescale=float(guidance_rescale),
     )

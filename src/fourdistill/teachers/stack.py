@@ -126,6 +126,20 @@ class NoiseConfig:
             raise ValueError("NoiseConfig.zero_terminal_snr needs prediction_type 'v_prediction'")
 
 
+# Lin et al. (section 3.4): with a zero-terminal-SNR schedule, classifier-free guidance at the usual
+# scales over-exposes; rescaling the guided prediction to the conditional one's standard deviation,
+# mixed 0.7 : 0.3 with the plain guided one, fixes it. diffusers' pipelines take it as
+# `guidance_rescale`.
+ZERO_SNR_GUIDANCE_RESCALE = 0.7
+
+
+def default_guidance_rescale(scheduler) -> float:
+    """The `guidance_rescale` to sample a stack with: ZERO_SNR_GUIDANCE_RESCALE when its scheduler
+    (a diffusers scheduler or its config) ends at zero SNR, else 0 (plain guidance, as SD 1.x)."""
+    config = getattr(scheduler, "config", scheduler)
+    return ZERO_SNR_GUIDANCE_RESCALE if config.get("rescale_betas_zero_snr", False) else 0.0
+
+
 def noise_schedule(noise: NoiseConfig | None = None) -> dict:
     """Scheduler keyword arguments: SD's schedule with `noise`'s prediction target and ending."""
     noise = noise or NoiseConfig()
