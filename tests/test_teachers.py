@@ -431,11 +431,11 @@ def test_a_stack_fine_tunes_to_v_prediction_and_the_pipeline_follows(tmp_path):
                       unet_steps=1, batch=2, sample_every=100, checkpoint_every=100)
     base = train(tmp_path / "base", cfg, progress=False, log=lambda *_: None)
     args = ["teachers", "train", "--out", str(tmp_path / "v"), "--init", str(base), "--prediction", "v_prediction", "--zero-terminal-snr",
-            "--ip-tokens", "6", "--high-noise-fraction", "0.5", "--self-input-fraction", "0.5", "--self-input-clean-loss", "--scenes", "4", "--views", "2", "--unet-steps", "2", "--batch", "2", "--sample-every", "2", "--no-progress"]
+            "--ip-tokens", "6", "--high-noise-fraction", "0.5", "--self-input-fraction", "0.5", "--self-input-clean-loss", "--self-input-keep-image", "--scenes", "4", "--views", "2", "--unet-steps", "2", "--batch", "2", "--sample-every", "2", "--no-progress"]
     assert main(args) == 0
     run = tmp_path / "v"
     saved = json.loads((run / "train_config.json").read_text())
-    assert saved["high_noise_fraction"] == 0.5 and saved["self_input_fraction"] == 0.5 and saved["self_input_clean_loss"] and saved["init_from"] == str(base) and saved["stack"]["noise"] == {"prediction_type": "v_prediction", "zero_terminal_snr": True}
+    assert saved["high_noise_fraction"] == 0.5 and saved["self_input_fraction"] == 0.5 and saved["self_input_clean_loss"] and saved["self_input_keep_image"] and saved["init_from"] == str(base) and saved["stack"]["noise"] == {"prediction_type": "v_prediction", "zero_terminal_snr": True}
     assert not (run / "checkpoint" / "trainer.pt").exists() or torch.load(run / "checkpoint" / "trainer.pt", weights_only=False)["step"] == 2
     from safetensors.torch import load_file
 
@@ -764,3 +764,18 @@ def test_a_fresh_run_takes_a_trained_vae_and_builds_a_wider_unet(tmp_path):
     # the VAE comes from one place only
     assert main(["teachers", "train", "--out", str(tmp_path / "both"), "--init", str(base), "--vae-from", str(base), "--no-progress"]) == 2
     assert main(["teachers", "train", "--out", str(run), "--resume", "--vae-from", str(base), "--no-progress"]) == 2
+
+
+def test_self_input_samples_can_keep_their_image_prompt():
+    from fourdistill.teachers.train import TrainConfig, prompt_dropout
+
+    def drops(**kw):
+        cfg = TrainConfig(batch=8, text_dropout=0.5, image_dropout=1.0, self_input_fraction=0.5, **kw)
+        return prompt_dropout(cfg, torch.Generator().manual_seed(3))
+
+    text, image = drops()
+    assert image.all()  # by default a self-input sample drops its image prompt like any other
+    kept_text, kept = drops(self_input_keep_image=True)
+    assert kept[:4].all() and not kept[4:].any()  # the last half of the batch is the self-input part
+    assert torch.equal(text, kept_text)  # the same draws: the caption dropout does not move
+    assert TrainConfig.from_dict(TrainConfig(self_input_keep_image=True).to_dict()).self_input_keep_image

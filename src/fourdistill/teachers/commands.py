@@ -70,6 +70,11 @@ def register(sub) -> None:
         help="score the self-input samples on the clean latents their output implies, not on the prediction target (whose weight on that error passes 1000 near t = 0)",
     )
     train.add_argument("--self-input-jumps", type=int, default=None, metavar="J", help="DDIM steps from pure noise to that timestep, each from the U-Net's own estimate (default 1)")
+    train.add_argument(
+        "--self-input-keep-image", action="store_true", default=None,
+        help="never drop the image prompt of a self-input sample: only an image prompt pins the layout that those samples teach the U-Net to keep; "
+        "from text alone the first step is a blur, and teaching the later steps to turn that blur into one true image teaches them to blur",
+    )
     train.add_argument("--batch", type=int, default=None, help="U-Net batch size (default 32)")
     train.add_argument("--threads", type=int, default=None, help="torch threads (default 1)")
     train.add_argument("--sample-every", type=int, default=None, help="steps between sample grids (default 250)")
@@ -132,6 +137,7 @@ def _train(args: argparse.Namespace) -> int:
         ("self_input_end", args.self_input_end),
         ("self_input_jumps", args.self_input_jumps),
         ("self_input_clean_loss", args.self_input_clean_loss),
+        ("self_input_keep_image", args.self_input_keep_image),
         ("threads", args.threads),
         ("sample_every", args.sample_every),
         ("checkpoint_every", args.checkpoint_every),

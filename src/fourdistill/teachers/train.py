@@ -118,6 +118,8 @@ class TrainConfig:
     # t = 0, and a self-input's missing detail cannot be predicted, so near t = 0 it would swamp
     # the batch
     self_input_clean_loss: bool = False
+    # never drop the image prompt of a self-input sample (see prompt_dropout)
+    self_input_keep_image: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -587,6 +589,23 @@ def sample_timesteps(cfg: TrainConfig, n_train: int, gen):
     return t
 
 
+def prompt_dropout(cfg: TrainConfig, gen):
+    """Which samples of a batch drop their caption and which their image prompt: (drop_text,
+    drop_image), boolean (batch,). With cfg.self_input_keep_image the self-input samples (the
+    batch's last self_input_count) keep their image prompt: only an image prompt pins the layout
+    they teach the U-Net to keep; from text alone the first step is a blur, and training the
+    later steps to turn that blur into one particular image teaches them to blur. The draws are
+    the same either way, so the rest of the run's randomness does not move."""
+    import torch
+
+    drop_text = torch.rand(cfg.batch, generator=gen) < cfg.text_dropout
+    drop_image = torch.rand(cfg.batch, generator=gen) < cfg.image_dropout
+    k = self_input_count(cfg)
+    if cfg.self_input_keep_image and k:
+        drop_image[cfg.batch - k :] = False
+    return drop_text, drop_image
+
+
 def self_input_count(cfg: TrainConfig) -> int:
     """How many samples at the end of each batch train on the sampler's input (self_input_batch)."""
     return int(round(cfg.self_input_fraction * cfg.batch))
@@ -679,8 +698,7 @@ def _train_unet(run: Path, cfg: TrainConfig, stack, data: dict, state, progress:
         t = sample_timesteps(cfg, noise_scheduler.config.num_train_timesteps, gen)
         noisy = noise_scheduler.add_noise(latents, noise, t)
         target = prediction_target(noise_scheduler, latents, noise, t)
-        drop_text = torch.rand(cfg.batch, generator=gen) < cfg.text_dropout
-        drop_image = torch.rand(cfg.batch, generator=gen) < cfg.image_dropout
+        drop_text, drop_image = prompt_dropout(cfg, gen)
         ids = torch.where(drop_text[:, None], empty_ids, caption_ids[scene_of[idx_t]])
         text_out = stack.text_encoder(ids)
         pixels = clip_pixel_values(_images_tensor(data, idx))
