@@ -12,7 +12,7 @@ import torch
 
 from fourdistill.teachers.ip_adapter import IPAdapterFileError, clip_pixel_values
 from fourdistill.teachers.load import NO_NETWORK, SHIPPED_STACK, StackLoadError, load_stack
-from fourdistill.teachers.stack import IP_ADAPTER_SUBFOLDER, IP_ADAPTER_WEIGHT_NAME, build_stack, save_stack
+from fourdistill.teachers.stack import IMAGE_ENCODER_SUBFOLDER, IP_ADAPTER_SUBFOLDER, IP_ADAPTER_WEIGHT_NAME, build_stack, save_stack
 from fourdistill.teachers.tokenizer import build_tokenizer
 from fourdistill.world import make_scene
 
@@ -779,3 +779,27 @@ def test_self_input_samples_can_keep_their_image_prompt():
     assert kept[:4].all() and not kept[4:].any()  # the last half of the batch is the self-input part
     assert torch.equal(text, kept_text)  # the same draws: the caption dropout does not move
     assert TrainConfig.from_dict(TrainConfig(self_input_keep_image=True).to_dict()).self_input_keep_image
+
+
+def test_image_path_only_leaves_text_to_image_untouched(tmp_path):
+    from safetensors.torch import load_file
+
+    from fourdistill.teachers.train import DataConfig, TrainConfig, train
+
+    cfg = TrainConfig(data=DataConfig(n_scenes=4, views_per_scene=2), stack=TINY, vae_steps=2, vae_batch=2,
+                      unet_steps=1, batch=2, sample_every=100, checkpoint_every=100)
+    base = train(tmp_path / "base", cfg, progress=False, log=lambda *_: None)
+    tuned = train(tmp_path / "tuned", TrainConfig(data=cfg.data, stack=TINY, unet_steps=3, batch=2, sample_every=100, checkpoint_every=100, lr=0.01,
+                                                 init_from=str(base), image_path_only=True), progress=False, log=lambda *_: None)
+
+    def weights(folder, part):
+        name = {"unet": "unet/diffusion_pytorch_model.safetensors", "text": "text_encoder/model.safetensors",
+                "image": f"models/{IMAGE_ENCODER_SUBFOLDER}/model.safetensors", "adapter": f"models/{IP_ADAPTER_WEIGHT_NAME}"}[part]
+        return load_file(str(folder / name))
+
+    # the U-Net file holds everything but the image path (that is the IP-Adapter file): unchanged, as the text encoder
+    for part in ("unet", "text"):
+        before, after = weights(base, part), weights(tuned, part)
+        assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before), part
+    assert any(not torch.equal(a, weights(tuned, "adapter")[k]) for k, a in weights(base, "adapter").items())
+    assert any(not torch.equal(a, weights(tuned, "image")[k]) for k, a in weights(base, "image").items())

@@ -75,6 +75,11 @@ def register(sub) -> None:
         help="never drop the image prompt of a self-input sample: only an image prompt pins the layout that those samples teach the U-Net to keep; "
         "from text alone the first step is a blur, and teaching the later steps to turn that blur into one true image teaches them to blur",
     )
+    train.add_argument(
+        "--image-path-only", action="store_true", default=None,
+        help="train only the image prompt's path (image encoder, Resampler, decoupled key/value weights) on a frozen U-Net and text encoder, "
+        "as IP-Adapter is trained: text-to-image stays exactly what it was",
+    )
     train.add_argument("--batch", type=int, default=None, help="U-Net batch size (default 32)")
     train.add_argument("--threads", type=int, default=None, help="torch threads (default 1)")
     train.add_argument("--sample-every", type=int, default=None, help="steps between sample grids (default 250)")
@@ -138,6 +143,7 @@ def _train(args: argparse.Namespace) -> int:
         ("self_input_jumps", args.self_input_jumps),
         ("self_input_clean_loss", args.self_input_clean_loss),
         ("self_input_keep_image", args.self_input_keep_image),
+        ("image_path_only", args.image_path_only),
         ("threads", args.threads),
         ("sample_every", args.sample_every),
         ("checkpoint_every", args.checkpoint_every),

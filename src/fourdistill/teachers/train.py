@@ -120,6 +120,8 @@ class TrainConfig:
     self_input_clean_loss: bool = False
     # never drop the image prompt of a self-input sample (see prompt_dropout)
     self_input_keep_image: bool = False
+    # train only the image prompt's path (see unet_parameters): text alone keeps what it drew
+    image_path_only: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -330,11 +332,23 @@ def _lr_lambda(warmup: int, total: int | None = None, cooldown: int = 0):
     return factor
 
 
-def unet_parameters(stack) -> list:
-    """What the U-Net phase trains, in a fixed order (the optimizer state depends on it)."""
-    params = list(stack.unet.parameters())  # includes the Resampler (encoder_hid_proj)
-    params += [p for proc in stack.ip_attn_processors().values() for p in proc.parameters() if not any(p is q for q in params)]
-    params += list(stack.text_encoder.parameters()) + list(stack.image_encoder.parameters())
+def unet_parameters(stack, image_path_only: bool = False) -> list:
+    """What the U-Net phase trains, in a fixed order (the optimizer state depends on it).
+    image_path_only: only the image prompt's path (image encoder, Resampler, the decoupled
+    key/value projections), as IP-Adapter itself is trained on a frozen U-Net; the rest is
+    frozen (requires_grad off), so text alone generates exactly what it did before."""
+    if image_path_only:
+        params = list(stack.unet.encoder_hid_proj.parameters())
+        params += [p for proc in stack.ip_attn_processors().values() for p in proc.parameters()]
+        params += list(stack.image_encoder.parameters())
+        keep = {id(p) for p in params}
+        for module in (stack.unet, stack.text_encoder):
+            for p in module.parameters():
+                p.requires_grad_(id(p) in keep)
+    else:
+        params = list(stack.unet.parameters())  # includes the Resampler (encoder_hid_proj)
+        params += [p for proc in stack.ip_attn_processors().values() for p in proc.parameters() if not any(p is q for q in params)]
+        params += list(stack.text_encoder.parameters()) + list(stack.image_encoder.parameters())
     seen, out = set(), []
     for p in params:
         if id(p) not in seen:
@@ -644,7 +658,7 @@ def self_input_batch(unet, noise_scheduler, latents, noise, timesteps, text_stat
 def _fresh_unet_optimizer(stack, cfg: TrainConfig):
     import torch
 
-    return torch.optim.AdamW(unet_parameters(stack), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(unet_parameters(stack, cfg.image_path_only), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 def _train_unet(run: Path, cfg: TrainConfig, stack, data: dict, state, progress: bool, log, wall: dict) -> None:
@@ -669,7 +683,7 @@ def _train_unet(run: Path, cfg: TrainConfig, stack, data: dict, state, progress:
     empty_ids = tok([""], padding="max_length", max_length=max_len, return_tensors="pt").input_ids
     scene_of = torch.from_numpy(data["scene"])
 
-    params = unet_parameters(stack)
+    params = unet_parameters(stack, cfg.image_path_only)
     opt = _fresh_unet_optimizer(stack, cfg)
     start = 0
     if state is not None and state["step"] > 0:
