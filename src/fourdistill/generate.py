@@ -293,7 +293,7 @@ class ControlledPipeline:
         from PIL import Image
 
         from .teachers.ip_adapter import per_prompt_image_embeds
-        from .teachers.stack import default_guidance_rescale
+        from .teachers.stack import resolve_guidance_rescale
 
         pipe = self.pipe
         prompts = _as_list(prompt, None, "prompt")
@@ -319,10 +319,7 @@ class ControlledPipeline:
             times, views = self._controls(n, time, view)
         if not 1 <= int(num_inference_steps) <= 1000:
             raise ValueError(f"num_inference_steps must lie in 1..1000, got {num_inference_steps}")
-        if guidance_rescale is None:
-            guidance_rescale = default_guidance_rescale(pipe.scheduler)
-        if not 0.0 <= guidance_rescale <= 1.0:
-            raise ValueError(f"guidance_rescale must lie in [0, 1], got {guidance_rescale}")
+        guidance_rescale = resolve_guidance_rescale(pipe.scheduler, guidance_rescale)
         width, height = self.size
         scale = self.trained_ip_scale if ip_adapter_scale is None else float(ip_adapter_scale)
         if images is None:
@@ -380,7 +377,7 @@ class ControlledPipeline:
                     negative_prompt_embeds=negative,
                     num_inference_steps=int(num_inference_steps),
                     guidance_scale=guidance_scale,
-                    guidance_rescale=float(guidance_rescale),
+                    guidance_rescale=guidance_rescale,
                     height=height,
                     width=width,
                     latents=latents,

@@ -107,12 +107,9 @@ def generate(
     from PIL import Image
 
     from .ip_adapter import encode_image_prompts, per_prompt_image_embeds
-    from .stack import default_guidance_rescale
+    from .stack import resolve_guidance_rescale
 
-    if guidance_rescale is None:
-        guidance_rescale = default_guidance_rescale(pipe.scheduler)
-    if not 0.0 <= guidance_rescale <= 1.0:
-        raise ValueError(f"guidance_rescale must lie in [0, 1], got {guidance_rescale}")
+    guidance_rescale = resolve_guidance_rescale(pipe.scheduler, guidance_rescale)
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     if references is None:
         references = np.full((len(captions), size, size, 3), 0.5, dtype=np.float32)
@@ -246,10 +243,9 @@ def evaluate_stack(pipe, n: int = 64, seed: int = 0, steps: int = INFERENCE_STEP
     import torch
 
     from ..io import image_grid, save_image
-    from .stack import default_guidance_rescale
+    from .stack import resolve_guidance_rescale
 
-    if guidance_rescale is None:
-        guidance_rescale = default_guidance_rescale(pipe.scheduler)
+    guidance_rescale = resolve_guidance_rescale(pipe.scheduler, guidance_rescale)
     ref = held_out_references(n, pipe.unet.config.sample_size * pipe.vae_scale_factor, seed, world)
     common = dict(steps=steps, guidance=guidance, guidance_rescale=guidance_rescale)
     with_image = generate(pipe, ref.captions, ref.rgb, 1.0, seed=seed, **common)
@@ -301,5 +297,5 @@ def evaluate_stack(pipe, n: int = 64, seed: int = 0, steps: int = INFERENCE_STEP
         image_prompt_spread_db=round(float(_psnr_of(spread).mean()), 2),
         image_prompt_consistent_db=round(float(_psnr_of(_mse(first["text+image"], ref.rgb) + spread).mean()), 2),
         image_prompt_identity=identity,
-        guidance_rescale=float(guidance_rescale),
+        guidance_rescale=guidance_rescale,
     )

@@ -140,6 +140,14 @@ def default_guidance_rescale(scheduler) -> float:
     return ZERO_SNR_GUIDANCE_RESCALE if config.get("rescale_betas_zero_snr", False) else 0.0
 
 
+def resolve_guidance_rescale(scheduler, value: float | None) -> float:
+    """`value`, checked to lie in [0, 1]; None: default_guidance_rescale(scheduler)."""
+    value = default_guidance_rescale(scheduler) if value is None else float(value)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"guidance_rescale must lie in [0, 1], got {value}")
+    return value
+
+
 def noise_schedule(noise: NoiseConfig | None = None) -> dict:
     """Scheduler keyword arguments: SD's schedule with `noise`'s prediction target and ending."""
     noise = noise or NoiseConfig()
