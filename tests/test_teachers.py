@@ -803,3 +803,45 @@ def test_image_path_only_leaves_text_to_image_untouched(tmp_path):
         assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before), part
     assert any(not torch.equal(a, weights(tuned, "adapter")[k]) for k, a in weights(base, "adapter").items())
     assert any(not torch.equal(a, weights(tuned, "image")[k]) for k, a in weights(base, "image").items())
+
+
+def test_preserve_text_holds_text_alone_to_the_init_stack(tmp_path):
+    from fourdistill.teachers.stack import training_scheduler
+    from fourdistill.teachers.train import DataConfig, TrainConfig, load_stack_for_training, preserve_text_count, text_preservation_batch, train
+
+    with pytest.raises(ValueError, match="needs init_from"):
+        TrainConfig(preserve_text_fraction=0.25)
+    with pytest.raises(ValueError, match=">= 0"):
+        TrainConfig(preserve_text_fraction=-0.1, init_from="x")
+    assert preserve_text_count(TrainConfig(batch=8, preserve_text_fraction=0.25, init_from="x")) == 2
+
+    cfg = TrainConfig(data=DataConfig(n_scenes=4, views_per_scene=2), stack=TINY, vae_steps=2, vae_batch=2,
+                      unet_steps=1, batch=2, sample_every=100, checkpoint_every=100)
+    base = train(tmp_path / "base", cfg, progress=False, log=lambda *_: None)
+    frozen = load_stack_for_training(base, cfg.stack)
+    sched = training_scheduler(cfg.stack.noise)
+    ids = frozen.tokenizer(["a red cube"] * 3, padding="max_length", max_length=frozen.text_encoder.config.max_position_embeddings,
+                           return_tensors="pt").input_ids
+    noise = torch.randn(3, frozen.unet.config.in_channels, 4, 4, generator=torch.Generator().manual_seed(0))
+    steps = torch.tensor([100, 500, 900])
+    noisy, target = text_preservation_batch(frozen, sched, ids, noise, steps, jumps=2)
+    assert noisy.shape == target.shape == noise.shape and not torch.equal(noisy, noise)
+    # the target is the frozen stack's own output: the stack it came from scores zero on it
+    text = frozen.text_encoder(ids).last_hidden_state
+    empty = frozen.image_encoder(torch.zeros(1, 3, frozen.image_encoder.config.image_size, frozen.image_encoder.config.image_size),
+                                 output_hidden_states=True).hidden_states[-2].expand(3, -1, -1)
+    with torch.no_grad():
+        again = frozen.unet(noisy, steps, encoder_hidden_states=text, added_cond_kwargs={"image_embeds": [empty[:, None]]}).sample
+    assert torch.allclose(again, target, atol=1e-5)
+
+    def tuned(name, weight):
+        return train(tmp_path / name, TrainConfig(data=cfg.data, stack=TINY, unet_steps=4, batch=2, sample_every=100, checkpoint_every=100,
+                                                 lr=0.01, init_from=str(base), preserve_text_fraction=1.0, preserve_text_weight=weight,
+                                                 self_input_jumps=2), progress=False, log=lambda *_: None)
+
+    # the term moves training: the same seeded run with and without it ends in different weights
+    from safetensors.torch import load_file
+
+    name = "unet/diffusion_pytorch_model.safetensors"
+    a, b = load_file(str(tuned("keep", 10.0) / name)), load_file(str(tuned("free", 0.0) / name))
+    assert any(not torch.equal(a[k], b[k]) for k in a)

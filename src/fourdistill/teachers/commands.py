@@ -80,6 +80,13 @@ def register(sub) -> None:
         help="train only the image prompt's path (image encoder, Resampler, decoupled key/value weights) on a frozen U-Net and text encoder, "
         "as IP-Adapter is trained: text-to-image stays exactly what it was",
     )
+    train.add_argument(
+        "--preserve-text-fraction", type=float, default=None, metavar="F",
+        help="with --init: add this fraction of a batch of text-alone samples (no image prompt), on the input the --init stack's own sampler gives "
+        "(--self-input-jumps DDIM steps from pure noise), scored against that stack's output: the image prompt can learn to hold its layout "
+        "while text alone keeps drawing what it drew (default 0)",
+    )
+    train.add_argument("--preserve-text-weight", type=float, default=None, metavar="W", help="weight of that term next to the diffusion loss (default 1)")
     train.add_argument("--batch", type=int, default=None, help="U-Net batch size (default 32)")
     train.add_argument("--threads", type=int, default=None, help="torch threads (default 1)")
     train.add_argument("--sample-every", type=int, default=None, help="steps between sample grids (default 250)")
@@ -144,6 +151,8 @@ def _train(args: argparse.Namespace) -> int:
         ("self_input_clean_loss", args.self_input_clean_loss),
         ("self_input_keep_image", args.self_input_keep_image),
         ("image_path_only", args.image_path_only),
+        ("preserve_text_fraction", args.preserve_text_fraction),
+        ("preserve_text_weight", args.preserve_text_weight),
         ("threads", args.threads),
         ("sample_every", args.sample_every),
         ("checkpoint_every", args.checkpoint_every),

@@ -122,6 +122,13 @@ class TrainConfig:
     self_input_keep_image: bool = False
     # train only the image prompt's path (see unet_parameters): text alone keeps what it drew
     image_path_only: bool = False
+    # with init_from: each step adds round(preserve_text_fraction * batch) text-alone samples
+    # (no image prompt) on the input the init stack's own sampler gives (self_input_jumps DDIM
+    # steps from pure noise, timesteps over [0, 1000)), scored against the init stack's output
+    # there with weight preserve_text_weight: the image prompt learns to hold its layout while
+    # text alone keeps drawing what it drew (text_preservation_batch)
+    preserve_text_fraction: float = 0.0
+    preserve_text_weight: float = 1.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -135,6 +142,10 @@ class TrainConfig:
             raise ValueError("TrainConfig: self_input_jumps must be >= 1")
         if round(self.high_noise_fraction * self.batch) + round(self.self_input_fraction * self.batch) > self.batch:
             raise ValueError("TrainConfig: high_noise_fraction + self_input_fraction must not exceed 1")
+        if self.preserve_text_fraction < 0.0 or self.preserve_text_weight < 0.0:
+            raise ValueError("TrainConfig: preserve_text_fraction and preserve_text_weight must be >= 0")
+        if self.preserve_text_fraction and self.init_from is None:
+            raise ValueError("TrainConfig: preserve_text_fraction holds text alone to the stack it starts from; it needs init_from")
         if self.init_ip_tokens is not None and (self.init_from is None or self.init_ip_tokens < 1):
             raise ValueError("TrainConfig: init_ip_tokens needs init_from and must be >= 1")
         for name in ("decoder_steps", "vae_finetune_steps"):
@@ -625,21 +636,17 @@ def self_input_count(cfg: TrainConfig) -> int:
     return int(round(cfg.self_input_fraction * cfg.batch))
 
 
-def self_input_batch(unet, noise_scheduler, latents, noise, timesteps, text_states, image_tokens, jumps: int = 1):
-    """Inputs and targets that teach the U-Net to keep what its earlier steps drew.
-
-    The sampler starts from pure noise x_T = noise; the U-Net's clean estimate there holds what
-    the prompts alone say (the layout of the image prompt, blurred). `jumps` deterministic DDIM
-    steps (eta 0) from x_T down to each sample's timestep t, at evenly spaced timesteps, each
-    from the U-Net's own estimate, give the input the sampler feeds the U-Net at t; the target is
-    the output that denoises that input to the true `latents`. Returns (noisy, target).
-    """
+def sampler_input(unet, noise_scheduler, noise, timesteps, text_states, image_tokens, jumps: int = 1):
+    """What the sampler feeds `unet` at `timesteps`: the sampler starts from pure noise x_T =
+    noise, and `jumps` deterministic DDIM steps (eta 0) at evenly spaced timesteps, each from
+    the U-Net's own clean estimate, take it down to each sample's timestep. The first estimate
+    holds what the prompts alone say (the layout of an image prompt, blurred)."""
     import torch
 
-    from .stack import alphas_at, predicted_clean_latents, target_for_clean
+    from .stack import alphas_at, predicted_clean_latents
 
     if jumps < 1:
-        raise ValueError(f"self_input_batch: jumps must be >= 1, got {jumps}")
+        raise ValueError(f"sampler_input: jumps must be >= 1, got {jumps}")
     last = noise_scheduler.config.num_train_timesteps - 1
     x, now = noise, torch.full_like(timesteps, last)
     with torch.no_grad():
@@ -652,7 +659,40 @@ def self_input_batch(unet, noise_scheduler, latents, noise, timesteps, text_stat
             nxt = timesteps if j == jumps else last - torch.div((last - timesteps) * j, jumps, rounding_mode="floor")
             b = alphas_at(noise_scheduler, nxt, x)
             x, now = b.sqrt() * estimate + (1 - b).sqrt() * eps, nxt
+    return x
+
+
+def self_input_batch(unet, noise_scheduler, latents, noise, timesteps, text_states, image_tokens, jumps: int = 1):
+    """Inputs and targets that teach the U-Net to keep what its earlier steps drew: the input
+    the sampler gives at each timestep (sampler_input), and as target the output that denoises
+    it to the true `latents`. Returns (noisy, target)."""
+    from .stack import target_for_clean
+
+    if jumps < 1:
+        raise ValueError(f"self_input_batch: jumps must be >= 1, got {jumps}")
+    x = sampler_input(unet, noise_scheduler, noise, timesteps, text_states, image_tokens, jumps)
     return x, target_for_clean(noise_scheduler, x, latents, timesteps)
+
+
+def text_preservation_batch(frozen, noise_scheduler, ids, noise, timesteps, jumps: int = 1):
+    """Inputs and targets that hold text alone where the `frozen` stack had it: the frozen
+    stack's sampler input at `timesteps` from the captions `ids` with the pipeline's empty image
+    prompt (all-zero pixels), and its own output there. Returns (noisy, target, text_ids)."""
+    import torch
+
+    with torch.no_grad():
+        text = frozen.text_encoder(ids).last_hidden_state
+        size = frozen.image_encoder.config.image_size
+        empty = torch.zeros(1, 3, size, size)
+        tokens = frozen.image_encoder(empty, output_hidden_states=True).hidden_states[-2].expand(len(ids), -1, -1)
+        x = sampler_input(frozen.unet, noise_scheduler, noise, timesteps, text, tokens, jumps)
+        target = frozen.unet(x, timesteps, encoder_hidden_states=text, added_cond_kwargs={"image_embeds": [tokens[:, None]]}).sample
+    return x, target
+
+
+def preserve_text_count(cfg: TrainConfig) -> int:
+    """How many text-alone samples each step adds to hold text alone in place (text_preservation_batch)."""
+    return int(round(cfg.preserve_text_fraction * cfg.batch))
 
 
 def _fresh_unet_optimizer(stack, cfg: TrainConfig):
@@ -701,6 +741,11 @@ def _train_unet(run: Path, cfg: TrainConfig, stack, data: dict, state, progress:
         m.train()
     n = len(data["images"])
     k_self = self_input_count(cfg)
+    k_keep = preserve_text_count(cfg)
+    if k_keep:  # text alone is held to the stack the run started from
+        frozen = load_stack_for_training(cfg.init_from, cfg.stack, resize_tokens=True)
+        for m in (frozen.unet, frozen.text_encoder, frozen.image_encoder):
+            m.eval().requires_grad_(False)
     bar = tqdm(range(start, cfg.unet_steps), desc="unet", disable=not progress, initial=start, total=cfg.unet_steps)
     t_last = t_begin = time.time()
     unet_s_before = wall.get("unet_s", 0.0)  # U-Net time before this resume
@@ -727,7 +772,20 @@ def _train_unet(run: Path, cfg: TrainConfig, stack, data: dict, state, progress:
                 cfg.self_input_jumps,
             )
             noisy, target = torch.cat([noisy[: cfg.batch - k_self], own]), torch.cat([target[: cfg.batch - k_self], own_target])
-        pred = stack.unet(noisy, t, encoder_hidden_states=text_out.last_hidden_state, added_cond_kwargs={"image_embeds": [tokens[:, None]]}).sample
+        text_states, unet_t = text_out.last_hidden_state, t
+        if k_keep:
+            keep_t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (k_keep,), generator=gen)
+            keep_noise = torch.randn((k_keep, *latents.shape[1:]), generator=gen)
+            keep_scenes = torch.from_numpy(rng.integers(0, n, k_keep))
+            keep_ids = torch.where((torch.rand(k_keep, generator=gen) < cfg.text_dropout)[:, None], empty_ids, caption_ids[scene_of[keep_scenes]])
+            keep_noisy, keep_target = text_preservation_batch(frozen, noise_scheduler, keep_ids, keep_noise, keep_t, cfg.self_input_jumps)
+            empty_tokens = stack.image_encoder(torch.zeros_like(pixels[:1]), output_hidden_states=True).hidden_states[-2]
+            noisy, unet_t = torch.cat([noisy, keep_noisy]), torch.cat([t, keep_t])
+            text_states = torch.cat([text_states, stack.text_encoder(keep_ids).last_hidden_state])
+            tokens = torch.cat([tokens, empty_tokens.expand(k_keep, -1, -1)])
+        pred = stack.unet(noisy, unet_t, encoder_hidden_states=text_states, added_cond_kwargs={"image_embeds": [tokens[:, None]]}).sample
+        preserve = F.mse_loss(pred[cfg.batch :], keep_target) if k_keep else None
+        pred = pred[: cfg.batch]
         if k_self and cfg.self_input_clean_loss:
             per = ((pred - target) ** 2).mean(dim=(1, 2, 3))
             w = torch.ones_like(per)
@@ -738,13 +796,19 @@ def _train_unet(run: Path, cfg: TrainConfig, stack, data: dict, state, progress:
         keep = ~(drop_text | drop_image)
         clip = contrastive_loss(vision.image_embeds[keep], text_out.pooler_output[keep], scene_of[idx_t][keep]) if keep.sum() > 1 else diffusion * 0
         loss = diffusion + cfg.contrastive_weight * clip
+        if preserve is not None:
+            loss = loss + cfg.preserve_text_weight * preserve
+            writer.add_scalar("unet/preserve_text", preserve.item(), step)
         opt.zero_grad(set_to_none=True)
         accelerator.backward(loss)
         accelerator.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
         now = time.time()
-        bar.set_postfix(loss=f"{diffusion.item():.4f}", clip=f"{clip.item():.3f}", samples_s=f"{cfg.batch / max(now - t_last, 1e-9):.1f}")
+        postfix = {"loss": f"{diffusion.item():.4f}", "clip": f"{clip.item():.3f}"}
+        if preserve is not None:
+            postfix["keep"] = f"{preserve.item():.4f}"
+        bar.set_postfix(**postfix, samples_s=f"{(cfg.batch + k_keep) / max(now - t_last, 1e-9):.1f}")
         t_last = now
         writer.add_scalar("unet/loss", diffusion.item(), step)
         writer.add_scalar("unet/contrastive", clip.item(), step)
