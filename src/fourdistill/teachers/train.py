@@ -668,8 +668,6 @@ def self_input_batch(unet, noise_scheduler, latents, noise, timesteps, text_stat
     it to the true `latents`. Returns (noisy, target)."""
     from .stack import target_for_clean
 
-    if jumps < 1:
-        raise ValueError(f"self_input_batch: jumps must be >= 1, got {jumps}")
     x = sampler_input(unet, noise_scheduler, noise, timesteps, text_states, image_tokens, jumps)
     return x, target_for_clean(noise_scheduler, x, latents, timesteps)
 
@@ -677,17 +675,24 @@ def self_input_batch(unet, noise_scheduler, latents, noise, timesteps, text_stat
 def text_preservation_batch(frozen, noise_scheduler, ids, noise, timesteps, jumps: int = 1):
     """Inputs and targets that hold text alone where the `frozen` stack had it: the frozen
     stack's sampler input at `timesteps` from the captions `ids` with the pipeline's empty image
-    prompt (all-zero pixels), and its own output there. Returns (noisy, target, text_ids)."""
+    prompt (empty_image_tokens), and its own output there. Returns (noisy, target)."""
     import torch
 
     with torch.no_grad():
         text = frozen.text_encoder(ids).last_hidden_state
-        size = frozen.image_encoder.config.image_size
-        empty = torch.zeros(1, 3, size, size)
-        tokens = frozen.image_encoder(empty, output_hidden_states=True).hidden_states[-2].expand(len(ids), -1, -1)
+        tokens = empty_image_tokens(frozen.image_encoder, len(ids))
         x = sampler_input(frozen.unet, noise_scheduler, noise, timesteps, text, tokens, jumps)
         target = frozen.unet(x, timesteps, encoder_hidden_states=text, added_cond_kwargs={"image_embeds": [tokens[:, None]]}).sample
     return x, target
+
+
+def empty_image_tokens(image_encoder, n: int):
+    """The pipeline's unconditional image prompt, the encoder's tokens for all-zero pixels, for
+    n samples: (n, 1 + patches, C)."""
+    import torch
+
+    size = image_encoder.config.image_size
+    return image_encoder(torch.zeros(1, 3, size, size), output_hidden_states=True).hidden_states[-2].expand(n, -1, -1)
 
 
 def preserve_text_count(cfg: TrainConfig) -> int:
@@ -779,10 +784,9 @@ def _train_unet(run: Path, cfg: TrainConfig, stack, data: dict, state, progress:
             keep_scenes = torch.from_numpy(rng.integers(0, n, k_keep))
             keep_ids = torch.where((torch.rand(k_keep, generator=gen) < cfg.text_dropout)[:, None], empty_ids, caption_ids[scene_of[keep_scenes]])
             keep_noisy, keep_target = text_preservation_batch(frozen, noise_scheduler, keep_ids, keep_noise, keep_t, cfg.self_input_jumps)
-            empty_tokens = stack.image_encoder(torch.zeros_like(pixels[:1]), output_hidden_states=True).hidden_states[-2]
             noisy, unet_t = torch.cat([noisy, keep_noisy]), torch.cat([t, keep_t])
             text_states = torch.cat([text_states, stack.text_encoder(keep_ids).last_hidden_state])
-            tokens = torch.cat([tokens, empty_tokens.expand(k_keep, -1, -1)])
+            tokens = torch.cat([tokens, empty_image_tokens(stack.image_encoder, k_keep)])
         pred = stack.unet(noisy, unet_t, encoder_hidden_states=text_states, added_cond_kwargs={"image_embeds": [tokens[:, None]]}).sample
         preserve = F.mse_loss(pred[cfg.batch :], keep_target) if k_keep else None
         pred = pred[: cfg.batch]
