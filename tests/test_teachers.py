@@ -834,10 +834,27 @@ def test_preserve_text_holds_text_alone_to_the_init_stack(tmp_path):
         again = frozen.unet(noisy, steps, encoder_hidden_states=text, added_cond_kwargs={"image_embeds": [empty[:, None]]}).sample
     assert torch.allclose(again, target, atol=1e-5)
 
-    def tuned(name, weight):
+    # guided: the targets are the frozen stack's guided and unconditional outputs on its guided sampler's input
+    with pytest.raises(ValueError, match=">= 0"):
+        TrainConfig(preserve_text_fraction=0.25, preserve_text_guidance=-1.0, init_from="x")
+    empty_ids = frozen.tokenizer([""], padding="max_length", max_length=ids.shape[1], return_tensors="pt").input_ids
+    with pytest.raises(ValueError, match="empty_ids"):
+        text_preservation_batch(frozen, sched, ids, noise, steps, jumps=2, guidance=5.0)
+    g_noisy, guided, uncond = text_preservation_batch(frozen, sched, ids, noise, steps, jumps=2, guidance=5.0, empty_ids=empty_ids)
+    assert not torch.allclose(g_noisy, noisy, atol=1e-4)  # the guided sampler goes elsewhere
+    blank = frozen.text_encoder(empty_ids).last_hidden_state.expand(3, -1, -1)
+    with torch.no_grad():
+        c = frozen.unet(g_noisy, steps, encoder_hidden_states=text, added_cond_kwargs={"image_embeds": [empty[:, None]]}).sample
+        u = frozen.unet(g_noisy, steps, encoder_hidden_states=blank, added_cond_kwargs={"image_embeds": [empty[:, None]]}).sample
+    assert torch.allclose(u, uncond, atol=1e-5) and torch.allclose(u + 5.0 * (c - u), guided, atol=1e-4)
+    # guidance 1 is the caption's prediction alone: the same input and target as the unguided term
+    one_noisy, one_guided, _ = text_preservation_batch(frozen, sched, ids, noise, steps, jumps=2, guidance=1.0, empty_ids=empty_ids)
+    assert torch.allclose(one_noisy, noisy, atol=1e-4) and torch.allclose(one_guided, target, atol=1e-4)
+
+    def tuned(name, weight, guidance=0.0):
         return train(tmp_path / name, TrainConfig(data=cfg.data, stack=TINY, unet_steps=4, batch=2, sample_every=100, checkpoint_every=100,
                                                  lr=0.01, init_from=str(base), preserve_text_fraction=1.0, preserve_text_weight=weight,
-                                                 self_input_jumps=2), progress=False, log=lambda *_: None)
+                                                 preserve_text_guidance=guidance, self_input_jumps=2), progress=False, log=lambda *_: None)
 
     # the term moves training: the same seeded run with and without it ends in different weights
     from safetensors.torch import load_file
@@ -845,3 +862,6 @@ def test_preserve_text_holds_text_alone_to_the_init_stack(tmp_path):
     name = "unet/diffusion_pytorch_model.safetensors"
     a, b = load_file(str(tuned("keep", 10.0) / name)), load_file(str(tuned("free", 0.0) / name))
     assert any(not torch.equal(a[k], b[k]) for k in a)
+    # and holding the guided prediction is a different term from holding the caption's alone
+    g = load_file(str(tuned("guided", 10.0, guidance=5.0) / name))
+    assert any(not torch.equal(a[k], g[k]) for k in a)

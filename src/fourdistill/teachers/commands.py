@@ -87,6 +87,12 @@ def register(sub) -> None:
         "while text alone keeps drawing what it drew (default 0)",
     )
     train.add_argument("--preserve-text-weight", type=float, default=None, metavar="W", help="weight of that term next to the diffusion loss (default 1)")
+    train.add_argument(
+        "--preserve-text-guidance", type=float, default=None, metavar="G",
+        help="hold what classifier-free guidance at scale G makes of text alone (the guided and the unconditional predictions, "
+        "on the --init stack's guided sampler input) rather than the caption's prediction alone; guidance multiplies drift in "
+        "their difference by G (default 0: the caption's prediction alone)",
+    )
     train.add_argument("--batch", type=int, default=None, help="U-Net batch size (default 32)")
     train.add_argument("--threads", type=int, default=None, help="torch threads (default 1)")
     train.add_argument("--sample-every", type=int, default=None, help="steps between sample grids (default 250)")
@@ -153,6 +159,7 @@ def _train(args: argparse.Namespace) -> int:
         ("image_path_only", args.image_path_only),
         ("preserve_text_fraction", args.preserve_text_fraction),
         ("preserve_text_weight", args.preserve_text_weight),
+        ("preserve_text_guidance", args.preserve_text_guidance),
         ("threads", args.threads),
         ("sample_every", args.sample_every),
         ("checkpoint_every", args.checkpoint_every),

@@ -129,6 +129,11 @@ class TrainConfig:
     # text alone keeps drawing what it drew (text_preservation_batch)
     preserve_text_fraction: float = 0.0
     preserve_text_weight: float = 1.0
+    # > 0: hold what classifier-free guidance at this scale makes of text alone, not the caption's
+    # prediction alone. The input is then the init stack's guided sampler, and the term scores
+    # the guided prediction and the unconditional one (empty caption and image prompt): guidance
+    # multiplies any drift in their difference by the scale.
+    preserve_text_guidance: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -142,8 +147,8 @@ class TrainConfig:
             raise ValueError("TrainConfig: self_input_jumps must be >= 1")
         if round(self.high_noise_fraction * self.batch) + round(self.self_input_fraction * self.batch) > self.batch:
             raise ValueError("TrainConfig: high_noise_fraction + self_input_fraction must not exceed 1")
-        if self.preserve_text_fraction < 0.0 or self.preserve_text_weight < 0.0:
-            raise ValueError("TrainConfig: preserve_text_fraction and preserve_text_weight must be >= 0")
+        if self.preserve_text_fraction < 0.0 or self.preserve_text_weight < 0.0 or self.preserve_text_guidance < 0.0:
+            raise ValueError("TrainConfig: preserve_text_fraction, preserve_text_weight and preserve_text_guidance must be >= 0")
         if self.preserve_text_fraction and self.init_from is None:
             raise ValueError("TrainConfig: preserve_text_fraction holds text alone to the stack it starts from; it needs init_from")
         if self.init_ip_tokens is not None and (self.init_from is None or self.init_ip_tokens < 1):
@@ -636,22 +641,26 @@ def self_input_count(cfg: TrainConfig) -> int:
     return int(round(cfg.self_input_fraction * cfg.batch))
 
 
-def sampler_input(unet, noise_scheduler, noise, timesteps, text_states, image_tokens, jumps: int = 1):
+def sampler_input(unet, noise_scheduler, noise, timesteps, text_states, image_tokens, jumps: int = 1, guidance: float = 0.0, uncond_states=None):
     """What the sampler feeds `unet` at `timesteps`: the sampler starts from pure noise x_T =
     noise, and `jumps` deterministic DDIM steps (eta 0) at evenly spaced timesteps, each from
     the U-Net's own clean estimate, take it down to each sample's timestep. The first estimate
-    holds what the prompts alone say (the layout of an image prompt, blurred)."""
+    holds what the prompts alone say (the layout of an image prompt, blurred). With guidance > 0
+    each step uses the classifier-free guided prediction against `uncond_states` (the empty
+    caption's states; the image prompt is the same on both sides)."""
     import torch
 
     from .stack import alphas_at, predicted_clean_latents
 
     if jumps < 1:
         raise ValueError(f"sampler_input: jumps must be >= 1, got {jumps}")
+    if guidance > 0 and uncond_states is None:
+        raise ValueError("sampler_input: guidance needs uncond_states")
     last = noise_scheduler.config.num_train_timesteps - 1
     x, now = noise, torch.full_like(timesteps, last)
     with torch.no_grad():
         for j in range(1, jumps + 1):
-            pred = unet(x, now, encoder_hidden_states=text_states, added_cond_kwargs={"image_embeds": [image_tokens[:, None]]}).sample
+            pred = predict(unet, x, now, text_states, image_tokens, guidance, uncond_states)
             estimate = predicted_clean_latents(noise_scheduler, x, pred, now)
             a = alphas_at(noise_scheduler, now, x)
             # the noise the step implies; from pure noise (abar 0 at a zero-SNR end) it is x itself
@@ -660,6 +669,21 @@ def sampler_input(unet, noise_scheduler, noise, timesteps, text_states, image_to
             b = alphas_at(noise_scheduler, nxt, x)
             x, now = b.sqrt() * estimate + (1 - b).sqrt() * eps, nxt
     return x
+
+
+def predict(unet, x, timesteps, text_states, image_tokens, guidance: float = 0.0, uncond_states=None):
+    """`unet`'s prediction at (x, timesteps); with guidance > 0 the classifier-free guided one,
+    uncond + guidance * (cond - uncond), the unconditional side on `uncond_states`."""
+    import torch
+
+    def run(x, t, states, tokens):
+        return unet(x, t, encoder_hidden_states=states, added_cond_kwargs={"image_embeds": [tokens[:, None]]}).sample
+
+    if guidance <= 0:
+        return run(x, timesteps, text_states, image_tokens)
+    both = run(torch.cat([x, x]), torch.cat([timesteps, timesteps]), torch.cat([text_states, uncond_states]), torch.cat([image_tokens, image_tokens]))
+    cond, uncond = both.chunk(2)
+    return uncond + guidance * (cond - uncond)
 
 
 def self_input_batch(unet, noise_scheduler, latents, noise, timesteps, text_states, image_tokens, jumps: int = 1):
@@ -672,18 +696,27 @@ def self_input_batch(unet, noise_scheduler, latents, noise, timesteps, text_stat
     return x, target_for_clean(noise_scheduler, x, latents, timesteps)
 
 
-def text_preservation_batch(frozen, noise_scheduler, ids, noise, timesteps, jumps: int = 1):
+def text_preservation_batch(frozen, noise_scheduler, ids, noise, timesteps, jumps: int = 1, guidance: float = 0.0, empty_ids=None):
     """Inputs and targets that hold text alone where the `frozen` stack had it: the frozen
     stack's sampler input at `timesteps` from the captions `ids` with the pipeline's empty image
-    prompt (empty_image_tokens), and its own output there. Returns (noisy, target)."""
+    prompt (empty_image_tokens), and its own output there. With guidance > 0 the sampler is
+    guided against the empty caption `empty_ids` (1, L), and the targets are the frozen stack's
+    guided and unconditional outputs. Returns (noisy, target), or (noisy, guided, uncond)."""
     import torch
 
     with torch.no_grad():
         text = frozen.text_encoder(ids).last_hidden_state
         tokens = empty_image_tokens(frozen.image_encoder, len(ids))
-        x = sampler_input(frozen.unet, noise_scheduler, noise, timesteps, text, tokens, jumps)
-        target = frozen.unet(x, timesteps, encoder_hidden_states=text, added_cond_kwargs={"image_embeds": [tokens[:, None]]}).sample
-    return x, target
+        if guidance <= 0:
+            x = sampler_input(frozen.unet, noise_scheduler, noise, timesteps, text, tokens, jumps)
+            return x, predict(frozen.unet, x, timesteps, text, tokens)
+        if empty_ids is None:
+            raise ValueError("text_preservation_batch: guidance needs empty_ids")
+        uncond = frozen.text_encoder(empty_ids).last_hidden_state.expand(len(ids), -1, -1)
+        x = sampler_input(frozen.unet, noise_scheduler, noise, timesteps, text, tokens, jumps, guidance, uncond)
+        both = predict(frozen.unet, torch.cat([x, x]), torch.cat([timesteps, timesteps]), torch.cat([text, uncond]), torch.cat([tokens, tokens]))
+        c, u = both.chunk(2)
+    return x, u + guidance * (c - u), u
 
 
 def empty_image_tokens(image_encoder, n: int):
@@ -783,12 +816,25 @@ def _train_unet(run: Path, cfg: TrainConfig, stack, data: dict, state, progress:
             keep_noise = torch.randn((k_keep, *latents.shape[1:]), generator=gen)
             keep_scenes = torch.from_numpy(rng.integers(0, n, k_keep))
             keep_ids = torch.where((torch.rand(k_keep, generator=gen) < cfg.text_dropout)[:, None], empty_ids, caption_ids[scene_of[keep_scenes]])
-            keep_noisy, keep_target = text_preservation_batch(frozen, noise_scheduler, keep_ids, keep_noise, keep_t, cfg.self_input_jumps)
+            g_keep = cfg.preserve_text_guidance
+            held = text_preservation_batch(frozen, noise_scheduler, keep_ids, keep_noise, keep_t, cfg.self_input_jumps, g_keep, empty_ids)
+            keep_noisy = held[0]
+            keep_states = stack.text_encoder(keep_ids).last_hidden_state
+            n_keep = k_keep
+            if g_keep > 0:  # the same inputs again on the empty caption: the unconditional side of the guidance
+                keep_noisy, keep_t = torch.cat([keep_noisy, keep_noisy]), torch.cat([keep_t, keep_t])
+                keep_states = torch.cat([keep_states, stack.text_encoder(empty_ids).last_hidden_state.expand(k_keep, -1, -1)])
+                n_keep = 2 * k_keep
             noisy, unet_t = torch.cat([noisy, keep_noisy]), torch.cat([t, keep_t])
-            text_states = torch.cat([text_states, stack.text_encoder(keep_ids).last_hidden_state])
-            tokens = torch.cat([tokens, empty_image_tokens(stack.image_encoder, k_keep)])
+            text_states = torch.cat([text_states, keep_states])
+            tokens = torch.cat([tokens, empty_image_tokens(stack.image_encoder, n_keep)])
         pred = stack.unet(noisy, unet_t, encoder_hidden_states=text_states, added_cond_kwargs={"image_embeds": [tokens[:, None]]}).sample
-        preserve = F.mse_loss(pred[cfg.batch :], keep_target) if k_keep else None
+        preserve = None
+        if k_keep and g_keep > 0:
+            cond, uncond = pred[cfg.batch :].chunk(2)
+            preserve = F.mse_loss(uncond + g_keep * (cond - uncond), held[1]) + F.mse_loss(uncond, held[2])
+        elif k_keep:
+            preserve = F.mse_loss(pred[cfg.batch :], held[1])
         pred = pred[: cfg.batch]
         if k_self and cfg.self_input_clean_loss:
             per = ((pred - target) ** 2).mean(dim=(1, 2, 3))
@@ -812,7 +858,7 @@ def _train_unet(run: Path, cfg: TrainConfig, stack, data: dict, state, progress:
         postfix = {"loss": f"{diffusion.item():.4f}", "clip": f"{clip.item():.3f}"}
         if preserve is not None:
             postfix["keep"] = f"{preserve.item():.4f}"
-        bar.set_postfix(**postfix, samples_s=f"{(cfg.batch + k_keep) / max(now - t_last, 1e-9):.1f}")
+        bar.set_postfix(**postfix, samples_s=f"{(cfg.batch + k_keep * (2 if cfg.preserve_text_guidance > 0 else 1)) / max(now - t_last, 1e-9):.1f}")
         t_last = now
         writer.add_scalar("unet/loss", diffusion.item(), step)
         writer.add_scalar("unet/contrastive", clip.item(), step)
