@@ -174,8 +174,8 @@ def test_one_pass_gives_each_layer_its_own_condition_and_matches_per_layer_passe
             for row in range(2):
                 pt = (ids[row] == tid).nonzero().item()
                 pv = (ids[row] == vid).nonzero().item()
-                enc[row, pt] = bypass(enc[row, pt][None], tp[row][None], 0.2)[0]
-                enc[row, pv] = bypass(enc[row, pv][None], vp[row][None], 1.0)[0]
+                enc[row, pt] = bypass(enc[row, pt][None], tp[row][None], cond.bypass_config.time_alpha)[0]
+                enc[row, pv] = bypass(enc[row, pv][None], vp[row][None], cond.bypass_config.view_alpha)[0]
             torch.testing.assert_close(out[layer], enc, atol=1e-5, rtol=1e-5)
 
 

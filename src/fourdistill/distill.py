@@ -55,7 +55,7 @@ class DistillConfig:
     view_condition: str = "spherical"
     hidden_dim: int = 64
     time_alpha: float = 0.2
-    view_alpha: float = 1.0
+    view_alpha: float = 0.2  # NeTI's alpha; 1.0 breaks the view token on a v-prediction stack (docs/teachers.md)
     normalize_base: bool = True  # NeTI: v_base scaled to the norm of "time" / "view"
     nested_dropout_p: float = 0.5
     save_every: int = 250

@@ -32,14 +32,15 @@ SUPER_CATEGORY = {"time": "time", "view": "view"}
 class BypassConfig:
     """alpha per token. Time: 0.2 (NeTI and the 4Distillation reference).
 
-    View: 1.0, between NeTI's 0.2 and ViewNeTI's 5. A camera change is geometric and must be
-    reproduced precisely (fidelity), which argues for a larger bypass than time's; ViewNeTI's 5
-    lets the bypass swamp the encoded token and with it the prompt's editability. Ablate with
-    `fourdistill evaluate` before changing it.
+    View: 0.2 too. A camera change is geometric and must be reproduced precisely, which argued
+    for a larger bypass (ViewNeTI used 5, and this project 1.0 until measured); on the shipped
+    v-prediction stack a view bypass of 1.0 tears the view token's images into fragments while
+    0.2 and none score alike (docs/teachers.md). Ablate with `fourdistill evaluate` before
+    changing it for another stack.
     """
 
     time_alpha: float = 0.2  # NeTI
-    view_alpha: float = 1.0
+    view_alpha: float = 0.2
 
 
 def add_placeholder_tokens(tokenizer, text_encoder, tokens=(TIME_TOKEN, VIEW_TOKEN)) -> dict[str, int]:
