@@ -682,7 +682,11 @@ def predict(unet, x, timesteps, text_states, image_tokens, guidance: float = 0.0
     if guidance <= 0:
         return run(x, timesteps, text_states, image_tokens)
     both = run(torch.cat([x, x]), torch.cat([timesteps, timesteps]), torch.cat([text_states, uncond_states]), torch.cat([image_tokens, image_tokens]))
-    cond, uncond = both.chunk(2)
+    return guide(*both.chunk(2), guidance)
+
+
+def guide(cond, uncond, guidance: float):
+    """Classifier-free guidance: uncond + guidance * (cond - uncond)."""
     return uncond + guidance * (cond - uncond)
 
 
@@ -716,7 +720,7 @@ def text_preservation_batch(frozen, noise_scheduler, ids, noise, timesteps, jump
         x = sampler_input(frozen.unet, noise_scheduler, noise, timesteps, text, tokens, jumps, guidance, uncond)
         both = predict(frozen.unet, torch.cat([x, x]), torch.cat([timesteps, timesteps]), torch.cat([text, uncond]), torch.cat([tokens, tokens]))
         c, u = both.chunk(2)
-    return x, u + guidance * (c - u), u
+    return x, guide(c, u, guidance), u
 
 
 def empty_image_tokens(image_encoder, n: int):
@@ -780,6 +784,8 @@ def _train_unet(run: Path, cfg: TrainConfig, stack, data: dict, state, progress:
     n = len(data["images"])
     k_self = self_input_count(cfg)
     k_keep = preserve_text_count(cfg)
+    g_keep = cfg.preserve_text_guidance
+    n_held = k_keep * (2 if g_keep > 0 else 1)  # a guided hold runs each sample on its caption and on the empty one
     if k_keep:  # text alone is held to the stack the run started from
         frozen = load_stack_for_training(cfg.init_from, cfg.stack, resize_tokens=True)
         for m in (frozen.unet, frozen.text_encoder, frozen.image_encoder):
@@ -816,23 +822,20 @@ def _train_unet(run: Path, cfg: TrainConfig, stack, data: dict, state, progress:
             keep_noise = torch.randn((k_keep, *latents.shape[1:]), generator=gen)
             keep_scenes = torch.from_numpy(rng.integers(0, n, k_keep))
             keep_ids = torch.where((torch.rand(k_keep, generator=gen) < cfg.text_dropout)[:, None], empty_ids, caption_ids[scene_of[keep_scenes]])
-            g_keep = cfg.preserve_text_guidance
             held = text_preservation_batch(frozen, noise_scheduler, keep_ids, keep_noise, keep_t, cfg.self_input_jumps, g_keep, empty_ids)
             keep_noisy = held[0]
             keep_states = stack.text_encoder(keep_ids).last_hidden_state
-            n_keep = k_keep
             if g_keep > 0:  # the same inputs again on the empty caption: the unconditional side of the guidance
                 keep_noisy, keep_t = torch.cat([keep_noisy, keep_noisy]), torch.cat([keep_t, keep_t])
                 keep_states = torch.cat([keep_states, stack.text_encoder(empty_ids).last_hidden_state.expand(k_keep, -1, -1)])
-                n_keep = 2 * k_keep
             noisy, unet_t = torch.cat([noisy, keep_noisy]), torch.cat([t, keep_t])
             text_states = torch.cat([text_states, keep_states])
-            tokens = torch.cat([tokens, empty_image_tokens(stack.image_encoder, n_keep)])
+            tokens = torch.cat([tokens, empty_image_tokens(stack.image_encoder, n_held)])
         pred = stack.unet(noisy, unet_t, encoder_hidden_states=text_states, added_cond_kwargs={"image_embeds": [tokens[:, None]]}).sample
         preserve = None
         if k_keep and g_keep > 0:
             cond, uncond = pred[cfg.batch :].chunk(2)
-            preserve = F.mse_loss(uncond + g_keep * (cond - uncond), held[1]) + F.mse_loss(uncond, held[2])
+            preserve = F.mse_loss(guide(cond, uncond, g_keep), held[1]) + F.mse_loss(uncond, held[2])
         elif k_keep:
             preserve = F.mse_loss(pred[cfg.batch :], held[1])
         pred = pred[: cfg.batch]
@@ -858,7 +861,7 @@ def _train_unet(run: Path, cfg: TrainConfig, stack, data: dict, state, progress:
         postfix = {"loss": f"{diffusion.item():.4f}", "clip": f"{clip.item():.3f}"}
         if preserve is not None:
             postfix["keep"] = f"{preserve.item():.4f}"
-        bar.set_postfix(**postfix, samples_s=f"{(cfg.batch + k_keep * (2 if cfg.preserve_text_guidance > 0 else 1)) / max(now - t_last, 1e-9):.1f}")
+        bar.set_postfix(**postfix, samples_s=f"{(cfg.batch + n_held) / max(now - t_last, 1e-9):.1f}")
         t_last = now
         writer.add_scalar("unet/loss", diffusion.item(), step)
         writer.add_scalar("unet/contrastive", clip.item(), step)
