@@ -41,11 +41,13 @@ def random_mappers(pipe, folder: Path) -> Path:
 
 
 def main() -> int:
+    from fourdistill.diffusion import DEFAULT_GUIDANCE, DEFAULT_STEPS
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="stack folder or hub id (default: the embedded stack)")
     parser.add_argument("--mappers", default=None, help="mapper folder (default: shipped, else random ones)")
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--guidance", type=float, default=5.0)
+    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS)
+    parser.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE)
     parser.add_argument("--batch", type=int, default=1, help="images per call")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1, help="torch threads on CPU (default 1: tiny models on a shared CPU)")

@@ -40,8 +40,8 @@ def main() -> None:
             cfg = TrainConfig(data=DataConfig(n_scenes=32, views_per_scene=2), vae_steps=1, vae_batch=2, unet_steps=args.steps,
                               batch=args.batch, threads=args.threads, sample_every=10**6, checkpoint_every=10**6)
             cfg.stack.unet.block_out_channels = tuple(channels)
-            # unet_s includes one sample grid at the end of each run; the difference of a short
-            # and a long run leaves only the steps in between
+            # unet_s includes each run's start-up; the difference of a short and a long run leaves
+            # only the steps in between (train() draws no sample grids without sample_grid)
             unet_s = []
             for steps in (5, args.steps):
                 run = Path(tmp) / f"w{k}_{steps}"

@@ -217,3 +217,21 @@ def test_numpy_images_are_channel_last():
     assert u8.shape == (1, 3, 5, 7) and float(u8.max()) <= 1.0
     chw = torch.rand(3, 5, 7)
     assert torch.equal(as_image_tensor(chw)[0], chw)
+
+
+def test_psnr_from_mse_for_floats_arrays_and_tensors():
+    from fourdistill.evaluate.metrics import mse_numpy, psnr_from_mse, psnr_numpy
+
+    assert psnr_from_mse(0.01) == pytest.approx(20.0) and isinstance(psnr_from_mse(0.01), float)
+    assert psnr_from_mse(0.04, data_range=2.0) == pytest.approx(20.0)  # images in [-1, 1]
+    assert psnr_from_mse(0.0, min_mse=1e-12) == pytest.approx(120.0) and math.isinf(psnr_from_mse(0.0))
+    np.testing.assert_allclose(psnr_from_mse(np.array([0.1, 0.001])), [10.0, 30.0])
+    t = psnr_from_mse(torch.tensor([0.1, 0.0]))
+    assert isinstance(t, torch.Tensor) and float(t[0]) == pytest.approx(10.0) and math.isinf(float(t[1]))
+    assert float(psnr_from_mse(torch.tensor([0.0]), min_mse=1e-12)[0]) == pytest.approx(120.0)
+    # numpy images (N, H, W, C): the same number as the torch metric on the same pixels
+    x, y = _images()
+    a, b = x.permute(0, 2, 3, 1).double().numpy(), y.permute(0, 2, 3, 1).double().numpy()
+    np.testing.assert_allclose(psnr_numpy(a, b), psnr(x.double(), y.double()).numpy(), rtol=1e-12)
+    np.testing.assert_allclose(mse_numpy(a, b), ((x.double() - y.double()) ** 2).mean(dim=(1, 2, 3)).numpy(), rtol=1e-12)
+    assert psnr_numpy(a, a).tolist() == pytest.approx([120.0, 120.0])  # identical images: floored, not inf

@@ -135,7 +135,7 @@ def test_each_caption_of_a_batch_gets_its_own_image_prompt(tiny_folder):
     """diffusers repeats one prompt's IP-Adapter input over the batch (huggingface/diffusers#9813):
     handed N references for N captions, every sample attends to all N. A batch must generate
     what each caption and reference generate alone."""
-    from fourdistill.teachers.quality import generate
+    from fourdistill.evaluate.stack import generate
 
     _, folder = tiny_folder
     pipe = _load_with_real_calls(folder)
@@ -295,26 +295,6 @@ def test_training_command_runs_resumes_and_is_deterministic(tmp_path):
     assert any(k.startswith("ip_adapter.") for k in w0)
 
 
-def test_v_prediction_targets_and_the_zero_snr_schedule():
-    from fourdistill.teachers.stack import NoiseConfig, noise_schedule, prediction_target, training_scheduler
-
-    with pytest.raises(ValueError, match="v_prediction"):
-        NoiseConfig(prediction_type="epsilon", zero_terminal_snr=True)
-    with pytest.raises(ValueError, match="prediction_type"):
-        NoiseConfig(prediction_type="x0")
-    assert noise_schedule()["prediction_type"] == "epsilon"  # SD 1.x by default
-    sched = training_scheduler(NoiseConfig("v_prediction", zero_terminal_snr=True))
-    ab = sched.alphas_cumprod
-    assert float(ab[-1]) < 1e-6 and float(ab[0]) > 0.99  # the last step is pure noise
-    x0, eps = torch.randn(3, 4, 2, 2), torch.randn(3, 4, 2, 2)
-    t = torch.tensor([0, 500, 999])
-    v = prediction_target(sched, x0, eps, t)
-    a = ab[t].view(-1, 1, 1, 1)
-    torch.testing.assert_close(v, a.sqrt() * eps - (1 - a).sqrt() * x0)
-    torch.testing.assert_close(v[2], -x0[2], atol=1e-3, rtol=0)  # at zero SNR, v is minus the image
-    assert prediction_target(training_scheduler(), x0, eps, t) is eps
-
-
 def test_resizing_image_tokens_keeps_the_learned_queries():
     from fourdistill.teachers.train import resize_image_tokens
 
@@ -326,61 +306,22 @@ def test_resizing_image_tokens_keeps_the_learned_queries():
 
 
 def test_high_noise_fraction_moves_that_share_of_timesteps_to_the_noisiest_range():
-    from fourdistill.teachers.train import TrainConfig, sample_timesteps
+    from fourdistill.teachers.train import TrainConfig, training_timesteps
 
-    plain = sample_timesteps(TrainConfig(batch=64), 1000, torch.Generator().manual_seed(0))
+    plain = training_timesteps(TrainConfig(batch=64), 1000, torch.Generator().manual_seed(0))
     assert torch.equal(plain, torch.randint(0, 1000, (64,), generator=torch.Generator().manual_seed(0)))  # default: uniform, as before
-    t = sample_timesteps(TrainConfig(batch=64, high_noise_fraction=0.25, high_noise_start=900), 1000, torch.Generator().manual_seed(0))
+    t = training_timesteps(TrainConfig(batch=64, high_noise_fraction=0.25, high_noise_start=900), 1000, torch.Generator().manual_seed(0))
     assert (t[:16] >= 900).all() and (t < 1000).all() and (t[16:] < 900).any()
     with pytest.raises(ValueError, match="high_noise_fraction"):
         TrainConfig(high_noise_fraction=1.5)
 
 
-def _training_scheduler_for(kind: str):
-    """SD's training schedule predicting `kind` ("sample" is set after building: NoiseConfig
-    offers only the two targets a stack trains with)."""
-    from fourdistill.teachers.stack import NoiseConfig, training_scheduler
-
-    sched = training_scheduler(NoiseConfig(prediction_type="epsilon" if kind == "sample" else kind))
-    sched.register_to_config(prediction_type=kind)
-    return sched
-
-
-@pytest.mark.parametrize("kind", ["epsilon", "v_prediction", "sample"])
-def test_target_for_clean_denoises_any_input_to_the_given_latents(kind):
-    from fourdistill.teachers.stack import predicted_clean_latents, prediction_target, target_for_clean
-
-    sched = _training_scheduler_for(kind)
-    x0, eps, other = torch.randn(3, 4, 2, 2), torch.randn(3, 4, 2, 2), torch.randn(3, 4, 2, 2)
-    t = torch.tensor([10, 500, 990])
-    made = sched.add_noise(x0, eps, t)
-    # for an input add_noise made from these latents it is the ordinary target
-    torch.testing.assert_close(target_for_clean(sched, made, x0, t), prediction_target(sched, x0, eps, t), atol=1e-4, rtol=1e-4)
-    # for an input made from other latents it still denoises to the given ones
-    foreign = sched.add_noise(other, eps, t)
-    torch.testing.assert_close(predicted_clean_latents(sched, foreign, target_for_clean(sched, foreign, x0, t), t), x0, atol=1e-4, rtol=1e-4)
-
-
-@pytest.mark.parametrize("kind", ["epsilon", "v_prediction", "sample"])
-def test_clean_error_weight_turns_an_output_error_into_the_clean_latent_error(kind):
-    from fourdistill.teachers.stack import clean_error_weight, predicted_clean_latents
-
-    sched = _training_scheduler_for(kind)
-    noisy, out, err = torch.randn(3, 4, 2, 2), torch.randn(3, 4, 2, 2), torch.randn(3, 4, 2, 2)
-    t = torch.tensor([0, 400, 990])
-    clean_err = predicted_clean_latents(sched, noisy, out + err, t) - predicted_clean_latents(sched, noisy, out, t)
-    w = clean_error_weight(sched, t, err)
-    torch.testing.assert_close((w * err**2).sum(dim=(1, 2, 3)), (clean_err**2).sum(dim=(1, 2, 3)), atol=1e-4, rtol=1e-4)
-    if kind != "sample":
-        assert w[0].item() < 1e-2 < w[2].item()  # near t = 0 the target's error is worth far more than the clean one
-
-
 def test_self_input_batch_starts_from_the_unets_own_first_step(tiny_folder):
-    from fourdistill.teachers.stack import NoiseConfig, predicted_clean_latents, training_scheduler
-    from fourdistill.teachers.train import TrainConfig, sample_timesteps, self_input_batch, self_input_count
+    from fourdistill.diffusion.schedule import NoiseConfig, predicted_clean_latents, training_scheduler
+    from fourdistill.teachers.train import TrainConfig, self_input_batch, self_input_count, training_timesteps
 
     cfg = TrainConfig(batch=16, high_noise_fraction=0.25, high_noise_start=900, self_input_fraction=0.5, self_input_start=300, self_input_end=600)
-    t = sample_timesteps(cfg, 1000, torch.Generator().manual_seed(0))
+    t = training_timesteps(cfg, 1000, torch.Generator().manual_seed(0))
     assert self_input_count(cfg) == 8 and (t[:4] >= 900).all() and ((t[8:] >= 300) & (t[8:] < 600)).all()
     with pytest.raises(ValueError, match="self_input"):
         TrainConfig(self_input_fraction=0.5, self_input_start=700, self_input_end=700)
@@ -454,8 +395,8 @@ def test_a_stack_fine_tunes_to_v_prediction_and_the_pipeline_follows(tmp_path):
     image = pipe("a red cube", ip_adapter_image=_reference(), num_inference_steps=4, height=TINY.resolution, width=TINY.resolution, output_type="np").images
     assert np.isfinite(image).all()
     # a zero-terminal-SNR stack samples with guidance rescaled (Lin et al.), an epsilon one without
-    from fourdistill.teachers.quality import generate
-    from fourdistill.teachers.stack import default_guidance_rescale
+    from fourdistill.diffusion.guidance import default_guidance_rescale
+    from fourdistill.evaluate.stack import generate
 
     assert default_guidance_rescale(pipe.scheduler) == 0.7
     assert default_guidance_rescale(json.loads((base / "scheduler" / "scheduler_config.json").read_text())) == 0.0
@@ -492,7 +433,7 @@ def test_the_easier_world_draws_training_and_held_out_scenes_with_the_objects_as
     import argparse
 
     from fourdistill.teachers.commands import object_range
-    from fourdistill.teachers.quality import held_out_references
+    from fourdistill.evaluate.stack import held_out_references
     from fourdistill.teachers.train import DataConfig, TrainConfig, render_training_set
     from fourdistill.world import WorldConfig, make_scene
 
@@ -593,11 +534,12 @@ def test_the_shipped_stack_carries_no_machine_paths():
         assert "_name_or_path" not in path.read_text(), path
 
 
-# ------------------------------------------------------------------------------------ quality
+# ------------------------------------------------------------- stack quality (evaluate.stack)
 
 
 def test_quality_report_splits_the_image_prompt_error_and_gives_yardsticks(tiny_folder):
-    from fourdistill.teachers.quality import REGIONS, evaluate_stack, held_out_references, low_pass, psnr
+    from fourdistill.evaluate.metrics import psnr_numpy
+    from fourdistill.evaluate.stack import REGIONS, evaluate_stack, held_out_references, low_pass
 
     pipe = load_stack(tiny_folder[1])
     q = evaluate_stack(pipe, n=2, steps=2, judge=None).to_dict()
@@ -614,7 +556,7 @@ def test_quality_report_splits_the_image_prompt_error_and_gives_yardsticks(tiny_
     # reference's own layout, which scores below the reference itself
     ref = held_out_references(2)
     assert 8.0 < q["mean_image_psnr_db"] < q["reference_16px_psnr_db"] < 40.0
-    assert q["reference_16px_psnr_db"] == pytest.approx(float(psnr(low_pass(ref.rgb, 16), ref.rgb).mean()))
+    assert q["reference_16px_psnr_db"] == pytest.approx(float(psnr_numpy(low_pass(ref.rgb, 16), ref.rgb).mean()))
     assert np.allclose(low_pass(ref.rgb, 64), ref.rgb, atol=1e-6)
     # regions agree with the renders: sky where nothing is hit, objects where the depth is nearest
     scene_regions = ref.regions
@@ -628,7 +570,8 @@ def test_first_step_psnr_reads_the_clean_image_out_of_either_target(tiny_folder,
 
     from diffusers import DDPMScheduler
 
-    from fourdistill.teachers.quality import PROMPT_SETS, first_step_psnr, held_out_references, psnr
+    from fourdistill.evaluate.metrics import psnr_numpy
+    from fourdistill.evaluate.stack import PROMPT_SETS, first_step_psnr, held_out_references
 
     pipe = load_stack(tiny_folder[1])
     pipe.scheduler.register_to_config(prediction_type=kind)
@@ -636,7 +579,7 @@ def test_first_step_psnr_reads_the_clean_image_out_of_either_target(tiny_folder,
     ref = held_out_references(2, size)
     with torch.no_grad():
         x0 = pipe.vae.encode(torch.from_numpy(ref.rgb).permute(0, 3, 1, 2) * 2 - 1).latent_dist.mean * pipe.vae.config.scaling_factor
-        ceiling = psnr(((pipe.vae.decode(x0 / pipe.vae.config.scaling_factor).sample.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).numpy(), ref.rgb).mean()
+        ceiling = psnr_numpy(((pipe.vae.decode(x0 / pipe.vae.config.scaling_factor).sample.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).numpy(), ref.rgb).mean()
     a = DDPMScheduler.from_config(pipe.scheduler.config).alphas_cumprod[-1]
     unet_config = pipe.unet.config
 
@@ -806,7 +749,7 @@ def test_image_path_only_leaves_text_to_image_untouched(tmp_path):
 
 
 def test_preserve_text_holds_text_alone_to_the_init_stack(tmp_path):
-    from fourdistill.teachers.stack import training_scheduler
+    from fourdistill.diffusion.schedule import training_scheduler
     from fourdistill.teachers.train import DataConfig, TrainConfig, load_stack_for_training, preserve_text_count, text_preservation_batch, train
 
     with pytest.raises(ValueError, match="needs init_from"):

@@ -192,7 +192,7 @@ class Distiller:
     def loss(self, batch, gen):
         import torch
         import torch.nn.functional as F
-        from .teachers.stack import prediction_target
+        from .diffusion.schedule import prediction_target
 
         pipe, device = self.pipe, self.accelerator.device
         with torch.no_grad():
@@ -268,9 +268,9 @@ class Distiller:
     def validate(self, path, steps: int = 20) -> float:
         """Generate the validation pairs' targets from their references with the current mappers;
         write a grid (rows: reference, generated, true target) and return the PSNR to the targets."""
+        from .evaluate.metrics import psnr_numpy
         from .generate import ControlledPipeline, ViewChange
         from .io import image_grid, save_image
-        from .teachers.quality import psnr
 
         batch = self.validation_batch()
         module = self.mapper_module
@@ -291,7 +291,7 @@ class Distiller:
         finally:
             module.train(was_training)
         save_image(path, image_grid(np.concatenate([refs, images, targets]), rows=3))
-        return float(np.mean(psnr(images, targets)))
+        return float(np.mean(psnr_numpy(images, targets)))
 
     # ------------------------------------------------------------------ checkpoints
     def save(self, folder=None) -> Path:

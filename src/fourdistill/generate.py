@@ -31,9 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-# Method notes 1.5: DPM-Solver multistep, 30 steps, guidance 5.0.
-DEFAULT_STEPS = 30
-DEFAULT_GUIDANCE = 5.0
+from .diffusion import DEFAULT_GUIDANCE, DEFAULT_STEPS
+
 SHIPPED_MAPPERS = Path(__file__).resolve().parent / "assets" / "mappers"
 
 
@@ -293,7 +292,7 @@ class ControlledPipeline:
         from PIL import Image
 
         from .teachers.ip_adapter import per_prompt_image_embeds
-        from .teachers.stack import resolve_guidance_rescale
+        from .diffusion.guidance import resolve_guidance_rescale
 
         pipe = self.pipe
         prompts = _as_list(prompt, None, "prompt")

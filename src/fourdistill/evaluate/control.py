@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..diffusion import DEFAULT_GUIDANCE, DEFAULT_STEPS
+
 METHODS = ("mappers", "copy", "ip_adapter", "ip_adapter_phrase", "no_bypass")
 TIME_BINS = (0.0, 0.25, 0.5, 0.75, 1.0)  # |d|
 VIEW_BINS = (0.0, 30.0, 60.0, 90.0)  # |d azimuth| in degrees
@@ -41,8 +43,8 @@ class ControlEvalConfig:
     pairs: int = 48  # per kind
     scenes: int = 200
     kinds: tuple[str, ...] = ("time", "view", "joint")
-    steps: int = 30  # method notes 1.5
-    guidance: float = 5.0  # method notes 1.5
+    steps: int = DEFAULT_STEPS
+    guidance: float = DEFAULT_GUIDANCE
     ip_adapter_scale: float | None = None  # None: the scale the mappers were distilled with
     batch: int = 16
     seed: int = 0

@@ -1,5 +1,9 @@
 """Image metrics for time and view control: PSNR, SSIM (plain and masked) and Spearman's rho.
 
+PSNR in dB from a mean squared error is `psnr_from_mse`, the one place that conversion is
+written, for floats, numpy arrays and torch tensors alike; `psnr_numpy` scores the world's
+channel-last numpy images directly.
+
 Images are torch tensors in [0, 1] (data range 1), channel first: (B, C, H, W) or one image
 (C, H, W). Numpy arrays in the world's channel-last layout go through `as_image_tensor` first.
 Masks are (B, H, W), (B, 1, H, W) or, for one image, (H, W); values in [0, 1] weight pixels
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -84,8 +89,28 @@ def _mask(mask, like: torch.Tensor, batched: bool) -> torch.Tensor:
     return m
 
 
-def _psnr_from_mse(mse: torch.Tensor, data_range: float) -> torch.Tensor:
-    return 10.0 * torch.log10(data_range**2 / mse)  # mse = 0 gives +inf
+def psnr_from_mse(mse, data_range: float = 1.0, min_mse: float = 0.0):
+    """PSNR in dB, 10 log10(L^2 / MSE) with L the data range (peak-to-peak: 2 for images in
+    [-1, 1]), of a mean squared error: a float gives a float, a numpy array an array and a torch
+    tensor a tensor of the same shape. min_mse > 0 floors the MSE there, so identical images give
+    10 log10(L^2 / min_mse) instead of +inf (min_mse 0); nan stays nan."""
+    if isinstance(mse, torch.Tensor):
+        return 10.0 * torch.log10(data_range**2 / (mse.clamp_min(min_mse) if min_mse > 0 else mse))
+    m = np.maximum(np.asarray(mse, dtype=np.float64), min_mse)
+    with np.errstate(divide="ignore"):
+        out = 10.0 * np.log10(data_range**2 / m)
+    return float(out) if np.ndim(mse) == 0 and not isinstance(mse, np.ndarray) else out
+
+
+def mse_numpy(a, b) -> np.ndarray:
+    """Per-image mean squared error (N,) of channel-last numpy images (N, H, W, C), in float64."""
+    return np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2, axis=(1, 2, 3))
+
+
+def psnr_numpy(a, b, data_range: float = 1.0) -> np.ndarray:
+    """Per-image PSNR in dB (N,) of channel-last numpy images (N, H, W, C), in float64, the MSE
+    floored at 1e-12 (identical images give 120 dB)."""
+    return psnr_from_mse(mse_numpy(a, b), data_range, min_mse=1e-12)
 
 
 def psnr(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
@@ -94,7 +119,7 @@ def psnr(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> torch.Ten
     x, y: (B, C, H, W) -> (B,), or (C, H, W) -> ().
     """
     x, y, batched = _pair(x, y)
-    out = _psnr_from_mse(((x - y) ** 2).mean(dim=(1, 2, 3)), data_range)
+    out = psnr_from_mse(((x - y) ** 2).mean(dim=(1, 2, 3)), data_range)
     return out if batched else out[0]
 
 
@@ -109,7 +134,7 @@ def masked_psnr(x: torch.Tensor, y: torch.Tensor, mask, data_range: float = 1.0)
     weight = m.sum(dim=(1, 2, 3)) * x.shape[1]
     sq = (m * (x - y) ** 2).sum(dim=(1, 2, 3))
     mse = torch.where(weight > 0, sq / weight.clamp_min(1e-12), torch.full_like(sq, math.nan))
-    out = _psnr_from_mse(mse, data_range)
+    out = psnr_from_mse(mse, data_range)
     return out if batched else out[0]
 
 

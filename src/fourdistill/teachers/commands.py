@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..diffusion import DEFAULT_GUIDANCE, DEFAULT_STEPS
+
 
 def register(sub) -> None:
     parser = sub.add_parser("teachers", help="the diffusion stacks: train the embedded one, inspect or sample any")
@@ -109,8 +111,8 @@ def register(sub) -> None:
     sample.add_argument("--caption", action="append", default=None, help="a caption (repeatable); default: held-out world captions")
     sample.add_argument("--n", type=int, default=8, help="held-out scenes when no caption is given (default 8)")
     sample.add_argument("--no-image-prompt", action="store_true", help="text only (IP-Adapter scale 0)")
-    sample.add_argument("--steps", type=int, default=30, help="DPM-Solver steps (default 30, method notes 1.5)")
-    sample.add_argument("--guidance", type=float, default=5.0, help="guidance scale (default 5.0, method notes 1.5)")
+    sample.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"DPM-Solver steps (default {DEFAULT_STEPS})")
+    sample.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE, help=f"guidance scale (default {DEFAULT_GUIDANCE})")
     sample.add_argument("--guidance-rescale", type=float, default=None, metavar="R",
                         help="rescale the guided prediction towards the conditional one's spread (diffusers' guidance_rescale, Lin et al.); "
                         "default: 0.7 for a zero-terminal-SNR stack, else 0")
@@ -126,6 +128,7 @@ def _train(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
+    from ..evaluate.stack import write_sample_grid
     from .train import TrainConfig, train
 
     cfg = TrainConfig()
@@ -197,7 +200,7 @@ def _train(args: argparse.Namespace) -> int:
     if not args.resume:
         cfg = TrainConfig.from_dict(cfg.to_dict())  # checks the values the flags set
     train(args.out, None if args.resume else cfg, resume=args.resume, progress=not args.no_progress, extend_unet_steps=args.unet_steps if args.resume else None,
-          cooldown_steps=args.cooldown if args.resume else None)
+          cooldown_steps=args.cooldown if args.resume else None, sample_grid=write_sample_grid)
     return 0
 
 
@@ -228,8 +231,8 @@ def _sample(args: argparse.Namespace) -> int:
 
     from ..io import image_grid, save_image
     from ..world import WorldConfig
+    from ..evaluate.stack import evaluate_stack, generate, held_out_references
     from .load import load_stack
-    from .quality import evaluate_stack, generate, held_out_references
 
     world = None if args.objects is None else WorldConfig(n_objects=args.objects)
     if args.threads is not None:

@@ -9,7 +9,7 @@ layout of a Stable Diffusion repository plus an h94/IP-Adapter `models/` folder:
     text_encoder/     config.json, model.safetensors
     vae/              config.json, diffusion_pytorch_model.safetensors
     unet/             config.json, diffusion_pytorch_model.safetensors
-    scheduler/        scheduler_config.json (DPM-Solver multistep, method notes 1.5)
+    scheduler/        scheduler_config.json (DPM-Solver multistep: diffusion.schedule.inference_scheduler)
     models/           ip-adapter-plus_tiny.safetensors, image_encoder/ (config.json, model.safetensors)
 
 so `StableDiffusionPipeline.from_pretrained(folder)` followed by
@@ -23,22 +23,11 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..diffusion.schedule import NoiseConfig  # part of the saved StackConfig
+
 IP_ADAPTER_SUBFOLDER = "models"
 IP_ADAPTER_WEIGHT_NAME = "ip-adapter-plus_tiny.safetensors"
 IMAGE_ENCODER_SUBFOLDER = "image_encoder"  # inside IP_ADAPTER_SUBFOLDER, as in h94/IP-Adapter
-
-# Stable Diffusion's training noise schedule: DDPM, 1000 steps, scaled_linear betas
-# 0.00085..0.012, epsilon prediction (the SD 1.x scheduler config). NoiseConfig can change the
-# prediction target and the end of the schedule (see noise_schedule).
-NOISE_SCHEDULE = dict(
-    num_train_timesteps=1000,
-    beta_start=0.00085,
-    beta_end=0.012,
-    beta_schedule="scaled_linear",
-    prediction_type="epsilon",
-    steps_offset=1,
-)
-
 
 @dataclass
 class TextEncoderConfig:
@@ -96,65 +85,6 @@ class IPAdapterConfig:
     num_tokens: int = 16  # IP-Adapter-Plus: 16 image tokens
     hidden_dims: int = 128
     depth: int = 4  # fixed by diffusers' loader
-
-
-PREDICTION_TYPES = ("epsilon", "v_prediction")
-
-
-@dataclass
-class NoiseConfig:
-    """What the U-Net predicts and where the noise schedule ends; saved in the scheduler config,
-    so StableDiffusionPipeline samples the stack correctly with no extra argument.
-
-    prediction_type: "epsilon" (SD 1.x) or "v_prediction" (SD 2.x 768-v: v = sqrt(abar) eps -
-    sqrt(1 - abar) x0). The epsilon loss weighs the error of the implied clean image by the
-    signal-to-noise ratio, about 0.005 at the noisiest step, so the steps that set an image's
-    layout barely count; v weighs it by SNR + 1, at least 1 everywhere.
-    zero_terminal_snr: rescale the betas so the last training step is pure noise (Lin et al.
-    2024, "Common diffusion noise schedules and sample steps are flawed"), as sampling starts from
-    pure noise; sampling then uses "trailing" timesteps, so it starts at that last step. Needs
-    v_prediction (epsilon is undefined where no signal is left).
-    """
-
-    prediction_type: str = "epsilon"
-    zero_terminal_snr: bool = False
-
-    def __post_init__(self):
-        if self.prediction_type not in PREDICTION_TYPES:
-            raise ValueError(f"NoiseConfig.prediction_type must be one of {PREDICTION_TYPES}, got {self.prediction_type!r}")
-        if self.zero_terminal_snr and self.prediction_type != "v_prediction":
-            raise ValueError("NoiseConfig.zero_terminal_snr needs prediction_type 'v_prediction'")
-
-
-# Lin et al. (section 3.4): with a zero-terminal-SNR schedule, classifier-free guidance at the usual
-# scales over-exposes; rescaling the guided prediction to the conditional one's standard deviation,
-# mixed 0.7 : 0.3 with the plain guided one, fixes it. diffusers' pipelines take it as
-# `guidance_rescale`.
-ZERO_SNR_GUIDANCE_RESCALE = 0.7
-
-
-def default_guidance_rescale(scheduler) -> float:
-    """The `guidance_rescale` to sample a stack with: ZERO_SNR_GUIDANCE_RESCALE when its scheduler
-    (a diffusers scheduler or its config) ends at zero SNR, else 0 (plain guidance, as SD 1.x)."""
-    config = getattr(scheduler, "config", scheduler)
-    return ZERO_SNR_GUIDANCE_RESCALE if config.get("rescale_betas_zero_snr", False) else 0.0
-
-
-def resolve_guidance_rescale(scheduler, value: float | None) -> float:
-    """`value`, checked to lie in [0, 1]; None: default_guidance_rescale(scheduler)."""
-    value = default_guidance_rescale(scheduler) if value is None else float(value)
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"guidance_rescale must lie in [0, 1], got {value}")
-    return value
-
-
-def noise_schedule(noise: NoiseConfig | None = None) -> dict:
-    """Scheduler keyword arguments: SD's schedule with `noise`'s prediction target and ending."""
-    noise = noise or NoiseConfig()
-    out = dict(NOISE_SCHEDULE, prediction_type=noise.prediction_type)
-    if noise.zero_terminal_snr:
-        out.update(rescale_betas_zero_snr=True, timestep_spacing="trailing")
-    return out
 
 
 @dataclass
@@ -295,87 +225,13 @@ def build_stack(cfg: StackConfig, tokenizer, seed: int = 0) -> Stack:
     return Stack(cfg, tokenizer, text_encoder, vae, unet, image_encoder, image_proj)
 
 
-def inference_scheduler(noise: NoiseConfig | None = None):
-    """DPM-Solver multistep over the training schedule (method notes 1.5: 30 steps, guidance 5)."""
-    from diffusers import DPMSolverMultistepScheduler
-
-    return DPMSolverMultistepScheduler(**noise_schedule(noise))
-
-
-def prediction_target(noise_scheduler, latents, noise, timesteps):
-    """What the U-Net is trained to output under `noise_scheduler`'s prediction type: the noise
-    (epsilon), the velocity sqrt(abar) eps - sqrt(1 - abar) x0 (v_prediction) or the clean
-    latents (sample)."""
-    kind = noise_scheduler.config.prediction_type
-    if kind == "epsilon":
-        return noise
-    if kind == "v_prediction":
-        return noise_scheduler.get_velocity(latents, noise, timesteps)
-    if kind == "sample":
-        return latents
-    raise ValueError(f"scheduler prediction_type {kind!r} is not supported (epsilon, v_prediction or sample)")
-
-
-def _prediction_kind(noise_scheduler) -> str:
-    kind = noise_scheduler.config.prediction_type
-    if kind not in ("epsilon", "v_prediction", "sample"):
-        raise ValueError(f"scheduler prediction_type {kind!r} is not supported (epsilon, v_prediction or sample)")
-    return kind
-
-
-def alphas_at(noise_scheduler, timesteps, like):
-    """abar at `timesteps`, shaped (N, 1, ..., 1) to broadcast over `like` (N, ...)."""
-    return noise_scheduler.alphas_cumprod.to(like)[timesteps].view(-1, *([1] * (like.ndim - 1)))
-
-
-def predicted_clean_latents(noise_scheduler, noisy, pred, timesteps):
-    """The clean latents a U-Net output implies at `timesteps` (the inverse of prediction_target)."""
-    kind = _prediction_kind(noise_scheduler)
-    if kind == "sample":
-        return pred
-    a = alphas_at(noise_scheduler, timesteps, noisy)
-    if kind == "epsilon":
-        return (noisy - (1 - a).sqrt() * pred) / a.sqrt()
-    return a.sqrt() * noisy - (1 - a).sqrt() * pred
-
-
-def target_for_clean(noise_scheduler, noisy, latents, timesteps):
-    """The U-Net output under which `noisy` at `timesteps` denoises to `latents`: prediction_target
-    for an input that add_noise did not make from these latents (predicted_clean_latents of it
-    gives `latents` back)."""
-    kind = _prediction_kind(noise_scheduler)
-    if kind == "sample":
-        return latents
-    a = alphas_at(noise_scheduler, timesteps, noisy)
-    if kind == "epsilon":
-        return (noisy - a.sqrt() * latents) / (1 - a).sqrt()
-    return (a.sqrt() * noisy - latents) / (1 - a).sqrt()
-
-
-def clean_error_weight(noise_scheduler, timesteps, like):
-    """Per-sample factor w with w * |output error|^2 = |implied clean-latent error|^2 at
-    `timesteps`, shaped like alphas_at: 1 - abar for v, (1 - abar) / abar for epsilon, 1 for
-    sample. Weighting a prediction loss by it turns it into a loss on the clean latents."""
-    kind = _prediction_kind(noise_scheduler)
-    a = alphas_at(noise_scheduler, timesteps, like)
-    if kind == "sample":
-        return a.new_ones(a.shape)
-    return (1 - a) if kind == "v_prediction" else (1 - a) / a
-
-
-def training_scheduler(noise: NoiseConfig | None = None):
-    """DDPM with Stable Diffusion's noise schedule (what the stack is trained with)."""
-    from diffusers import DDPMScheduler
-
-    return DDPMScheduler(**noise_schedule(noise), clip_sample=False)
-
-
 def save_stack(stack: Stack, folder) -> Path:
     """Write the stack in the Stable Diffusion + h94/IP-Adapter layout (atomically: the folder
     appears complete or not at all). Returns the folder."""
     import torch
     from diffusers import StableDiffusionPipeline
 
+    from ..diffusion.schedule import inference_scheduler
     from ..io import atomic_dir, write_json
     from .ip_adapter import ip_adapter_state_dict, save_ip_adapter
     from .tokenizer import write_vocab_files

@@ -13,8 +13,8 @@ Phase "decoder" (only with `init_from` and `decoder_steps`): the VAE's decoder a
 on, its encoder frozen, as Stable Diffusion's ft-MSE decoder was. The latents stay exactly what
 they were, so the U-Net keeps working unchanged and draws through a sharper decoder.
 
-Phase "unet": the MSE of the stack's prediction target (epsilon as SD 1.x, method notes 1.5, or
-v as SD 2.x; NoiseConfig), t uniform over SD's 1000 DDPM steps,
+Phase "unet": the MSE of the stack's prediction target (epsilon as SD 1.x or v as SD 2.x;
+diffusion.schedule.NoiseConfig), t uniform over SD's 1000 DDPM steps,
 with text dropout and image dropout (p = 0.1 each) so classifier-free guidance works on each.
 The image encoder trains through the IP-Adapter path, plus a small CLIP contrastive term
 between its projected embedding and the text encoder's pooled output.
@@ -318,6 +318,7 @@ def _init_stack_config(folder: Path, requested: StackConfig, ip_tokens: int | No
     keeps it v."""
     import dataclasses
 
+    from ..diffusion.schedule import NoiseConfig
     from .load import check_stack_folder
     from .stack import read_stack_config
 
@@ -326,8 +327,6 @@ def _init_stack_config(folder: Path, requested: StackConfig, ip_tokens: int | No
         raise FileNotFoundError(f"{folder / 'fourdistill_stack.json'}: init_from needs a stack trained by this command (its sizes are read from that file)")
     found = read_stack_config(folder)
     tokens = dataclasses.replace(found.ip_adapter, num_tokens=ip_tokens) if ip_tokens else found.ip_adapter
-    from .stack import NoiseConfig
-
     noise = found.noise if requested.noise == NoiseConfig() else requested.noise
     return dataclasses.replace(found, noise=noise, ip_adapter=tokens)
 
@@ -391,8 +390,14 @@ def train(
     log=print,
     extend_unet_steps: int | None = None,
     cooldown_steps: int | None = None,
+    sample_grid=None,
 ) -> Path:
     """Train (or resume) a stack into `run`; the finished stack is `run/stack`. Returns it.
+
+    sample_grid(stack, path, seed=, world=): writes a PNG of samples every `sample_every` U-Net
+    steps and at the end, as run/samples/step_NNNNNN.png (None: no samples). The command passes
+    fourdistill.evaluate.stack.write_sample_grid; sampling on held-out scenes is evaluation,
+    which this package does not import.
 
     extend_unet_steps (resume only): train the U-Net to this many steps instead of the run's
     planned count (the learning rate is constant after warmup, so a run extends cleanly).
@@ -469,7 +474,7 @@ def train(
         _train_vae(run, cfg, stack, data, state, progress, log, wall, decoder_only)  # adds its time to wall
         state = None
         write_checkpoint(run, "unet", 0, stack, _fresh_unet_optimizer(stack, cfg), {"wall": wall})
-    _train_unet(run, cfg, stack, data, state, progress, log, wall)  # adds its time to wall["unet_s"]
+    _train_unet(run, cfg, stack, data, state, progress, log, wall, sample_grid)  # adds its time to wall["unet_s"]
     save_stack(stack, run / "stack")
     write_json(run / "train_summary.json", {"config": cfg.to_dict(), "wall_s": wall, "this_invocation_s": time.time() - started})
     times = ", ".join(f"{name} {wall[key] / 60:.1f} min" for name, key in (("vae", "vae_s"), ("decoder", "decoder_s"), ("unet", "unet_s")) if key in wall)
@@ -603,16 +608,15 @@ def contrastive_loss(image_embeds, text_embeds, caption_ids, temperature: float 
     return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
 
 
-def sample_timesteps(cfg: TrainConfig, n_train: int, gen):
-    """cfg.batch training timesteps: uniform over [0, n_train), except that the first
-    cfg.high_noise_fraction of them (rounded) is uniform over [cfg.high_noise_start, n_train) and
-    the last self_input_count(cfg) uniform over [cfg.self_input_start, cfg.self_input_end)."""
+def training_timesteps(cfg: TrainConfig, n_train: int, gen):
+    """cfg.batch training timesteps: diffusion.schedule.sample_timesteps (uniform over
+    [0, n_train), the first cfg.high_noise_fraction of them over [cfg.high_noise_start, n_train)),
+    then the last self_input_count(cfg) uniform over [cfg.self_input_start, cfg.self_input_end)."""
     import torch
 
-    t = torch.randint(0, n_train, (cfg.batch,), generator=gen)
-    k = int(round(cfg.high_noise_fraction * cfg.batch))
-    if k > 0:
-        t[:k] = torch.randint(cfg.high_noise_start, n_train, (k,), generator=gen)
+    from ..diffusion.schedule import sample_timesteps
+
+    t = sample_timesteps(cfg.batch, n_train, gen, cfg.high_noise_fraction, cfg.high_noise_start)
     k = self_input_count(cfg)
     if k > 0:
         t[cfg.batch - k :] = torch.randint(cfg.self_input_start, min(cfg.self_input_end, n_train), (k,), generator=gen)
@@ -650,7 +654,8 @@ def sampler_input(unet, noise_scheduler, noise, timesteps, text_states, image_to
     caption's states; the image prompt is the same on both sides)."""
     import torch
 
-    from .stack import alphas_at, predicted_clean_latents
+    from ..diffusion.guidance import predict
+    from ..diffusion.schedule import alphas_at, predicted_clean_latents
 
     if jumps < 1:
         raise ValueError(f"sampler_input: jumps must be >= 1, got {jumps}")
@@ -671,30 +676,11 @@ def sampler_input(unet, noise_scheduler, noise, timesteps, text_states, image_to
     return x
 
 
-def predict(unet, x, timesteps, text_states, image_tokens, guidance: float = 0.0, uncond_states=None):
-    """`unet`'s prediction at (x, timesteps); with guidance > 0 the classifier-free guided one,
-    uncond + guidance * (cond - uncond), the unconditional side on `uncond_states`."""
-    import torch
-
-    def run(x, t, states, tokens):
-        return unet(x, t, encoder_hidden_states=states, added_cond_kwargs={"image_embeds": [tokens[:, None]]}).sample
-
-    if guidance <= 0:
-        return run(x, timesteps, text_states, image_tokens)
-    both = run(torch.cat([x, x]), torch.cat([timesteps, timesteps]), torch.cat([text_states, uncond_states]), torch.cat([image_tokens, image_tokens]))
-    return guide(*both.chunk(2), guidance)
-
-
-def guide(cond, uncond, guidance: float):
-    """Classifier-free guidance: uncond + guidance * (cond - uncond)."""
-    return uncond + guidance * (cond - uncond)
-
-
 def self_input_batch(unet, noise_scheduler, latents, noise, timesteps, text_states, image_tokens, jumps: int = 1):
     """Inputs and targets that teach the U-Net to keep what its earlier steps drew: the input
     the sampler gives at each timestep (sampler_input), and as target the output that denoises
     it to the true `latents`. Returns (noisy, target)."""
-    from .stack import target_for_clean
+    from ..diffusion.schedule import target_for_clean
 
     x = sampler_input(unet, noise_scheduler, noise, timesteps, text_states, image_tokens, jumps)
     return x, target_for_clean(noise_scheduler, x, latents, timesteps)
@@ -707,6 +693,8 @@ def text_preservation_batch(frozen, noise_scheduler, ids, noise, timesteps, jump
     guided against the empty caption `empty_ids` (1, L), and the targets are the frozen stack's
     guided and unconditional outputs. Returns (noisy, target), or (noisy, guided, uncond)."""
     import torch
+
+    from ..diffusion.guidance import guide, predict
 
     with torch.no_grad():
         text = frozen.text_encoder(ids).last_hidden_state
@@ -743,15 +731,16 @@ def _fresh_unet_optimizer(stack, cfg: TrainConfig):
     return torch.optim.AdamW(unet_parameters(stack, cfg.image_path_only), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def _train_unet(run: Path, cfg: TrainConfig, stack, data: dict, state, progress: bool, log, wall: dict) -> None:
+def _train_unet(run: Path, cfg: TrainConfig, stack, data: dict, state, progress: bool, log, wall: dict, sample_grid=None) -> None:
     import torch
     import torch.nn.functional as F
     from accelerate import Accelerator
     from torch.utils.tensorboard import SummaryWriter
     from tqdm import tqdm
 
+    from ..diffusion.guidance import guide
+    from ..diffusion.schedule import clean_error_weight, prediction_target, training_scheduler
     from .ip_adapter import clip_pixel_values
-    from .stack import clean_error_weight, prediction_target, training_scheduler
 
     if cfg.unet_steps == 0:  # e.g. a decoder fine-tune alone; --resume --unet-steps N can add U-Net steps later
         return
@@ -798,7 +787,7 @@ def _train_unet(run: Path, cfg: TrainConfig, stack, data: dict, state, progress:
         idx_t = torch.from_numpy(idx)
         latents = (lat_mean[idx_t] + lat_std[idx_t] * torch.randn(lat_mean[idx_t].shape, generator=gen)) * scale
         noise = torch.randn(latents.shape, generator=gen)
-        t = sample_timesteps(cfg, noise_scheduler.config.num_train_timesteps, gen)
+        t = training_timesteps(cfg, noise_scheduler.config.num_train_timesteps, gen)
         noisy = noise_scheduler.add_noise(latents, noise, t)
         target = prediction_target(noise_scheduler, latents, noise, t)
         drop_text, drop_image = prompt_dropout(cfg, gen)
@@ -867,8 +856,8 @@ def _train_unet(run: Path, cfg: TrainConfig, stack, data: dict, state, progress:
         writer.add_scalar("unet/contrastive", clip.item(), step)
         writer.add_scalar("unet/lr", sched.get_last_lr()[0], step)
         done = step + 1
-        if done % cfg.sample_every == 0 or done == cfg.unet_steps:
-            write_sample_grid(stack, run / "samples" / f"step_{done:06d}.png", seed=cfg.seed, world=cfg.data.world())
+        if sample_grid is not None and (done % cfg.sample_every == 0 or done == cfg.unet_steps):
+            sample_grid(stack, run / "samples" / f"step_{done:06d}.png", seed=cfg.seed, world=cfg.data.world())
             for m in (stack.unet, stack.text_encoder, stack.image_encoder):
                 m.train()
         wall["unet_s"] = unet_s_before + time.time() - t_begin
@@ -884,7 +873,7 @@ def stack_pipeline(stack):
     from diffusers import StableDiffusionPipeline
     from transformers import CLIPImageProcessor
 
-    from .stack import inference_scheduler
+    from ..diffusion.schedule import inference_scheduler
 
     size = stack.config.resolution
     pipe = StableDiffusionPipeline(
@@ -901,16 +890,3 @@ def stack_pipeline(stack):
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
-
-def write_sample_grid(stack, path: Path, seed: int = 0, n: int = 4, steps: int = 20, world=None) -> None:
-    """PNG grid, one column per held-out scene: reference render / text + image prompt / text only."""
-    from ..io import image_grid, save_image
-    from .quality import generate, held_out_references
-
-    for m in (stack.unet, stack.text_encoder, stack.image_encoder):
-        m.eval()
-    pipe = stack_pipeline(stack)
-    ref = held_out_references(n, stack.config.resolution, seed, world)
-    with_image = generate(pipe, ref.captions, ref.rgb, 1.0, steps=steps, seed=seed)
-    text_only = generate(pipe, ref.captions, None, 0.0, steps=steps, seed=seed)
-    save_image(path, image_grid(np.concatenate([ref.rgb, with_image, text_only]), rows=3))

@@ -5,19 +5,20 @@
 - image prompt: generating from a held-out reference render plus its caption should give the
   reference back (PSNR against it, 64x64).
 
-Generation uses the shipped inference settings: DPM-Solver multistep, 30 steps, guidance 5.0
-(method notes 1.5).
+Generation uses the shipped sampler: the stack's DPM-Solver multistep scheduler,
+fourdistill.diffusion.DEFAULT_STEPS steps at guidance DEFAULT_GUIDANCE. `write_sample_grid` is
+what stack training draws its progress samples with (teachers.train.train's sample_grid).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
-# Method notes 1.5: DPM-Solver multistep, 30 steps, guidance 5.0.
-INFERENCE_STEPS = 30
-GUIDANCE_SCALE = 5.0
+from ..diffusion import DEFAULT_GUIDANCE, DEFAULT_STEPS
+from .metrics import mse_numpy, psnr_from_mse, psnr_numpy
 
 
 REGIONS = ("sky", "ground", "objects")
@@ -89,8 +90,8 @@ def generate(
     captions: list[str],
     references: np.ndarray | None,
     ip_scale: float = 1.0,
-    steps: int = INFERENCE_STEPS,
-    guidance: float = GUIDANCE_SCALE,
+    steps: int = DEFAULT_STEPS,
+    guidance: float = DEFAULT_GUIDANCE,
     seed: int = 0,
     batch: int = 16,
     guidance_rescale: float | None = None,
@@ -98,7 +99,7 @@ def generate(
     """Generate one image per caption, with reference renders (N, H, W, 3) in [0, 1] as image
     prompts. references None or ip_scale 0: text only (the IP-Adapter's contribution is scaled
     to zero; a mid-grey image is passed because an installed IP-Adapter needs one).
-    guidance_rescale: None takes the stack's default (stack.default_guidance_rescale: 0.7 for a
+    guidance_rescale: None takes the stack's default (diffusion.guidance.default_guidance_rescale: 0.7 for a
     zero-terminal-SNR schedule, else 0).
     Returns (N, H, W, 3) float32 in [0, 1]. Each caption gets its own reference
     (per_prompt_image_embeds: the pipeline's own IP-Adapter input would give every caption of a
@@ -106,8 +107,8 @@ def generate(
     import torch
     from PIL import Image
 
-    from .ip_adapter import encode_image_prompts, per_prompt_image_embeds
-    from .stack import resolve_guidance_rescale
+    from ..diffusion.guidance import resolve_guidance_rescale
+    from ..teachers.ip_adapter import encode_image_prompts, per_prompt_image_embeds
 
     guidance_rescale = resolve_guidance_rescale(pipe.scheduler, guidance_rescale)
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
@@ -135,19 +136,19 @@ def generate(
     return np.concatenate(out)
 
 
-def _mse(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per-image mean squared error of (N, H, W, 3) images."""
-    return np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2, axis=(1, 2, 3))
+def write_sample_grid(stack, path: Path, seed: int = 0, n: int = 4, steps: int = 20, world=None) -> None:
+    """PNG grid of an in-memory Stack (teachers.stack.Stack), one column per held-out scene:
+    reference render / text + image prompt / text only."""
+    from ..io import image_grid, save_image
+    from ..teachers.train import stack_pipeline
 
-
-def _psnr_of(mse: np.ndarray) -> np.ndarray:
-    """Per-image PSNR (dB, peak 1) from per-image mean squared errors."""
-    return 10.0 * np.log10(1.0 / np.maximum(mse, 1e-12))
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per-image PSNR (dB) of (N, H, W, 3) images in [0, 1]."""
-    return _psnr_of(_mse(a, b))
+    for m in (stack.unet, stack.text_encoder, stack.image_encoder):
+        m.eval()
+    pipe = stack_pipeline(stack)
+    ref = held_out_references(n, stack.config.resolution, seed, world)
+    with_image = generate(pipe, ref.captions, ref.rgb, 1.0, steps=steps, seed=seed)
+    text_only = generate(pipe, ref.captions, None, 0.0, steps=steps, seed=seed)
+    save_image(path, image_grid(np.concatenate([ref.rgb, with_image, text_only]), rows=3))
 
 
 @dataclass
@@ -202,8 +203,8 @@ def first_step_images(pipe, ref: HeldOut) -> dict:
     import torch
     from diffusers import DDPMScheduler
 
-    from .ip_adapter import encode_image_prompts
-    from .stack import predicted_clean_latents
+    from ..diffusion.schedule import predicted_clean_latents
+    from ..teachers.ip_adapter import encode_image_prompts
 
     sched = DDPMScheduler.from_config(pipe.scheduler.config)
     n = len(ref.captions)
@@ -231,10 +232,10 @@ def first_step_psnr(pipe, ref: HeldOut, images: dict | None = None) -> dict:
     sampling noise: an image prompt that pinned the reference down would score near the VAE's
     ceiling, one that says nothing near the mean training render."""
     images = images if images is not None else first_step_images(pipe, ref)
-    return {name: round(float(psnr(x, ref.rgb).mean()), 2) for name, x in images.items()}
+    return {name: round(float(psnr_numpy(x, ref.rgb).mean()), 2) for name, x in images.items()}
 
 
-def evaluate_stack(pipe, n: int = 64, seed: int = 0, steps: int = INFERENCE_STEPS, guidance: float = GUIDANCE_SCALE, judge=None, samples_path=None, world=None,
+def evaluate_stack(pipe, n: int = 64, seed: int = 0, steps: int = DEFAULT_STEPS, guidance: float = DEFAULT_GUIDANCE, judge=None, samples_path=None, world=None,
                    guidance_rescale: float | None = None) -> StackQuality:
     """Both numbers on `n` held-out scenes. `judge`: a Judge, or None to load the shipped one
     (skipped with None in the result when no judge is shipped). `world`: the WorldConfig the
@@ -242,8 +243,8 @@ def evaluate_stack(pipe, n: int = 64, seed: int = 0, steps: int = INFERENCE_STEP
     guidance_rescale: None takes the stack's default (see `generate`)."""
     import torch
 
+    from ..diffusion.guidance import resolve_guidance_rescale
     from ..io import image_grid, save_image
-    from .stack import resolve_guidance_rescale
 
     guidance_rescale = resolve_guidance_rescale(pipe.scheduler, guidance_rescale)
     ref = held_out_references(n, pipe.unet.config.sample_size * pipe.vae_scale_factor, seed, world)
@@ -258,7 +259,7 @@ def evaluate_stack(pipe, n: int = 64, seed: int = 0, steps: int = INFERENCE_STEP
     recon = ((recon.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).numpy()
     accuracy = per_shape = ceiling = identity = None
     try:
-        from ..evaluate.judge import attribute_accuracy, load_judge
+        from .judge import attribute_accuracy, load_judge
 
         judge = judge or load_judge()
     except (ImportError, FileNotFoundError):
@@ -277,25 +278,25 @@ def evaluate_stack(pipe, n: int = 64, seed: int = 0, steps: int = INFERENCE_STEP
     for k, name in enumerate(REGIONS):
         sel = ref.regions == k
         if sel.any():
-            by_region[name] = {"pixels": round(float(sel.mean()), 4), "psnr_db": round(float(10 * np.log10(1 / max(err[sel].mean(), 1e-12))), 2)}
+            by_region[name] = {"pixels": round(float(sel.mean()), 4), "psnr_db": round(float(psnr_from_mse(err[sel].mean(), min_mse=1e-12)), 2)}
     mean_image = training_mean_image(ref.rgb.shape[1], world=world)
     first = first_step_images(pipe, ref)
-    spread = _mse(with_image, with_image_again) / 2
+    spread = mse_numpy(with_image, with_image_again) / 2
     return StackQuality(
         text_to_image_accuracy=accuracy,
         text_to_image_per_shape=per_shape,
-        image_prompt_psnr_db=float(psnr(with_image, ref.rgb).mean()),
-        reference_vae_psnr_db=float(psnr(recon, ref.rgb).mean()),
+        image_prompt_psnr_db=float(psnr_numpy(with_image, ref.rgb).mean()),
+        reference_vae_psnr_db=float(psnr_numpy(recon, ref.rgb).mean()),
         image_prompt_by_region=by_region,
-        mean_image_psnr_db=float(psnr(np.broadcast_to(mean_image, ref.rgb.shape), ref.rgb).mean()),
-        reference_16px_psnr_db=float(psnr(low_pass(ref.rgb, 16), ref.rgb).mean()),
+        mean_image_psnr_db=float(psnr_numpy(np.broadcast_to(mean_image, ref.rgb.shape), ref.rgb).mean()),
+        reference_16px_psnr_db=float(psnr_numpy(low_pass(ref.rgb, 16), ref.rgb).mean()),
         n_scenes=n,
         steps=steps,
         guidance=guidance,
         first_step_psnr_db=first_step_psnr(pipe, ref, first),
         reference_vae_text_to_image_accuracy=ceiling,
-        image_prompt_spread_db=round(float(_psnr_of(spread).mean()), 2),
-        image_prompt_consistent_db=round(float(_psnr_of(_mse(first["text+image"], ref.rgb) + spread).mean()), 2),
+        image_prompt_spread_db=round(float(psnr_from_mse(spread, min_mse=1e-12).mean()), 2),
+        image_prompt_consistent_db=round(float(psnr_from_mse(mse_numpy(first["text+image"], ref.rgb) + spread, min_mse=1e-12).mean()), 2),
         image_prompt_identity=identity,
         guidance_rescale=guidance_rescale,
     )
