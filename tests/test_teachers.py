@@ -14,7 +14,7 @@ from fourdistill.teachers.ip_adapter import IPAdapterFileError, clip_pixel_value
 from fourdistill.teachers.load import NO_NETWORK, SHIPPED_STACK, StackLoadError, load_stack
 from fourdistill.teachers.stack import IMAGE_ENCODER_SUBFOLDER, IP_ADAPTER_SUBFOLDER, IP_ADAPTER_WEIGHT_NAME, build_stack, save_stack
 from fourdistill.teachers.tokenizer import build_tokenizer
-from fourdistill.world import make_scene
+from fourdistill.world import make_scene, object_mask, render_view, render_views
 
 from tiny_models import tiny_stack_config
 
@@ -47,7 +47,7 @@ def _reference(seed=1_000_000):
 
     from fourdistill.cameras import orbit_camera
 
-    rgb = make_scene(seed).render(orbit_camera(30.0, 20.0, 3.2), 0.5).rgb
+    rgb = render_view(make_scene(seed), orbit_camera(30.0, 20.0, 3.2), 0.5)["rgb"]
     return Image.fromarray((rgb * 255 + 0.5).astype(np.uint8))
 
 
@@ -529,8 +529,8 @@ def test_training_renders_carry_object_masks_and_the_vae_loss_can_weigh_them():
     scene = make_scene(int(data["seeds"][0]))
     cams = [DEFAULT_ORBIT.sample(np.random.default_rng(1), 32, 32)]
     empty = replace(scene, objects=())
-    assert not empty.object_mask(cams, [0.5], empty.render_batch(cams, [0.5])["depth"]).any()
-    assert scene.object_mask(cams, [0.5], scene.render_batch(cams, [0.5])["depth"]).any()
+    assert not object_mask(empty, cams, [0.5], render_views(empty, cams, [0.5])["depth"]).any()
+    assert object_mask(scene, cams, [0.5], render_views(scene, cams, [0.5])["depth"]).any()
     # an error on object pixels only weighs (1 + W) / mean weight as much with the weighting
     x = torch.zeros(2, 3, 8, 8)
     objects = np.zeros((2, 8, 8), dtype=bool)

@@ -191,7 +191,7 @@ def render_training_set(cfg: DataConfig, resolution: int, seed: int, progress: b
     for the record."""
     from tqdm import tqdm
 
-    from ..world import DEFAULT_ORBIT, is_eval_seed, make_scene
+    from ..world import DEFAULT_ORBIT, is_eval_seed, make_scene, object_mask, render_views
 
     seeds = training_seeds(cfg)
     world = cfg.world()
@@ -202,9 +202,9 @@ def render_training_set(cfg: DataConfig, resolution: int, seed: int, progress: b
         scene = make_scene(s, world)
         cams = [DEFAULT_ORBIT.sample(rng, resolution, resolution) for _ in range(cfg.views_per_scene)]
         t = rng.uniform(0.0, 1.0, cfg.views_per_scene)
-        out = scene.render_batch(cams, t)
+        out = render_views(scene, cams, t)
         images.append((np.clip(out["rgb"], 0, 1) * 255 + 0.5).astype(np.uint8))
-        objects.append(scene.object_mask(cams, t, out["depth"]))
+        objects.append(object_mask(scene, cams, t, out["depth"]))
         scene_index += [k] * cfg.views_per_scene
         captions.append(scene.caption)
         times.append(t)
