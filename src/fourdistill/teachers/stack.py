@@ -23,9 +23,9 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .ip_adapter import IMAGE_ENCODER_SUBFOLDER, IP_ADAPTER_WEIGHT_NAME  # noqa: F401  (the IP-Adapter's files, inside IP_ADAPTER_SUBFOLDER)
+
 IP_ADAPTER_SUBFOLDER = "models"
-IP_ADAPTER_WEIGHT_NAME = "ip-adapter-plus_tiny.safetensors"
-IMAGE_ENCODER_SUBFOLDER = "image_encoder"  # inside IP_ADAPTER_SUBFOLDER, as in h94/IP-Adapter
 
 # Stable Diffusion's training noise schedule: DDPM, 1000 steps, scaled_linear betas
 # 0.00085..0.012, epsilon prediction (the SD 1.x scheduler config). NoiseConfig can change the
