@@ -31,7 +31,8 @@ def main() -> None:
 
     from safetensors.torch import load_file
 
-    from fourdistill.teachers.train import DataConfig, TrainConfig, train
+    from fourdistill.teachers.data import DataConfig
+    from fourdistill.teachers.train import TrainConfig, train
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

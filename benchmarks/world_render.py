@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from fourdistill.world import DEFAULT_ORBIT, make_scene
+from fourdistill.world import DEFAULT_ORBIT, make_scene, render_views
 
 
 def rate(size: int, batch: int, seconds: float) -> float:
@@ -22,7 +22,7 @@ def rate(size: int, batch: int, seconds: float) -> float:
     while time.perf_counter() - start < seconds:
         scene = scenes[k % len(scenes)]
         cams = [DEFAULT_ORBIT.sample(rng, size, size) for _ in range(batch)]
-        scene.render_batch(cams, rng.uniform(0, 1, batch))
+        render_views(scene, cams, rng.uniform(0, 1, batch))
         done += batch
         k += 1
     return done / (time.perf_counter() - start)

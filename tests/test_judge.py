@@ -30,7 +30,7 @@ from fourdistill.evaluate.judge import (
     training_seeds,
     view_labels,
 )
-from fourdistill.world import COLORS, EVAL_SEEDS, SHAPES, Scene, make_scene
+from fourdistill.world import COLORS, EVAL_SEEDS, SHAPES, Scene, make_scene, render_view, render_views
 
 
 def _two_object_scene(start=0):
@@ -85,14 +85,14 @@ def test_object_pixels_match_renders_of_each_object_alone():
     scene = _two_object_scene()
     cams = [orbit_camera(az, 25.0, 3.2, 40.0, 64, 64) for az in (0.0, 120.0, 240.0)]
     times = [0.1, 0.5, 0.9]
-    full = scene.render_batch(cams, times)
+    full = render_views(scene, cams, times)
     counts = object_pixels(scene, cams, times, full["depth"])
     silhouettes = silhouette_pixels(scene, cams, times)
     assert counts.shape == silhouettes.shape == (3, 2)
     empty = Scene(seed=scene.seed, objects=())
-    ground = empty.render_batch(cams, times)["depth"]
+    ground = render_views(empty, cams, times)["depth"]
     for k, obj in enumerate(scene.objects):
-        alone = Scene(seed=scene.seed, objects=(obj,)).render_batch(cams, times)["depth"]
+        alone = render_views(Scene(seed=scene.seed, objects=(obj,)), cams, times)["depth"]
         in_front = alone < ground - 1e-3  # the object alone: in front of the ground or sky
         with np.errstate(invalid="ignore"):  # sky: inf - inf
             shows = in_front & (np.abs(full["depth"] - alone) < 1e-3)  # and not hidden by the other
@@ -107,7 +107,7 @@ def test_object_pixels_match_renders_of_each_object_alone():
 def test_objects_out_of_view_are_absent_and_slivers_unscored():
     scene = _two_object_scene()
     sky = Camera.from_fov(look_at((3.0, 0.0, 0.5), (3.0, 0.0, 5.0), up=(1.0, 0.0, 0.0)), 40.0, 64, 64)
-    depth = scene.render_batch([sky], [0.5])["depth"]
+    depth = render_views(scene, [sky], [0.5])["depth"]
     counts = object_pixels(scene, [sky], [0.5], depth)
     assert counts.sum() == 0
     rule = Readability(min_image_fraction=0.005, min_unhidden_share=0.25)
@@ -230,7 +230,7 @@ def test_shipped_judge_is_accurate_on_held_out_renders(shipped):
 def test_attribute_accuracy_tells_matched_from_swapped_images(shipped):
     scenes = [make_scene(s) for s in EVAL_SEEDS[100:124]]
     cam = orbit_camera(35.0, 30.0, 3.2, 40.0, 64, 64)
-    images = np.stack([s.render(cam, 0.4).rgb for s in scenes])
+    images = np.stack([render_view(s, cam, 0.4)["rgb"] for s in scenes])
     matched = attribute_accuracy(images, scenes, shipped)
     assert matched.object_recall >= 0.9
     swapped = attribute_accuracy(np.roll(images, 1, axis=0), scenes, shipped)

@@ -6,7 +6,7 @@ from fourdistill.cameras import OrbitRange, orbit_camera, spherical_coordinates,
 from fourdistill.pairs import PairBatch, PairConfig, PairSampler, PairStream, collate_pairs
 from fourdistill.sources.base import Frame, FrameInfo, Source
 from fourdistill.sources.world import WorldScenes, WorldSource
-from fourdistill.world import make_scene
+from fourdistill.world import make_scene, render_view
 
 ORBIT = OrbitRange(azimuth_deg=(-180.0, 180.0), elevation_deg=(10.0, 40.0), radius=(3.0, 3.4), fov_x_deg=40.0)
 
@@ -231,11 +231,11 @@ def test_world_pairs_show_the_scene_at_the_drawn_camera_and_time():
         s = pair.spec
         scene = make_scene(100 + s.source_index)
         assert pair.caption == scene.caption and pair.mask_known
-        want = scene.render(s.camera_tgt, s.time_tgt)
-        torch.testing.assert_close(pair.target, torch.from_numpy(want.rgb).permute(2, 0, 1) * 2 - 1, atol=1e-6, rtol=0)
-        torch.testing.assert_close(pair.target_mask[0], torch.from_numpy(want.mask), atol=1e-6, rtol=0)
-        want_ref = scene.render(s.camera_ref, s.time_ref)
-        torch.testing.assert_close(pair.reference, torch.from_numpy(want_ref.rgb).permute(2, 0, 1) * 2 - 1, atol=1e-6, rtol=0)
+        want = render_view(scene, s.camera_tgt, s.time_tgt)
+        torch.testing.assert_close(pair.target, torch.from_numpy(want["rgb"]).permute(2, 0, 1) * 2 - 1, atol=1e-6, rtol=0)
+        torch.testing.assert_close(pair.target_mask[0], torch.from_numpy(want["mask"]), atol=1e-6, rtol=0)
+        want_ref = render_view(scene, s.camera_ref, s.time_ref)
+        torch.testing.assert_close(pair.reference, torch.from_numpy(want_ref["rgb"]).permute(2, 0, 1) * 2 - 1, atol=1e-6, rtol=0)
 
 
 def test_lazy_sources_are_built_only_when_drawn():
@@ -438,7 +438,7 @@ def test_pairs_from_real_readers(tmp_path):
     frames = []
     for k in range(4):
         cam = orbit_camera(90.0 * k, 25.0, 3.2, 40.0, 32, 32)
-        rgb = scene.render(cam, 0.5).rgb
+        rgb = render_view(scene, cam, 0.5)["rgb"]
         Image.fromarray((rgb * 255).round().astype(np.uint8)).save(capture / f"v{k}.png")
         frames.append({"file_path": f"v{k}.png", "transform_matrix": cam.c2w.tolist()})
     meta = {"fl_x": cam.fx, "fl_y": cam.fy, "cx": 16.0, "cy": 16.0, "w": 32, "h": 32, "frames": frames}

@@ -71,14 +71,14 @@ def test_video_stride_and_max_frames(tmp_path):
 
 def test_video_exported_by_the_world_matches_its_renders(tmp_path):
     """The project's own exporter and this reader agree: frame i is the scene at i / (N - 1)."""
-    from fourdistill.world import export_video, make_scene, orbit_path
+    from fourdistill.world import export_video, make_scene, orbit_path, render_views
 
     scene = make_scene(3)
     export_video(scene, tmp_path / "scene.mp4", n_frames=8, resolution=32)
     source = open_source(tmp_path / "scene.mp4")
     cams = orbit_path(8, 32)
     times = np.linspace(0.0, 1.0, 8)
-    renders = scene.render_batch(cams, times)["rgb"]
+    renders = render_views(scene, cams, times)["rgb"]
     assert len(source) == 8
     for i in range(8):
         errors = np.abs(renders - source.frame(i).rgb).mean(axis=(1, 2, 3))
@@ -222,7 +222,7 @@ def test_dnerf_frames_are_cached_small_and_returned_as_copies(tmp_path):
 
 def test_dnerf_exported_by_the_world_reads_back_exactly(tmp_path):
     """Poses, intrinsics, times, masks and pixels survive export_dnerf -> DNeRFSource."""
-    from fourdistill.world import export_dnerf, make_scene
+    from fourdistill.world import export_dnerf, make_scene, render_view
 
     scene = make_scene(5)
     export_dnerf(scene, tmp_path / "dnerf", resolution=24, n_train=4, n_val=2, n_test=0)
@@ -231,12 +231,12 @@ def test_dnerf_exported_by_the_world_reads_back_exactly(tmp_path):
     assert len(source) == 6 and source.splits == ["train", "val"]
     assert [i.time01 for i in source.infos()][:4] == pytest.approx([0, 1 / 3, 2 / 3, 1])
     for info in source.infos():
-        truth = scene.render(info.camera, info.time01)
+        truth = render_view(scene, info.camera, info.time01)
         f = source.frame(info.index)
-        np.testing.assert_allclose(f.mask, truth.mask, atol=0.5 / 255 + 1e-6)
-        solid = truth.mask == 1.0
+        np.testing.assert_allclose(f.mask, truth["mask"], atol=0.5 / 255 + 1e-6)
+        solid = truth["mask"] == 1.0
         assert solid.sum() > 50
-        np.testing.assert_allclose(f.rgb[solid], truth.rgb[solid], atol=0.5 / 255 + 1e-6)
+        np.testing.assert_allclose(f.rgb[solid], truth["rgb"][solid], atol=0.5 / 255 + 1e-6)
 
 
 # ---------------------------------------------------------------- nerfstudio

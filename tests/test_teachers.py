@@ -14,7 +14,7 @@ from fourdistill.teachers.ip_adapter import IPAdapterFileError, clip_pixel_value
 from fourdistill.teachers.load import NO_NETWORK, SHIPPED_STACK, StackLoadError, load_stack
 from fourdistill.teachers.stack import IMAGE_ENCODER_SUBFOLDER, IP_ADAPTER_SUBFOLDER, IP_ADAPTER_WEIGHT_NAME, build_stack, save_stack
 from fourdistill.teachers.tokenizer import build_tokenizer
-from fourdistill.world import make_scene
+from fourdistill.world import make_scene, object_mask, render_view, render_views
 
 from tiny_models import tiny_stack_config
 
@@ -47,7 +47,7 @@ def _reference(seed=1_000_000):
 
     from fourdistill.cameras import orbit_camera
 
-    rgb = make_scene(seed).render(orbit_camera(30.0, 20.0, 3.2), 0.5).rgb
+    rgb = render_view(make_scene(seed), orbit_camera(30.0, 20.0, 3.2), 0.5)["rgb"]
     return Image.fromarray((rgb * 255 + 0.5).astype(np.uint8))
 
 
@@ -255,7 +255,8 @@ def test_unreachable_hub_id_says_no_network():
 
 def test_training_command_runs_resumes_and_is_deterministic(tmp_path):
     from fourdistill.cli import main
-    from fourdistill.teachers.train import DataConfig, TrainConfig, train
+    from fourdistill.teachers.data import DataConfig
+    from fourdistill.teachers.train import TrainConfig, train
 
     config = tmp_path / "tiny.json"
     config.write_text(json.dumps({"stack": TINY.to_dict(), "vae_batch": 2}))
@@ -366,7 +367,8 @@ def test_self_input_batch_starts_from_the_unets_own_first_step(tiny_folder):
 def test_a_stack_fine_tunes_to_v_prediction_and_the_pipeline_follows(tmp_path):
     from fourdistill.cli import main
     from fourdistill.teachers.stack import read_stack_config
-    from fourdistill.teachers.train import DataConfig, TrainConfig, train
+    from fourdistill.teachers.data import DataConfig
+    from fourdistill.teachers.train import TrainConfig, train
 
     cfg = TrainConfig(data=DataConfig(n_scenes=4, views_per_scene=2), stack=TINY, vae_steps=2, vae_batch=2,
                       unet_steps=1, batch=2, sample_every=100, checkpoint_every=100)
@@ -423,7 +425,7 @@ def test_learning_rate_warms_up_stays_then_cools_down_to_zero():
 
 
 def test_training_refuses_eval_seeds():
-    from fourdistill.teachers.train import DataConfig, training_seeds
+    from fourdistill.teachers.data import DataConfig, training_seeds
 
     with pytest.raises(ValueError, match="reserved for evaluation"):
         training_seeds(DataConfig(first_seed=999_990, n_scenes=20))
@@ -434,13 +436,14 @@ def test_the_easier_world_draws_training_and_held_out_scenes_with_the_objects_as
 
     from fourdistill.teachers.commands import object_range
     from fourdistill.evaluate.stack import held_out_references
-    from fourdistill.teachers.train import DataConfig, TrainConfig, render_training_set
+    from fourdistill.teachers.data import DataConfig, render_world_set
+    from fourdistill.teachers.train import TrainConfig
     from fourdistill.world import WorldConfig, make_scene
 
-    data = render_training_set(DataConfig(n_scenes=12, views_per_scene=1, n_objects=(1, 1)), 16, 0, progress=False)
+    data = render_world_set(DataConfig(n_scenes=12, views_per_scene=1, n_objects=(1, 1)), 16, 0, progress=False)
     assert all(len(make_scene(int(s), WorldConfig(n_objects=(1, 1))).objects) == 1 for s in data["seeds"])
     assert list(data["captions"]) == [make_scene(int(s), WorldConfig(n_objects=(1, 1))).caption for s in data["seeds"]]
-    default = render_training_set(DataConfig(n_scenes=12, views_per_scene=1), 16, 0, progress=False)
+    default = render_world_set(DataConfig(n_scenes=12, views_per_scene=1), 16, 0, progress=False)
     assert list(default["captions"]) == [make_scene(int(s)).caption for s in default["seeds"]]
     assert {len(make_scene(int(s)).objects) for s in default["seeds"]} == {1, 2}  # the world's own mix
     for k in (1, 2):
@@ -460,18 +463,19 @@ def test_the_easier_world_draws_training_and_held_out_scenes_with_the_objects_as
 def test_training_renders_carry_object_masks_and_the_vae_loss_can_weigh_them():
     from dataclasses import replace
 
-    from fourdistill.teachers.train import DataConfig, TrainConfig, render_training_set, vae_reconstruction_loss
+    from fourdistill.teachers.data import DataConfig, render_world_set
+    from fourdistill.teachers.train import TrainConfig, vae_reconstruction_loss
     from fourdistill.world import DEFAULT_ORBIT, make_scene
 
-    data = render_training_set(DataConfig(n_scenes=3, views_per_scene=2), 32, 0, progress=False)
+    data = render_world_set(DataConfig(n_scenes=3, views_per_scene=2), 32, 0, progress=False)
     m = data["objects"]
     assert m.shape == data["images"].shape[:3] and m.dtype == bool and 0.0 < m.mean() < 0.5
     # object pixels are where an object's colour is; the masks of a scene without objects are empty
     scene = make_scene(int(data["seeds"][0]))
     cams = [DEFAULT_ORBIT.sample(np.random.default_rng(1), 32, 32)]
     empty = replace(scene, objects=())
-    assert not empty.object_mask(cams, [0.5], empty.render_batch(cams, [0.5])["depth"]).any()
-    assert scene.object_mask(cams, [0.5], scene.render_batch(cams, [0.5])["depth"]).any()
+    assert not object_mask(empty, cams, [0.5], render_views(empty, cams, [0.5])["depth"]).any()
+    assert object_mask(scene, cams, [0.5], render_views(scene, cams, [0.5])["depth"]).any()
     # an error on object pixels only weighs (1 + W) / mean weight as much with the weighting
     x = torch.zeros(2, 3, 8, 8)
     objects = np.zeros((2, 8, 8), dtype=bool)
@@ -490,7 +494,8 @@ def test_training_renders_carry_object_masks_and_the_vae_loss_can_weigh_them():
 
 
 def test_a_cached_render_without_object_masks_is_refused_when_they_are_needed(tmp_path):
-    from fourdistill.teachers.train import DataConfig, TrainConfig, load_or_render
+    from fourdistill.teachers.data import DataConfig
+    from fourdistill.teachers.train import TrainConfig, load_or_render
 
     cfg = TrainConfig(data=DataConfig(n_scenes=2, views_per_scene=1), vae_object_weight=5.0)
     cfg.stack.resolution = 16
@@ -634,7 +639,8 @@ def test_decoder_fine_tune_keeps_the_latents_and_the_unet(tmp_path):
     from safetensors.torch import load_file
 
     from fourdistill.cli import main
-    from fourdistill.teachers.train import DataConfig, TrainConfig, train
+    from fourdistill.teachers.data import DataConfig
+    from fourdistill.teachers.train import TrainConfig, train
 
     cfg = TrainConfig(data=DataConfig(n_scenes=4, views_per_scene=2), stack=TINY, vae_steps=2, vae_batch=2,
                       unet_steps=1, batch=2, sample_every=100, checkpoint_every=100)
@@ -682,7 +688,8 @@ def test_a_fresh_run_takes_a_trained_vae_and_builds_a_wider_unet(tmp_path):
 
     from fourdistill.cli import main
     from fourdistill.teachers.stack import read_stack_config
-    from fourdistill.teachers.train import DataConfig, TrainConfig, train
+    from fourdistill.teachers.data import DataConfig
+    from fourdistill.teachers.train import TrainConfig, train
 
     cfg = TrainConfig(data=DataConfig(n_scenes=4, views_per_scene=2), stack=TINY, vae_steps=2, vae_batch=2,
                       unet_steps=1, batch=2, sample_every=100, checkpoint_every=100)
@@ -727,7 +734,8 @@ def test_self_input_samples_can_keep_their_image_prompt():
 def test_image_path_only_leaves_text_to_image_untouched(tmp_path):
     from safetensors.torch import load_file
 
-    from fourdistill.teachers.train import DataConfig, TrainConfig, train
+    from fourdistill.teachers.data import DataConfig
+    from fourdistill.teachers.train import TrainConfig, train
 
     cfg = TrainConfig(data=DataConfig(n_scenes=4, views_per_scene=2), stack=TINY, vae_steps=2, vae_batch=2,
                       unet_steps=1, batch=2, sample_every=100, checkpoint_every=100)
@@ -750,7 +758,8 @@ def test_image_path_only_leaves_text_to_image_untouched(tmp_path):
 
 def test_preserve_text_holds_text_alone_to_the_init_stack(tmp_path):
     from fourdistill.diffusion.schedule import training_scheduler
-    from fourdistill.teachers.train import DataConfig, TrainConfig, load_stack_for_training, preserve_text_count, text_preservation_batch, train
+    from fourdistill.teachers.data import DataConfig
+    from fourdistill.teachers.train import TrainConfig, load_stack_for_training, preserve_text_count, text_preservation_batch, train
 
     with pytest.raises(ValueError, match="needs init_from"):
         TrainConfig(preserve_text_fraction=0.25)

@@ -17,6 +17,8 @@ from fourdistill.world import (
     export_video,
     is_eval_seed,
     make_scene,
+    render_view,
+    render_views,
 )
 from fourdistill.world.render import sdf_local
 
@@ -33,7 +35,7 @@ def test_scene_is_a_pure_function_of_the_seed():
     a, b = make_scene(7), make_scene(7)
     assert a == b
     assert a.caption == b.caption
-    np.testing.assert_array_equal(a.render(_cam(), 0.3).rgb, b.render(_cam(), 0.3).rgb)
+    np.testing.assert_array_equal(render_view(a, _cam(), 0.3)["rgb"], render_view(b, _cam(), 0.3)["rgb"])
     assert any(make_scene(s).caption != a.caption for s in range(8, 20))
 
 
@@ -76,39 +78,39 @@ def test_eval_seeds_are_reserved():
 
 
 def test_render_outputs_have_the_documented_shapes_and_ranges():
-    f = make_scene(3).render(_cam(size=48), 0.5)
-    assert f.rgb.shape == (48, 48, 3) and f.rgb.dtype == np.float32
-    assert f.mask.shape == (48, 48) and f.depth.shape == (48, 48)
-    assert 0.0 <= f.rgb.min() and f.rgb.max() <= 1.0
-    assert set(np.unique(f.mask)) <= {0.0, 1.0}
-    assert np.all(np.isinf(f.depth[f.mask == 0])) and np.all(np.isfinite(f.depth[f.mask == 1]))
+    f = render_view(make_scene(3), _cam(size=48), 0.5)
+    assert f["rgb"].shape == (48, 48, 3) and f["rgb"].dtype == np.float32
+    assert f["mask"].shape == (48, 48) and f["depth"].shape == (48, 48)
+    assert 0.0 <= f["rgb"].min() and f["rgb"].max() <= 1.0
+    assert set(np.unique(f["mask"])) <= {0.0, 1.0}
+    assert np.all(np.isinf(f["depth"][f["mask"] == 0])) and np.all(np.isfinite(f["depth"][f["mask"] == 1]))
     # the camera sees the scene: ground and objects cover a good part of the image
-    assert 0.3 < f.mask.mean() < 1.0
+    assert 0.3 < f["mask"].mean() < 1.0
 
 
 def test_any_resolution_and_batch_matches_single_renders():
     scene = make_scene(11)
     for size in (16, 33, 128):
-        assert scene.render(_cam(size=size), 0.2).rgb.shape == (size, size, 3)
+        assert render_view(scene, _cam(size=size), 0.2)["rgb"].shape == (size, size, 3)
     cams = [_cam(az) for az in (0, 90, 200)]
     times = [0.0, 0.4, 1.0]
-    batch = scene.render_batch(cams, times)
+    batch = render_views(scene, cams, times)
     for i in range(3):
-        np.testing.assert_allclose(batch["rgb"][i], scene.render(cams[i], times[i]).rgb, atol=1e-6)
+        np.testing.assert_allclose(batch["rgb"][i], render_view(scene, cams[i], times[i])["rgb"], atol=1e-6)
 
 
 def test_non_square_camera():
     cam = Camera.from_fov(orbit_camera(0, 20, 3.2).c2w, 40.0, 80, 48)
-    assert make_scene(2).render(cam, 0.5).rgb.shape == (48, 80, 3)
+    assert render_view(make_scene(2), cam, 0.5)["rgb"].shape == (48, 80, 3)
 
 
 def test_time_and_view_are_identifiable_from_single_images():
     """Two times from one camera differ clearly, and so do two cameras at one time."""
     for seed in range(30):
         scene = make_scene(seed)
-        a = scene.render(_cam(30.0), 0.1).rgb
-        later = scene.render(_cam(30.0), 0.9).rgb
-        moved = scene.render(_cam(100.0), 0.1).rgb
+        a = render_view(scene, _cam(30.0), 0.1)["rgb"]
+        later = render_view(scene, _cam(30.0), 0.9)["rgb"]
+        moved = render_view(scene, _cam(100.0), 0.1)["rgb"]
         assert _mse(a, later) > 1e-3, f"seed {seed}: t=0.1 and t=0.9 look the same"
         assert _mse(a, moved) > 1e-3, f"seed {seed}: azimuth 30 and 100 look the same"
 
@@ -117,14 +119,14 @@ def test_spinning_cube_changes_and_a_static_ball_does_not():
     spin = make_scene(0, WorldConfig(n_objects=(1, 1), shapes=("cube",), motions=("spin",)))
     static_ball = make_scene(0, WorldConfig(n_objects=(1, 1), shapes=("sphere",), motions=("static",)))
     cam = _cam()
-    assert _mse(spin.render(cam, 0.0).rgb, spin.render(cam, 0.3).rgb) > 1e-3
-    np.testing.assert_array_equal(static_ball.render(cam, 0.0).rgb, static_ball.render(cam, 0.8).rgb)
+    assert _mse(render_view(spin, cam, 0.0)["rgb"], render_view(spin, cam, 0.3)["rgb"]) > 1e-3
+    np.testing.assert_array_equal(render_view(static_ball, cam, 0.0)["rgb"], render_view(static_ball, cam, 0.8)["rgb"])
 
 
 def test_ground_pattern_reads_the_view_even_for_a_symmetric_object():
     """A static ball seen from opposite sides: the quadrant-tinted ground tells them apart."""
     scene = make_scene(0, WorldConfig(n_objects=(1, 1), shapes=("sphere",), motions=("static",)))
-    assert _mse(scene.render(_cam(0.0), 0.5).rgb, scene.render(_cam(180.0), 0.5).rgb) > 1e-3
+    assert _mse(render_view(scene, _cam(0.0), 0.5)["rgb"], render_view(scene, _cam(180.0), 0.5)["rgb"]) > 1e-3
 
 
 def test_objects_rest_on_the_ground_and_stay_in_the_box():
@@ -151,18 +153,18 @@ def test_signed_distances_are_exact_on_known_points(shape):
 
 def test_depth_is_the_distance_to_the_ground_where_the_ground_is_hit():
     cam = orbit_camera(45.0, 30.0, 3.2, 40.0, 32, 32)
-    f = make_scene(0, WorldConfig(n_objects=(1, 1), size=(0.28, 0.28))).render(cam, 0.0)
+    f = render_view(make_scene(0, WorldConfig(n_objects=(1, 1), size=(0.28, 0.28))), cam, 0.0)
     o, d = cam.rays()
     t_ground = (GROUND_Z - o[..., 2]) / d[..., 2]
     p = o + t_ground[..., None] * d
-    on_ground = (d[..., 2] < 0) & (np.abs(p[..., 0]) <= 1) & (np.abs(p[..., 1]) <= 1) & (f.depth < t_ground - 1e-3) == False  # noqa: E712
-    hit = on_ground & np.isfinite(f.depth) & (np.abs(f.depth - t_ground) < 1e-3)
+    on_ground = (d[..., 2] < 0) & (np.abs(p[..., 0]) <= 1) & (np.abs(p[..., 1]) <= 1) & (f["depth"] < t_ground - 1e-3) == False  # noqa: E712
+    hit = on_ground & np.isfinite(f["depth"]) & (np.abs(f["depth"] - t_ground) < 1e-3)
     assert hit.sum() > 100  # most ground pixels carry the analytic ground distance
 
 
 def test_render_rejects_times_outside_the_unit_interval():
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        make_scene(0).render(_cam(), 1.5)
+        render_view(make_scene(0), _cam(), 1.5)
 
 
 def test_relative_pose_and_spherical_delta_conventions():
@@ -207,10 +209,10 @@ def test_export_dnerf_writes_a_complete_folder(tmp_path):
     # the PNG holds exactly what the renderer produced for that camera and time
     fr = json.loads((out / "transforms_test.json").read_text())["frames"][1]
     cam = Camera.from_fov(np.asarray(fr["transform_matrix"]), DEFAULT_ORBIT.fov_x_deg, 32, 32)
-    truth = scene.render(cam, fr["time"])
+    truth = render_view(scene, cam, fr["time"])
     png = np.asarray(Image.open(out / (fr["file_path"][2:] + ".png")), dtype=np.float32) / 255.0
-    np.testing.assert_allclose(png[..., :3], truth.rgb, atol=1.0 / 255 + 1e-6)
-    np.testing.assert_allclose(png[..., 3], truth.mask, atol=1e-6)
+    np.testing.assert_allclose(png[..., :3], truth["rgb"], atol=1.0 / 255 + 1e-6)
+    np.testing.assert_allclose(png[..., 3], truth["mask"], atol=1e-6)
     # an existing folder is not overwritten by accident, and nothing half-written is left
     with pytest.raises(FileExistsError):
         export_dnerf(scene, out, resolution=32, n_train=2, n_val=0, n_test=0)
@@ -237,7 +239,7 @@ def test_world_source_renders_any_view_and_lists_held_frames():
     infos = src.infos()
     assert len(infos) == 20 and src.resolution == (32, 32)
     frame = src.frame(7)
-    np.testing.assert_array_equal(frame.rgb, scene.render(infos[7].camera, infos[7].time01).rgb)
+    np.testing.assert_array_equal(frame.rgb, render_view(scene, infos[7].camera, infos[7].time01)["rgb"])
     summary = src.summary()
     assert summary.kind == "world" and summary.distinct_times == 5 and summary.frames == 20
     scenes = WorldScenes(range(10, 13), resolution=32)

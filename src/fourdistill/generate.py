@@ -435,7 +435,7 @@ class WorldReference:
     def truth(self, d: float = 0.0, view: ViewChange | None = None, size: int = 64) -> np.ndarray | None:
         """The true render at t_ref + d from the changed camera; None where t leaves [0, 1]."""
         from .cameras import orbit_camera
-        from .world import DEFAULT_ORBIT
+        from .world import DEFAULT_ORBIT, render_view
 
         t = self.time + float(d)
         if not 0.0 <= t <= 1.0:
@@ -444,18 +444,18 @@ class WorldReference:
         cam = orbit_camera(
             self.azimuth_deg + v.azimuth_deg, self.elevation_deg + v.elevation_deg, self.radius + v.radius, DEFAULT_ORBIT.fov_x_deg, size, size
         )
-        return self.scene.render(cam, t).rgb.astype(np.float32)
+        return render_view(self.scene, cam, t)["rgb"].astype(np.float32)
 
 
 def world_reference(seed: int, size: int = 64, time: float = 0.5, azimuth_deg: float = 30.0, elevation_deg: float = 25.0, radius: float = 3.2) -> WorldReference:
     from .cameras import orbit_camera
-    from .world import DEFAULT_ORBIT, make_scene
+    from .world import DEFAULT_ORBIT, make_scene, render_view
 
     if not 0.0 <= time <= 1.0:
         raise ValueError(f"reference time must lie in [0, 1], got {time}")
     scene = make_scene(int(seed))
     cam = orbit_camera(azimuth_deg, elevation_deg, radius, DEFAULT_ORBIT.fov_x_deg, size, size)
-    rgb = scene.render(cam, time).rgb.astype(np.float32)
+    rgb = render_view(scene, cam, time)["rgb"].astype(np.float32)
     return WorldReference(scene, rgb, scene.caption, time, azimuth_deg, elevation_deg, radius)
 
 

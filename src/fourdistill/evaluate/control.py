@@ -219,7 +219,7 @@ def generate_method(cp, method: str, pairs: EvalPairs, cfg: ControlEvalConfig) -
 def time_videos(cp, method: str, n_videos: int, frames: int, cfg: ControlEvalConfig, scenes: int) -> tuple[np.ndarray, np.ndarray]:
     """(true, generated) videos (N, T, H, W, 3): from a reference at t = 0, frames at t = d for
     d in linspace(0, 1, T), one held-out scene and camera per video."""
-    from ..world import DEFAULT_ORBIT, EVAL_SEEDS, make_scene
+    from ..world import DEFAULT_ORBIT, EVAL_SEEDS, make_scene, render_view
 
     side = cp.size[0]
     rng = np.random.default_rng([cfg.seed, 0xF7D])
@@ -228,7 +228,7 @@ def time_videos(cp, method: str, n_videos: int, frames: int, cfg: ControlEvalCon
     for k in range(n_videos):
         scene = make_scene(list(EVAL_SEEDS)[k % scenes])
         cam = DEFAULT_ORBIT.sample(rng, side, side)
-        video = np.stack([scene.render(cam, float(t)).rgb for t in deltas]).astype(np.float32)
+        video = np.stack([render_view(scene, cam, float(t))["rgb"] for t in deltas]).astype(np.float32)
         true.append(video)
         if method == "copy":
             fake.append(np.repeat(video[:1], frames, axis=0))

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..cameras import OrbitRange
-from ..world import COLORS, DEFAULT_ORBIT, EVAL_SEEDS, SHAPES, TRAIN_SEEDS, check_train_seeds
+from ..world import COLORS, DEFAULT_ORBIT, EVAL_SEEDS, SHAPES, TRAIN_SEEDS, check_train_seeds, render_views
 from .metrics import as_image_tensor
 
 SHIPPED_JUDGE = Path(__file__).resolve().parent.parent / "assets" / "judge"
@@ -191,7 +191,7 @@ def object_pixels(scene, cameras, times, depth: np.ndarray, tolerance: float = 4
     tracer stops within 1e-3 of a surface, ground and sky points lie farther from every object
     except along a contact line.
     """
-    from ..world.render import _to_local, sdf_local
+    from ..world.render import sdf_local, to_local
 
     b = len(cameras)
     points, views = [], []
@@ -205,7 +205,7 @@ def object_pixels(scene, cameras, times, depth: np.ndarray, tolerance: float = 4
     dist = np.empty((len(p), len(scene.objects)), dtype=np.float32)
     for k, obj in enumerate(scene.objects):
         centre, angle, scale = (x.astype(np.float32) for x in obj.state(np.asarray(times, dtype=np.float64)))
-        dist[:, k] = sdf_local(obj.shape, _to_local(p, centre[v], angle[v], scale[v])) * scale[v]
+        dist[:, k] = sdf_local(obj.shape, to_local(p, centre[v], angle[v], scale[v])) * scale[v]
     counts = np.zeros((b, len(scene.objects)), dtype=np.int64)
     if len(p):
         owner = dist.argmin(axis=1)
@@ -225,7 +225,7 @@ def silhouette_pixels(scene, cameras, times) -> np.ndarray:
     out = np.zeros((len(cameras), len(scene.objects)), dtype=np.int64)
     for k, obj in enumerate(scene.objects):
         alone = replace(scene, objects=(obj,))
-        out[:, k] = object_pixels(alone, cameras, times, alone.render_batch(cameras, times)["depth"])[:, 0]
+        out[:, k] = object_pixels(alone, cameras, times, render_views(alone, cameras, times)["depth"])[:, 0]
     return out
 
 
@@ -280,7 +280,7 @@ def labelled_renders(
         scene = make_scene(seed)
         cams = [orbit.sample(rng, resolution, resolution) for _ in range(views_per_scene)]
         times = rng.uniform(0.0, 1.0, views_per_scene)
-        out = scene.render_batch(cams, times)
+        out = render_views(scene, cams, times)
         visible = object_pixels(scene, cams, times, out["depth"])
         silhouette = silhouette_pixels(scene, cams, times) if len(scene.objects) > 1 else visible
         rows = slice(i * views_per_scene, (i + 1) * views_per_scene)

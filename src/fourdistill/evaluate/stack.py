@@ -38,7 +38,7 @@ class HeldOut:
 def held_out_references(n: int, resolution: int = 64, seed: int = 0, world=None) -> HeldOut:
     """The first `n` EVAL_SEEDS scenes, one render each at a seeded DEFAULT_ORBIT camera and time.
     `world`: the WorldConfig the scenes are drawn from (None: the default)."""
-    from ..world import DEFAULT_ORBIT, EVAL_SEEDS, make_scene
+    from ..world import DEFAULT_ORBIT, EVAL_SEEDS, make_scene, render_view
 
     if n > len(EVAL_SEEDS):
         raise ValueError(f"at most {len(EVAL_SEEDS)} held-out scenes, asked for {n}")
@@ -47,31 +47,35 @@ def held_out_references(n: int, resolution: int = 64, seed: int = 0, world=None)
     for s in list(EVAL_SEEDS)[:n]:
         scene = make_scene(s, world)
         cam = DEFAULT_ORBIT.sample(rng, resolution, resolution)
-        frame = scene.render(cam, float(rng.uniform(0, 1)))
-        rgb.append(frame.rgb)
-        regions.append(_regions(scene, cam, frame))
+        t = float(rng.uniform(0, 1))
+        view = render_view(scene, cam, t)
+        rgb.append(view["rgb"])
+        regions.append(_regions(scene, cam, t, view["depth"]))
         scenes.append(scene)
     return HeldOut(scenes, np.stack(rgb).astype(np.float32), [s.caption for s in scenes], np.stack(regions))
 
 
-def _regions(scene, camera, frame) -> np.ndarray:
-    """Per pixel: 0 sky, 1 ground, 2 an object (nearer than the ground seen without objects)."""
-    out = np.zeros(frame.depth.shape, dtype=np.uint8)
-    out[np.isfinite(frame.depth)] = 1
-    out[scene.object_mask([camera], [frame.time01], frame.depth[None])[0]] = 2
+def _regions(scene, camera, time01: float, depth: np.ndarray) -> np.ndarray:
+    """Per pixel of a view with `depth` (H, W): 0 sky, 1 ground, 2 an object (nearer than the
+    ground seen without objects)."""
+    from ..world import object_mask
+
+    out = np.zeros(depth.shape, dtype=np.uint8)
+    out[np.isfinite(depth)] = 1
+    out[object_mask(scene, [camera], [time01], depth[None])[0]] = 2
     return out
 
 
 def training_mean_image(resolution: int = 64, n: int = 256, seed: int = 0, world=None) -> np.ndarray:
     """The mean of `n` renders of training scenes at DEFAULT_ORBIT cameras and uniform times,
     (H, W, 3): the best image a generator that ignores its prompts could output, in PSNR."""
-    from ..world import DEFAULT_ORBIT, TRAIN_SEEDS, make_scene
+    from ..world import DEFAULT_ORBIT, TRAIN_SEEDS, make_scene, render_view
 
     rng = np.random.default_rng([seed, 0x3EA7])
     total = np.zeros((resolution, resolution, 3), dtype=np.float64)
     for s in list(TRAIN_SEEDS)[:n]:
         cam = DEFAULT_ORBIT.sample(rng, resolution, resolution)
-        total += make_scene(s, world).render(cam, float(rng.uniform(0, 1))).rgb
+        total += render_view(make_scene(s, world), cam, float(rng.uniform(0, 1)))["rgb"]
     return (total / n).astype(np.float32)
 
 

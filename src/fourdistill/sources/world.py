@@ -53,10 +53,15 @@ class WorldSource(Source):
         return self.render(info.camera, info.time01)
 
     def render(self, camera: Camera, time01: float) -> Frame:
-        return self.scene.render(camera, time01)
+        from ..world import render_view
+
+        out = render_view(self.scene, camera, time01)
+        return Frame(rgb=out["rgb"], time01=float(time01), camera=camera, mask=out["mask"], depth=out["depth"])
 
     def render_batch(self, cameras, times) -> dict[str, np.ndarray]:
-        return self.scene.render_batch(cameras, times)
+        from ..world import render_views
+
+        return render_views(self.scene, cameras, times)
 
 
 class WorldScenes:

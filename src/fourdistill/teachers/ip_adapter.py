@@ -12,6 +12,10 @@ The weight file holds two groups of keys, as h94's files do:
                 k = 1, 3, 5, ... in the U-Net's attention-processor order.
 Training uses diffusers' own modules (installed by diffusers' own loader from such a state
 dict); `ip_adapter_state_dict` writes them back in the file layout.
+
+The file names are IP-Adapter's: `IP_ADAPTER_WEIGHT_NAME` and `IMAGE_ENCODER_SUBFOLDER` sit
+side by side in one folder, as in h94/IP-Adapter's `models/`. torch loads inside the functions,
+so the stack's layout code can read these names without it.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ from __future__ import annotations
 from contextlib import contextmanager
 from pathlib import Path
 
-import torch
+IP_ADAPTER_WEIGHT_NAME = "ip-adapter-plus_tiny.safetensors"
+IMAGE_ENCODER_SUBFOLDER = "image_encoder"  # beside the weight file, as in h94/IP-Adapter's models/
 
 # CLIP's image normalisation (what CLIPImageProcessor applies; OpenAI CLIP constants).
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -45,6 +50,7 @@ def init_ip_adapter_state(unet, embed_dims: int, cfg, seed: int = 0) -> dict[str
 
     embed_dims: the image encoder's hidden size. cfg: IPAdapterConfig.
     """
+    import torch
     from diffusers.models.embeddings import IPAdapterPlusImageProjection
 
     if cfg.hidden_dims % 64:
@@ -72,14 +78,28 @@ def init_ip_adapter_state(unet, embed_dims: int, cfg, seed: int = 0) -> dict[str
 
 
 def install_ip_adapter(unet, state: dict) -> torch.nn.Module:
-    """Load a file-layout state into `unet` with diffusers' own loader; returns the image projection."""
+    """Load a file-layout state into `unet` with diffusers' own loader; returns the image projection.
+
+    The loader is diffusers' public `IPAdapterMixin.load_ip_adapter`, given the state dict and a
+    host that holds only the U-Net (no image encoder or feature extractor to register): it
+    installs IP-Adapter attention processors and `encoder_hid_proj` exactly as loading the file
+    into a pipeline does.
+    """
+    from diffusers.loaders import IPAdapterMixin
+
+    class UNetOnly(IPAdapterMixin):  # what load_ip_adapter reads of a pipeline, given a state dict
+        def __init__(self, unet):
+            self.unet = unet
+
     check_ip_adapter_state(state, unet, "<state dict>")
-    unet._load_ip_adapter_weights([state], low_cpu_mem_usage=False)
+    UNetOnly(unet).load_ip_adapter(state, subfolder="", weight_name=IP_ADAPTER_WEIGHT_NAME, low_cpu_mem_usage=False)
     return unet.encoder_hid_proj.image_projection_layers[0]
 
 
 def _resampler_to_file_keys(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """diffusers' IPAdapterPlusImageProjection names -> the original Resampler's names."""
+    import torch
+
     out = {}
     for key, value in sd.items():
         parts = key.split(".")
@@ -128,7 +148,6 @@ def save_ip_adapter(folder, state: dict, image_encoder, weight_name: str | None 
     from safetensors.torch import save_file
 
     from ..io import atomic_path
-    from .stack import IMAGE_ENCODER_SUBFOLDER, IP_ADAPTER_WEIGHT_NAME
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -204,6 +223,8 @@ def check_ip_adapter_state(state: dict, unet, path) -> None:
 def clip_pixel_values(images: torch.Tensor) -> torch.Tensor:
     """(B, H, W, 3) or (B, 3, H, W) float in [0, 1] at the encoder's size -> (B, 3, H, W) CLIP-normalised,
     what CLIPImageProcessor produces for an image already at the encoder's size."""
+    import torch
+
     if images.shape[-1] == 3:
         images = images.permute(0, 3, 1, 2)
     mean = torch.tensor(CLIP_MEAN, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
@@ -222,6 +243,7 @@ def encode_image_prompts(pipe, images: list) -> tuple[torch.Tensor, torch.Tensor
     (embeds, negative), each (B, ...). IP-Adapter-Plus reads the encoder's penultimate hidden
     states, the plain IP-Adapter its projected embedding; negative is the encoding of all-zero
     pixels, the pipeline's unconditional image prompt."""
+    import torch
     from diffusers.models.embeddings import ImageProjection
 
     plain = isinstance(pipe.unet.encoder_hid_proj.image_projection_layers[0], ImageProjection)

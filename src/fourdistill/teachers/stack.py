@@ -24,10 +24,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..diffusion.schedule import NoiseConfig  # part of the saved StackConfig
+from .ip_adapter import IMAGE_ENCODER_SUBFOLDER, IP_ADAPTER_WEIGHT_NAME  # noqa: F401  (the IP-Adapter's files, inside IP_ADAPTER_SUBFOLDER)
 
 IP_ADAPTER_SUBFOLDER = "models"
-IP_ADAPTER_WEIGHT_NAME = "ip-adapter-plus_tiny.safetensors"
-IMAGE_ENCODER_SUBFOLDER = "image_encoder"  # inside IP_ADAPTER_SUBFOLDER, as in h94/IP-Adapter
 
 @dataclass
 class TextEncoderConfig:

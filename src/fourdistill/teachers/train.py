@@ -36,25 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .data import DataConfig, render_world_set
 from .stack import StackConfig
-
-
-@dataclass
-class DataConfig:
-    """Training renders. Seeds are drawn from the world's training range (never EVAL_SEEDS)."""
-
-    first_seed: int = 0
-    n_scenes: int = 2000
-    views_per_scene: int = 4
-    # inclusive range of objects per scene; None: the world's default (WorldConfig.n_objects).
-    # One object per scene is the easier world the stack can be trained and evaluated on.
-    n_objects: tuple[int, int] | None = None
-
-    def world(self):
-        """The WorldConfig these scenes are drawn from (it checks the range)."""
-        from ..world import WorldConfig
-
-        return WorldConfig() if self.n_objects is None else WorldConfig(n_objects=tuple(self.n_objects))
 
 
 @dataclass
@@ -177,47 +160,6 @@ class TrainConfig:
 # ----------------------------------------------------------------------------------------- data
 
 
-def training_seeds(cfg: DataConfig) -> list[int]:
-    from ..world import check_train_seeds
-
-    seeds = list(range(cfg.first_seed, cfg.first_seed + cfg.n_scenes))
-    check_train_seeds(seeds)
-    return seeds
-
-
-def render_training_set(cfg: DataConfig, resolution: int, seed: int, progress: bool = True) -> dict:
-    """Render the training set: images (N, H, W, 3) uint8, objects (N, H, W) bool (the pixels that
-    show an object), captions (S,) str, scene (N,) index into captions, and the seeds and times
-    for the record."""
-    from tqdm import tqdm
-
-    from ..world import DEFAULT_ORBIT, is_eval_seed, make_scene
-
-    seeds = training_seeds(cfg)
-    world = cfg.world()
-    rng = np.random.default_rng([seed, 0x7EAC])
-    images, objects, scene_index, captions, times = [], [], [], [], []
-    for k, s in enumerate(tqdm(seeds, desc="rendering training set", disable=not progress, unit="scene")):
-        assert not is_eval_seed(s), f"seed {s} is held out for evaluation"
-        scene = make_scene(s, world)
-        cams = [DEFAULT_ORBIT.sample(rng, resolution, resolution) for _ in range(cfg.views_per_scene)]
-        t = rng.uniform(0.0, 1.0, cfg.views_per_scene)
-        out = scene.render_batch(cams, t)
-        images.append((np.clip(out["rgb"], 0, 1) * 255 + 0.5).astype(np.uint8))
-        objects.append(scene.object_mask(cams, t, out["depth"]))
-        scene_index += [k] * cfg.views_per_scene
-        captions.append(scene.caption)
-        times.append(t)
-    return dict(
-        images=np.concatenate(images),
-        objects=np.concatenate(objects),
-        scene=np.asarray(scene_index, dtype=np.int64),
-        captions=np.asarray(captions),
-        seeds=np.asarray(seeds, dtype=np.int64),
-        times=np.concatenate(times).astype(np.float32),
-    )
-
-
 def load_or_render(run: Path, cfg: TrainConfig) -> dict:
     from ..io import atomic_path
 
@@ -230,7 +172,7 @@ def load_or_render(run: Path, cfg: TrainConfig) -> dict:
         if cfg.vae_object_weight and "objects" not in data:
             raise ValueError(f"{path}: cached renders have no object masks, which vae_object_weight needs (delete it to re-render)")
         return data
-    data = render_training_set(cfg.data, cfg.stack.resolution, cfg.seed)
+    data = render_world_set(cfg.data, cfg.stack.resolution, cfg.seed, mode="images")
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
             np.savez(fh, **data)

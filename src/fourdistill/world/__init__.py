@@ -15,6 +15,7 @@ from .scene import (
     is_eval_seed,
     make_scene,
 )
+from .render import object_mask, render_view, render_views
 
 
 def __getattr__(name):  # exporters pull in imaging libraries: load them on first use
@@ -39,6 +40,9 @@ __all__ = [
     "check_train_seeds",
     "is_eval_seed",
     "make_scene",
+    "object_mask",
+    "render_view",
+    "render_views",
     "export_dnerf",
     "export_video",
     "orbit_path",

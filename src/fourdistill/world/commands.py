@@ -53,6 +53,7 @@ def _grid(scene, resolution: int, n_times: int, n_views: int):
 
     from ..cameras import orbit_camera
     from ..io import image_grid
+    from .render import render_views
     from .scene import DEFAULT_ORBIT
 
     r = float(np.mean(DEFAULT_ORBIT.radius))
@@ -61,7 +62,7 @@ def _grid(scene, resolution: int, n_times: int, n_views: int):
         for t in np.linspace(0.0, 1.0, n_times):
             cams.append(orbit_camera(az, 25.0, r, DEFAULT_ORBIT.fov_x_deg, resolution, resolution))
             times.append(t)
-    return image_grid(scene.render_batch(cams, times)["rgb"], rows=n_views)
+    return image_grid(render_views(scene, cams, times)["rgb"], rows=n_views)
 
 
 def _describe(scene) -> list[str]:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..cameras import Camera, OrbitRange, orbit_camera
+from .render import render_views
 from .scene import DEFAULT_ORBIT, Scene
 
 
@@ -43,7 +44,7 @@ def export_video(
         raise ValueError(f"got {len(cameras)} cameras for {n_frames} frames")
     times = np.linspace(0.0, 1.0, n_frames)
     frames = np.concatenate(
-        [scene.render_batch(cameras[i : i + 16], times[i : i + 16])["rgb"] for i in range(0, n_frames, 16)]
+        [render_views(scene, cameras[i : i + 16], times[i : i + 16])["rgb"] for i in range(0, n_frames, 16)]
     )
     return write_video(path, frames, fps=fps)
 
@@ -83,7 +84,7 @@ def export_dnerf(
             frames = []
             (tmp / split).mkdir()
             for start in range(0, n, 32):
-                out = scene.render_batch(cams[start : start + 32], times[start : start + 32])
+                out = render_views(scene, cams[start : start + 32], times[start : start + 32])
                 for k in range(len(out["rgb"])):
                     i = start + k
                     save_image(tmp / split / f"r_{i:03d}.png", out["rgb"][k], out["mask"][k])

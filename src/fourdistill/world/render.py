@@ -6,6 +6,11 @@ ground square is intersected analytically. Shading: Lambert under one fixed dire
 plus ambient, and a soft contact shadow on the ground under each object.
 
 All views in one call are marched together, so batching many small images is cheap.
+
+A scene (`scene.py`) is data; this module is what turns it into images: `render_views` for a
+batch, `render_view` for one image, `object_mask` for which pixels show an object, and
+`to_local` / `sdf_local`, the geometry the judge's object-pixel counts reuse. For the world as a
+4D source (images as `Frame`s), read it through `fourdistill.sources.world.WorldSource`.
 """
 
 from __future__ import annotations
@@ -109,8 +114,13 @@ def _object_states(scene: Scene, times: np.ndarray):
     return [o.state(times) for o in scene.objects]
 
 
-def _to_local(p: np.ndarray, centre: np.ndarray, angle: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """World points p (N, 3) to an object's unit frame; centre (N, 3), angle (N,), scale (N,)."""
+def to_local(p: np.ndarray, centre: np.ndarray, angle: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """World points p (N, 3) to an object's unit frame, where `sdf_local` and `albedo_local` apply.
+
+    centre (N, 3) world units, angle (N,) radians about +z, scale (N,) the object's half-extent,
+    per point (an object's pose from `WorldObject.state`, indexed by each point's view). A world
+    distance is `sdf_local(shape, to_local(p, ...)) * scale`.
+    """
     d = p - centre
     c, s = np.cos(angle), np.sin(angle)
     x = c * d[:, 0] + s * d[:, 1]
@@ -124,7 +134,7 @@ def _scene_sdf(scene: Scene, p: np.ndarray, params) -> tuple[np.ndarray, np.ndar
     which = np.zeros(len(p), dtype=np.int64)
     for k, obj in enumerate(scene.objects):
         centre, angle, scale = params[k]
-        d = (sdf_local(obj.shape, _to_local(p, centre, angle, scale)) * scale).astype(np.float32)
+        d = (sdf_local(obj.shape, to_local(p, centre, angle, scale)) * scale).astype(np.float32)
         closer = d < best
         best = np.where(closer, d, best)
         which = np.where(closer, k, which)
@@ -141,13 +151,15 @@ def _ray_box(o: np.ndarray, d: np.ndarray, lo: np.ndarray, hi: np.ndarray):
     return np.maximum(tnear, 0.0), tfar
 
 
-def render_views(scene: Scene, cameras: list, times: list) -> dict[str, np.ndarray]:
+def render_views(scene: Scene, cameras, times) -> dict[str, np.ndarray]:
     """Render views of `scene`: one (camera, time) each, all cameras the same size.
 
+    cameras: a sequence of `Camera`; times: a sequence of floats in [0, 1], one per camera.
     Returns rgb (B, H, W, 3) float32 in [0, 1], mask (B, H, W) float32 (1 where the ray hits an
     object or the ground, 0 for sky) and depth (B, H, W) float32 (distance along the ray, inf
     for sky).
     """
+    cameras, times = list(cameras), list(times)
     if len(cameras) != len(times):
         raise ValueError(f"got {len(cameras)} cameras but {len(times)} times")
     if not cameras:
@@ -245,10 +257,10 @@ def render_views(scene: Scene, cameras: list, times: list) -> dict[str, np.ndarr
             for axis in range(3):
                 off = np.zeros(3, dtype=np.float32)
                 off[axis] = eps
-                plus = sdf_local(obj.shape, _to_local(ps + off, centre, angle, scale))
-                minus = sdf_local(obj.shape, _to_local(ps - off, centre, angle, scale))
+                plus = sdf_local(obj.shape, to_local(ps + off, centre, angle, scale))
+                minus = sdf_local(obj.shape, to_local(ps - off, centre, angle, scale))
                 normal[sel, axis] = plus - minus
-            colour[sel] = albedo_local(obj.shape, _to_local(ps, centre, angle, scale), obj.color)
+            colour[sel] = albedo_local(obj.shape, to_local(ps, centre, angle, scale), obj.color)
         normal /= np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-12)
         lambert = np.clip(normal @ LIGHT_DIR, 0.0, 1.0)
         rgb[hit] = colour * (AMBIENT + (1.0 - AMBIENT) * lambert)[:, None]
@@ -258,3 +270,18 @@ def render_views(scene: Scene, cameras: list, times: list) -> dict[str, np.ndarr
         "mask": mask.reshape(b, h, w),
         "depth": depth.reshape(b, h, w),
     }
+
+
+def render_view(scene: Scene, camera, time01: float) -> dict[str, np.ndarray]:
+    """Render one view: rgb (H, W, 3), mask (H, W) and depth (H, W), as in `render_views`."""
+    out = render_views(scene, [camera], [time01])
+    return {key: value[0] for key, value in out.items()}
+
+
+def object_mask(scene: Scene, cameras, times, depth) -> np.ndarray:
+    """Which pixels show an object: (B, H, W) bool, where `depth` (B, H, W), rendered at these
+    cameras and times, is nearer than the scene without its objects (ground or sky)."""
+    from dataclasses import replace
+
+    bare = render_views(replace(scene, objects=()), cameras, times)["depth"]
+    return np.asarray(depth) < bare - 1e-4

@@ -6,6 +6,9 @@ t in [0, 1], lit by one fixed directional light. Everything is a pure function o
 World units: objects live inside the box [-1, 1]^3; the ground is the square |x|, |y| <= 1 at
 z = GROUND_Z; the up axis is +z (Blender / D-NeRF convention).
 
+A scene is data (objects, motions, caption); `render.py` turns it into images and
+`fourdistill.sources.world` reads it as a 4D source.
+
 Identifiability (time and view both readable from one image): cube faces carry different
 colours, round objects carry a stripe that turns with them, the ground's tiles are tinted by
 world quadrant, and motions over [0, 1] are not periodic.
@@ -140,7 +143,8 @@ class WorldObject:
 
 @dataclass(frozen=True)
 class Scene:
-    """A procedural 4D scene. Build with `make_scene(seed)`."""
+    """A procedural 4D scene. Build with `make_scene(seed)`; render with `render_views` /
+    `render_view` (fourdistill.world)."""
 
     seed: int
     objects: tuple[WorldObject, ...]
@@ -155,28 +159,6 @@ class Scene:
         if len(parts) == 2:
             return f"{parts[0]} next to {parts[1]}"
         return ", ".join(parts[:-1]) + f" and {parts[-1]}"
-
-    def render(self, camera, time01: float):
-        """Render one view. Returns a `Frame` (rgb (H, W, 3), mask (H, W), depth (H, W))."""
-        from ..sources.base import Frame
-        from .render import render_views
-
-        out = render_views(self, [camera], [time01])
-        return Frame(rgb=out["rgb"][0], time01=float(time01), camera=camera, mask=out["mask"][0], depth=out["depth"][0])
-
-    def render_batch(self, cameras, times) -> dict[str, np.ndarray]:
-        """Render many views at once (same image size): rgb (B, H, W, 3), mask and depth (B, H, W)."""
-        from .render import render_views
-
-        return render_views(self, list(cameras), list(times))
-
-    def object_mask(self, cameras, times, depth) -> np.ndarray:
-        """Which pixels show an object: (B, H, W) bool, where `depth` (B, H, W), rendered at these
-        cameras and times, is nearer than the scene without its objects (ground or sky)."""
-        from dataclasses import replace
-
-        bare = replace(self, objects=()).render_batch(cameras, times)["depth"]
-        return np.asarray(depth) < bare - 1e-4
 
 
 def is_eval_seed(seed: int) -> bool:
