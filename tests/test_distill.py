@@ -93,7 +93,7 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, stack_folder):
 def test_checkpoint_attaches_to_a_fresh_pipeline(tmp_path, stack_folder):
     summary = run(_cfg(tmp_path, stack_folder, steps=2, mode="joint"), progress=False)
     pipe = load_stack(str(stack_folder))
-    cond = load_mappers(pipe, summary["checkpoint"])
+    cond = load_mappers(pipe, summary["checkpoint"]).conditioner
     assert cond.time_mapper is not None and cond.view_mapper is not None
     assert "<time>" in pipe.tokenizer.get_vocab()
 

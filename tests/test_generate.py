@@ -25,9 +25,13 @@ def _mappers(tmp, stack_folder, mode):
 
 
 @pytest.fixture(scope="module")
-def joint(tmp_path_factory, stack_folder):
-    folder = _mappers(tmp_path_factory.mktemp("mappers"), stack_folder, "joint")
-    return ControlledPipeline.from_pretrained(str(stack_folder), folder)
+def joint_folder(tmp_path_factory, stack_folder):
+    return _mappers(tmp_path_factory.mktemp("mappers"), stack_folder, "joint")
+
+
+@pytest.fixture(scope="module")
+def joint(joint_folder, stack_folder):
+    return ControlledPipeline.from_pretrained(str(stack_folder), joint_folder)
 
 
 @pytest.fixture(scope="module")
@@ -184,3 +188,49 @@ def test_the_shipped_mappers_run_on_the_embedded_stack(tmp_path):
     out = tmp_path / "g.png"
     assert main(["generate", "--prompt", "a red cube spinning", "--image", str(ref), "--time", "0.5", "--steps", "4", "--out", str(out)]) == 0
     assert Image.open(out).size[0] > 64
+
+
+def _direct(stack_folder, folder, bypass_alphas=None):
+    """A ControlledPipeline over a conditioner built by hand from the checkpoint's files, with
+    the layer processors installed directly: what `load_mappers` must amount to."""
+    from safetensors.torch import load_file
+
+    from fourdistill.conditioning.processors import install_layer_processors
+    from fourdistill.mappers.checkpoint import WEIGHTS_NAME, build_conditioner, read_mapper_config
+    from fourdistill.teachers.load import load_stack
+
+    pipe = load_stack(str(stack_folder), ip_adapter=True)
+    pipe.set_progress_bar_config(disable=True)
+    config = read_mapper_config(folder)
+    if bypass_alphas is not None:
+        config = {**config, "bypass": dict(zip(("time_alpha", "view_alpha"), bypass_alphas))}
+    install_layer_processors(pipe.unet)
+    cond = build_conditioner(config, pipe.text_encoder, pipe.tokenizer, load_file(str(folder / WEIGHTS_NAME))).eval()
+    return ControlledPipeline(pipe, conditioner=cond)
+
+
+def test_load_mappers_returns_what_it_builds_and_generates_as_a_direct_construction(stack_folder, joint_folder, reference):
+    from fourdistill.mappers.checkpoint import LoadedMappers, load_mappers
+    from fourdistill.teachers.load import load_stack
+
+    pipe = load_stack(str(stack_folder), ip_adapter=True)
+    pipe.set_progress_bar_config(disable=True)
+    attributes = set(vars(pipe))
+    loaded = load_mappers(pipe, joint_folder)
+    assert isinstance(loaded, LoadedMappers) and loaded.layers == loaded.config["layers"]
+    assert set(vars(pipe)) == attributes
+    with pytest.raises(ValueError, match="no mappers"):
+        ControlledPipeline(pipe)
+    kw = dict(time=[0.5, -0.3], view=ViewChange(azimuth_deg=30.0), num_inference_steps=3, seed=3, ip_adapter_scale=0.5)
+    cp = ControlledPipeline(pipe, loaded)
+    assert cp.trained_ip_scale == ControlledPipeline(pipe, joint_folder).trained_ip_scale
+    np.testing.assert_array_equal(cp("a red cube", reference, **kw), _direct(stack_folder, joint_folder)("a red cube", reference, **kw))
+
+
+def test_the_bypass_is_switched_off_per_call_as_zero_alphas_would(joint, stack_folder, joint_folder, reference):
+    kw = dict(time=[0.5, -0.3], view=ViewChange(azimuth_deg=30.0), num_inference_steps=3, seed=3, ip_adapter_scale=0.5)
+    alphas = (joint.conditioner.bypass_config.time_alpha, joint.conditioner.bypass_config.view_alpha)
+    off = joint("a red cube", reference, textual_bypass=False, **kw)
+    assert (joint.conditioner.bypass_config.time_alpha, joint.conditioner.bypass_config.view_alpha) == alphas
+    np.testing.assert_array_equal(off, _direct(stack_folder, joint_folder, bypass_alphas=(0.0, 0.0))("a red cube", reference, **kw))
+    assert not np.array_equal(off, joint("a red cube", reference, **kw))

@@ -27,8 +27,11 @@ def test_saved_mappers_reload_to_identical_outputs(tmp_path):
     assert cfg["layers"] == layers and cfg["time_mapper"]["encoding_seed"] == 5 and cfg["bypass"]["time_alpha"] == 0.2
 
     fresh = tiny_pipeline(tmp_path / "other")
-    loaded = load_mappers(fresh, folder)
-    assert layer_processors_installed(fresh.unet) and fresh.mapper_conditioner is loaded
+    attributes = set(vars(fresh))
+    result = load_mappers(fresh, folder)
+    loaded = result.conditioner
+    assert layer_processors_installed(fresh.unet) and result.layers == layers and result.config["layers"] == layers
+    assert set(vars(fresh)) == attributes  # the pipeline gets processors and tokens, no attributes of ours
     ids = cond.tokenize([cond.prompt("a cube")])
     args = (torch.tensor([100, 700]), torch.tensor([[0.3], [-0.6]]), torch.tensor([[0.1, 0.0, 0.0], [-0.5, 0.2, 0.1]]))
     with torch.no_grad():

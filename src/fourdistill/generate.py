@@ -123,24 +123,28 @@ class ControlledPipeline:
     """Time and view control over a StableDiffusionPipeline with an IP-Adapter and loaded mappers.
 
     Build it with `ControlledPipeline.from_pretrained(model, mappers)` or wrap a pipeline you
-    already have: `ControlledPipeline(pipe, mappers_folder)` (which calls `load_mappers`).
+    already have: `ControlledPipeline(pipe, mappers_folder)` (which calls `load_mappers`), or
+    `ControlledPipeline(pipe, load_mappers(pipe, mappers_folder))`.
+
+    mappers: a mapper checkpoint folder, or the `LoadedMappers` that `load_mappers` returned for
+    this pipeline. conditioner: instead, a MappedTextConditioner whose layer processors are
+    already installed on the U-Net (mappers in training, for validation grids). The pipeline
+    keeps only what `load_mappers` gives it (attention processors, placeholder tokens); the
+    conditioner and the checkpoint's config live here.
     """
 
     def __init__(self, pipe, mappers=None, max_rows: int = 2048, conditioner=None):
-        from .mappers.checkpoint import load_mappers
+        from .mappers.checkpoint import LoadedMappers, load_mappers
 
         self.pipe = pipe
-        if conditioner is not None:  # mappers in training (validation grids): processors already installed
+        if conditioner is not None:
             self.conditioner, self.config = conditioner, {}
         else:
-            if mappers is not None:
-                load_mappers(pipe, mappers)
-            if getattr(pipe, "mapper_conditioner", None) is None:
-                raise ValueError("the pipeline has no mappers: pass a mapper checkpoint folder (or call load_mappers first)")
-            self.conditioner = pipe.mapper_conditioner
-            self.config = getattr(pipe, "mapper_config", {})
+            if mappers is None:
+                raise ValueError("no mappers: pass a mapper checkpoint folder, or what load_mappers(pipe, folder) returned")
+            loaded = mappers if isinstance(mappers, LoadedMappers) else load_mappers(pipe, mappers)
+            self.conditioner, self.config = loaded.conditioner, loaded.config
         self.max_rows = int(max_rows)
-        self.no_bypass = False
 
     @classmethod
     def from_pretrained(cls, model: str | None = None, mappers=None, device="cpu", dtype=None) -> "ControlledPipeline":
@@ -192,9 +196,10 @@ class ControlledPipeline:
                 raise ValueError("this View Mapper is conditioned on spherical deltas (azimuth, elevation, radius), not on a relative transform")
         return times, views
 
-    def conditions(self, prompts: list[str], timesteps, times: np.ndarray, views: list[ViewChange], truncation: int | None = None):
+    def conditions(self, prompts: list[str], timesteps, times: np.ndarray, views: list[ViewChange], truncation: int | None = None, textual_bypass: bool = True):
         """Per-layer conditions for every (timestep, image): (S, L, B, 77, C), in one batched
-        text-encoder pass (chunked by `max_rows` prompts only when the batch is larger)."""
+        text-encoder pass (chunked by `max_rows` prompts only when the batch is larger).
+        textual_bypass: False drops the textual bypass (alpha 0), as in `MappedTextConditioner`."""
         import torch
 
         cond = self.conditioner
@@ -212,23 +217,18 @@ class ControlledPipeline:
             rel = torch.as_tensor(np.stack([v.matrix() for v in views]), device=device)
             view_c = cond.view_mapper.condition(sph, rel).repeat(s, 1)
         chunk = max(1, self.max_rows // n_l)
-        saved = (cond.bypass_config.time_alpha, cond.bypass_config.view_alpha)
-        if self.no_bypass:
-            cond.bypass_config.time_alpha = cond.bypass_config.view_alpha = 0.0
-        try:
-            with torch.no_grad():
-                parts = [
-                    cond(
-                        rows_ids[i : i + chunk],
-                        rows_t[i : i + chunk],
-                        None if time_c is None else time_c[i : i + chunk],
-                        None if view_c is None else view_c[i : i + chunk],
-                        truncation=truncation,
-                    )
-                    for i in range(0, s * b, chunk)
-                ]
-        finally:
-            cond.bypass_config.time_alpha, cond.bypass_config.view_alpha = saved
+        with torch.no_grad():
+            parts = [
+                cond(
+                    rows_ids[i : i + chunk],
+                    rows_t[i : i + chunk],
+                    None if time_c is None else time_c[i : i + chunk],
+                    None if view_c is None else view_c[i : i + chunk],
+                    truncation=truncation,
+                    textual_bypass=textual_bypass,
+                )
+                for i in range(0, s * b, chunk)
+            ]
         out = torch.cat(parts, dim=1)  # (L, S*B, 77, C)
         return out.reshape(n_l, s, b, *out.shape[2:]).permute(1, 0, 2, 3, 4)
 
@@ -273,6 +273,7 @@ class ControlledPipeline:
         image_in_uncond: bool = True,
         mapped: bool = True,
         guidance_rescale: float | None = None,
+        textual_bypass: bool = True,
     ) -> np.ndarray:
         """Images (N, H, W, 3) float32 in [0, 1].
 
@@ -287,6 +288,8 @@ class ControlledPipeline:
             with everything else identical: noise, guidance, image tokens. See `plain`.
         guidance_rescale: diffusers' rescale of the guided prediction (Lin et al.); None: the
             stack's default, 0.7 for a zero-terminal-SNR stack, else 0.
+        textual_bypass: False generates with the mappers' textual bypass off (alpha 0 for both tokens),
+            the `no_bypass` ablation of `fourdistill evaluate`.
         """
         import torch
         from PIL import Image
@@ -336,7 +339,7 @@ class ControlledPipeline:
         if mapped:
             pipe.scheduler.set_timesteps(int(num_inference_steps), device=device)
             timesteps = pipe.scheduler.timesteps.unique()
-            table = self.conditions(prompts, timesteps, times, views, truncation=truncation)  # (S, L, B, 77, C)
+            table = self.conditions(prompts, timesteps, times, views, truncation=truncation, textual_bypass=textual_bypass)  # (S, L, B, 77, C)
             lookup = {int(t): k for k, t in enumerate(timesteps.tolist())}
             negative_layers = negative[None].expand(table.shape[1], *negative.shape).to(table.dtype)
             prompt_embeds = table[0, 0].to(negative.dtype)
@@ -346,7 +349,7 @@ class ControlledPipeline:
         def layer_conditions(t: int):
             k = lookup.get(int(t))
             if k is None:  # a scheduler visiting a timestep not announced by set_timesteps
-                extra = self.conditions(prompts, torch.tensor([int(t)]), times, views, truncation=truncation)[0]
+                extra = self.conditions(prompts, torch.tensor([int(t)]), times, views, truncation=truncation, textual_bypass=textual_bypass)[0]
                 return extra
             return table[k]
 

@@ -20,8 +20,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..mappers.neti import NetiMapper
-
 TIME_TOKEN = "<time>"
 VIEW_TOKEN = "<view>"
 # Super-category words whose embedding norm NeTI uses for v_base (method notes 1.2).
@@ -94,6 +92,11 @@ class MappedTextConditioner(nn.Module):
 
     Holds references to the frozen text encoder and tokenizer; only the mappers are modules
     of its own (so `state_dict()` is the mappers' weights).
+
+    A mapper is any module called as `mapper(timesteps (N,), layers (N,), condition (N, k),
+    truncation=None) -> (v_base (N, C), v_bypass (N, C))` with a `config` carrying `kind` and
+    `n_layers`: NeTI's mapper (Alaluf et al. 2023), as `fourdistill.mappers` builds it. This
+    module needs nothing else of them, so the mappers and their checkpoints build on it.
     """
 
     def __init__(
@@ -101,8 +104,8 @@ class MappedTextConditioner(nn.Module):
         text_encoder,
         tokenizer,
         n_layers: int,
-        time_mapper: NetiMapper | None = None,
-        view_mapper: NetiMapper | None = None,
+        time_mapper: nn.Module | None = None,
+        view_mapper: nn.Module | None = None,
         bypass_config: BypassConfig | None = None,
     ):
         super().__init__()
@@ -144,11 +147,13 @@ class MappedTextConditioner(nn.Module):
         time_condition: torch.Tensor | None = None,
         view_condition: torch.Tensor | None = None,
         truncation: int | None = None,
+        textual_bypass: bool = True,
     ) -> torch.Tensor:
         """Conditions for every layer in one text-encoder pass.
 
         input_ids (B, S) containing the placeholders of the mappers in use; timesteps (B,);
-        time_condition (B, 1); view_condition (B, k). Returns (L, B, S, C).
+        time_condition (B, 1); view_condition (B, k). textual_bypass: False sets both bypass alphas to 0
+        for this call (the encoded v_base alone: the `no_bypass` ablation). Returns (L, B, S, C).
         """
         b, s = input_ids.shape
         n_l = self.n_layers
@@ -158,8 +163,8 @@ class MappedTextConditioner(nn.Module):
         t = timesteps.reshape(b).to(device).repeat(n_l)
         substitutions, bypasses = {}, []
         for kind, mapper, cond, alpha in (
-            ("time", self.time_mapper, time_condition, self.bypass_config.time_alpha),
-            ("view", self.view_mapper, view_condition, self.bypass_config.view_alpha),
+            ("time", self.time_mapper, time_condition, self.bypass_config.time_alpha if textual_bypass else 0.0),
+            ("view", self.view_mapper, view_condition, self.bypass_config.view_alpha if textual_bypass else 0.0),
         ):
             token_id = self.token_ids[TIME_TOKEN if kind == "time" else VIEW_TOKEN]
             present = bool((input_ids == token_id).any())

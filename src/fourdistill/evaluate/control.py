@@ -208,11 +208,7 @@ def generate_method(cp, method: str, pairs: EvalPairs, cfg: ControlEvalConfig) -
             continue
         time = list(pairs.time_delta[sl]) if pairs.kind != "view" and cp.has_time else None
         view = views[sl] if pairs.kind != "time" and cp.has_view else None
-        cp.no_bypass = method == "no_bypass"
-        try:
-            out.append(cp(pairs.captions[sl], refs, time=time, view=view, **common))
-        finally:
-            cp.no_bypass = False
+        out.append(cp(pairs.captions[sl], refs, time=time, view=view, textual_bypass=method != "no_bypass", **common))
     return np.concatenate(out)
 
 

@@ -1,4 +1,4 @@
-"""Save trained mappers, and attach them to a pipeline the user already has.
+"""Save trained mappers, and load them for a pipeline the user already has.
 
 A mapper checkpoint is a folder with `mappers.safetensors` (the weights, keys prefixed
 `time_mapper.` / `view_mapper.`) and `mappers.json` (everything needed to rebuild: base model,
@@ -9,6 +9,7 @@ placeholder tokens). Folders are written atomically.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 FORMAT_VERSION = 1
@@ -78,13 +79,30 @@ def build_conditioner(config: dict, text_encoder, tokenizer, state_dict=None):
     return cond
 
 
-def load_mappers(pipe, folder):
-    """Attach trained mappers to a Stable Diffusion pipeline (the `load_textual_inversion` habit).
+@dataclass(frozen=True)
+class LoadedMappers:
+    """Mappers loaded for one pipeline: what `load_mappers` builds, for `ControlledPipeline`.
 
-    Adds the placeholder tokens to the pipeline's tokenizer, installs layer-aware attention
-    processors on its U-Net (keeping a loaded IP-Adapter), and sets `pipe.mapper_conditioner`.
-    Load the IP-Adapter first: `load_ip_adapter` replaces attention processors.
-    Returns the conditioner.
+    conditioner: the MappedTextConditioner over the pipeline's text encoder and tokenizer (eval
+        mode, on the U-Net's device); its `state_dict()` is the mappers' weights.
+    layers: the U-Net's cross-attention processor names, in the order the conditions index them.
+    config: the checkpoint's mappers.json (base model, mapper configs, bypass alphas, and the
+        distillation config where the checkpoint came from `fourdistill distill`).
+    """
+
+    conditioner: object
+    layers: list[str]
+    config: dict
+
+
+def load_mappers(pipe, folder) -> LoadedMappers:
+    """Load trained mappers for a Stable Diffusion pipeline (the `load_textual_inversion` habit).
+
+    What the pipeline gets is what diffusers supports: layer-aware attention processors on its
+    U-Net (`set_attn_processor`, keeping a loaded IP-Adapter's weights and scale) and the
+    placeholder tokens in its tokenizer, with the text encoder's embedding table grown to match.
+    Load the IP-Adapter first: `load_ip_adapter` replaces attention processors. Everything else
+    is returned: generate with `ControlledPipeline(pipe, load_mappers(pipe, folder))`.
     """
     from safetensors.torch import load_file
 
@@ -105,9 +123,7 @@ def load_mappers(pipe, folder):
     cond = build_conditioner(config, pipe.text_encoder, pipe.tokenizer, load_file(str(folder / WEIGHTS_NAME)))
     param = next(pipe.unet.parameters())
     cond.to(device=param.device).eval()
-    pipe.mapper_conditioner = cond
-    pipe.mapper_config = config
-    return cond
+    return LoadedMappers(conditioner=cond, layers=layers, config=config)
 
 
 def _rows(path) -> list[dict]:
