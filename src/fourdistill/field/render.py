@@ -15,6 +15,11 @@ below `early_stop_eps` (nerfacc's default 1e-4). Compositing (Max 1995, as NeRF)
     rgb = sum_i w_i c_i + (1 - sum_i w_i) * background,  opacity = sum_i w_i,
     depth = sum_i w_i s_i / opacity  (s_i the sample's distance along the unit ray; inf where
     opacity is 0).
+
+`render_cameras` renders B cameras at B times as one differentiable batch and `render_clip` T
+frames of one camera, what the multi-view and video teachers of 4D-fy (Bahmani et al. 2024)
+read each step; `render_image` is one camera without autograd. Compositing runs in float32, or
+in float64 for a float64 field (gradient checks against finite differences).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.utils.checkpoint
 from torch import nn
 
 
@@ -211,7 +217,8 @@ def render_rays(
     stratified: jitter samples inside their bins (training) with `generator`; otherwise bin centres.
     Returns rgb (R, 3), opacity (R,), depth (R,), distortion (R,) (mip-NeRF 360's regulariser,
     in world units) and `samples`, the number of field evaluations.
-    Gradients flow to the field when autograd is on.
+    Gradients flow to the field (and to a background tensor that requires grad) when autograd
+    is on. Outputs are float32, or float64 when the field returns float64.
     """
     n_rays = origins.shape[0]
     device = origins.device
@@ -266,8 +273,9 @@ def render_rays(
     if not flat_index:
         return {"rgb": rgb_out, "opacity": opacity_out, "depth": depth_out, "distortion": opacity_out, "samples": torch.tensor(0)}
     index = torch.cat(flat_index)
-    sigma_dense = torch.zeros(n_hit * s, device=device).index_put((index,), torch.cat(sigmas).float()).reshape(n_hit, s)
-    colour_dense = torch.zeros(n_hit * s, 3, device=device).index_put((index,), torch.cat(colours).float()).reshape(n_hit, s, 3)
+    dtype = torch.promote_types(sigmas[0].dtype, torch.float32)  # float64 only for a float64 field
+    sigma_dense = torch.zeros(n_hit * s, device=device, dtype=dtype).index_put((index,), torch.cat(sigmas).to(dtype)).reshape(n_hit, s)
+    colour_dense = torch.zeros(n_hit * s, 3, device=device, dtype=dtype).index_put((index,), torch.cat(colours).to(dtype)).reshape(n_hit, s, 3)
     tau = sigma_dense * dt
     alpha = 1.0 - torch.exp(-tau)
     transmittance = torch.exp(-(torch.cumsum(tau, dim=1) - tau))
@@ -281,11 +289,194 @@ def render_rays(
     ws_before = torch.cumsum(weights * dist, dim=1) - weights * dist
     distortion = 2.0 * (weights * (dist * w_before - ws_before)).sum(dim=1) + (weights**2).sum(dim=1) * dt[:, 0] / 3.0
 
-    rgb_out = rgb_out.index_put((hit,), rgb)
-    opacity_out = opacity_out.index_put((hit,), opacity)
-    depth_out = depth_out.index_put((hit,), depth)
-    distortion_out = torch.zeros(n_rays, device=device).index_put((hit,), distortion)
+    rgb_out = rgb_out.to(dtype).index_put((hit,), rgb)
+    opacity_out = opacity_out.to(dtype).index_put((hit,), opacity)
+    depth_out = depth_out.to(dtype).index_put((hit,), depth)
+    distortion_out = torch.zeros(n_rays, device=device, dtype=dtype).index_put((hit,), distortion)
     return {"rgb": rgb_out, "opacity": opacity_out, "depth": depth_out, "distortion": distortion_out, "samples": torch.tensor(len(index))}
+
+
+def random_background(n_images: int, p: float = 0.5, generator: torch.Generator | None = None, device=None) -> torch.Tensor | None:
+    """threestudio's background augmentation, which 4D-fy trains with: with probability p the whole
+    batch gets random solid colours, one per image ((n_images, 3), uniform in [0, 1]); otherwise
+    None, meaning the field's own background. p = 0.5 as in threestudio's random_aug_prob.
+    generator: a CPU generator (None: torch's global one); the colours are moved to `device`."""
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"random_background: p must lie in [0, 1], got {p}")
+    if float(torch.rand((), generator=generator)) >= p:
+        return None
+    return torch.rand(n_images, 3, generator=generator).to(device)
+
+
+def _field_device(field) -> torch.device | None:
+    """Where the field's parameters live (CPU for an analytic field without parameters)."""
+    if isinstance(field, nn.Module):
+        return next((p.device for p in field.parameters()), torch.device("cpu"))
+    return None
+
+
+def _camera_times(times, n_cameras: int) -> list[float]:
+    """One time in [0, 1] per camera: a number (or 0-d tensor) is broadcast, a sequence must match."""
+    if isinstance(times, torch.Tensor):
+        times = times.detach().cpu().double().reshape(-1).tolist() if times.dim() else float(times)
+    elif isinstance(times, np.ndarray):
+        times = times.astype(np.float64).reshape(-1).tolist() if times.ndim else float(times)
+    if isinstance(times, (int, float, np.generic)):
+        times = [float(times)] * n_cameras
+    times = [float(t) for t in times]
+    if len(times) != n_cameras:
+        raise ValueError(f"times: got {len(times)} times for {n_cameras} cameras (give one per camera, or one number for all)")
+    bad = [t for t in times if not 0.0 <= t <= 1.0]
+    if bad:
+        raise ValueError(f"times must lie in [0, 1], got {bad[0]}")
+    return times
+
+
+def _chunk_background(background, dirs: torch.Tensor, image: torch.Tensor, n_images: int):
+    """What render_rays takes as background for rays `dirs` (R, 3) of images `image` (R,):
+    None (the field's own), a (3,) colour or an (R, 3) tensor."""
+    if background is None:
+        return None
+    if callable(background):
+        bg = background(dirs)
+        if tuple(bg.shape) != (dirs.shape[0], 3):
+            raise ValueError(f"background: a callable must map directions (R, 3) to colours (R, 3), got {tuple(bg.shape)}")
+        return bg
+    bg = torch.as_tensor(background, dtype=torch.float32, device=dirs.device)
+    if bg.shape == (3,):
+        return bg
+    if bg.shape == (n_images, 3):
+        return bg[image]
+    raise ValueError(f"background: expected a colour (3,), one colour per image ({n_images}, 3) or a callable, got shape {tuple(bg.shape)}")
+
+
+def _render_chunk(field, grid, config, origins, dirs, times, background, seed, stratified):
+    generator = torch.Generator(device=origins.device).manual_seed(seed) if stratified else None
+    out = render_rays(field, origins, dirs, times, config, grid, background, generator, stratified)
+    return out["rgb"], out["opacity"], out["depth"], out["distortion"], out["samples"]
+
+
+def render_cameras(
+    field,
+    grid: OccupancyGrid | None,
+    cameras,
+    times,
+    render_cfg: RenderConfig | None = None,
+    background=None,
+    requires_grad: bool = True,
+    chunk: int | None = None,
+    checkpoint: bool = True,
+    stratified: bool = False,
+    generator: torch.Generator | None = None,
+) -> dict[str, torch.Tensor]:
+    """Render B cameras at B times as one batch, differentiable with respect to the field.
+
+    What score distillation needs each step: 4D-fy (Bahmani et al. 2024) renders 4 views for the
+    multi-view teacher and T frames of one view for the video teacher, and back-propagates the
+    teachers' gradients through the images into the field. Every ray is sampled, skipped by the
+    occupancy `grid` (None: no skipping) and composited exactly as `render_rays` does, so with
+    stratified False an image equals `render_image`'s up to float rounding.
+
+    cameras: B cameras of one size H x W. times: B times in [0, 1], or one number for all.
+    render_cfg: sampling and compositing (default RenderConfig()). background: None (the
+    field's background model, `field.background(dirs)`), one solid colour (3,) for every image,
+    one per image (B, 3), or a callable mapping unit ray directions (R, 3) to colours (R, 3);
+    colours are RGB in [0, 1] and a tensor that requires grad receives gradients. 4D-fy's random
+    solid colours with p = 0.5 come from `random_background`.
+    requires_grad: build the autograd graph (False renders under no_grad, as for evaluation).
+    stratified: jitter samples inside their bins; each chunk draws its jitter from a seed taken
+    from `generator` (a CPU generator; None: torch's global one), so checkpointing recomputes
+    the same samples. Unjittered bin centres otherwise (evaluation).
+
+    Memory: the rays of all cameras are rendered in chunks of `chunk` rays (default
+    render_cfg.chunk). One chunk needs its dense (chunk, n_samples) sample tensors (about 70
+    bytes per slot: 8192 rays of 128 samples, 70 MiB) plus, with autograd, the graph of the
+    samples it evaluates (about 0.7 KiB per evaluated sample for 4D-fy's field on the CPU
+    kernel: two 32-wide encodings and two 64-wide hidden layers). With checkpoint True (the
+    default) a chunk's graph is freed after its forward pass and rebuilt during backward (one
+    more field evaluation of the chunk), so what stays held between forward and backward is
+    about 50 bytes per ray (its origin, direction and time, and the outputs), O(B * H * W),
+    and the peak is that plus one chunk: `chunk` bounds memory. With checkpoint False the
+    graph of every evaluated sample stays held until backward, so memory grows with B * H * W
+    times the samples a ray evaluates after skipping and early stop, whatever the chunk; that
+    saves the recomputation.
+
+    Returns rgb (B, H, W, 3), opacity (B, H, W) (accumulated alpha, sum_i w_i), depth (B, H, W)
+    (distance along the unit ray in world units, inf where opacity is 0), distortion
+    (B, H, W) (mip-NeRF 360's regulariser), float32 (float64 for a float64 field), and `samples`
+    (int), the number of field evaluations.
+    """
+    render_cfg = render_cfg or RenderConfig()
+    if hasattr(cameras, "rays"):
+        raise ValueError("cameras: expected a sequence of cameras, got one camera (wrap it in a list, or use render_clip)")
+    cameras = list(cameras)
+    if not cameras:
+        raise ValueError("cameras: need at least one camera")
+    h, w = cameras[0].height, cameras[0].width
+    sizes = {(c.height, c.width) for c in cameras}
+    if len(sizes) > 1:
+        raise ValueError(f"cameras: all cameras must have one image size, got {sorted(sizes)} (H, W)")
+    time_list = _camera_times(times, len(cameras))
+    chunk = render_cfg.chunk if chunk is None else int(chunk)
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    device = _field_device(field)
+    rays = [camera_rays(c, device) for c in cameras]
+    origins = torch.cat([o for o, _ in rays])
+    dirs = torch.cat([d for _, d in rays])
+    n_pixels = h * w
+    ray_times = torch.tensor(time_list, dtype=torch.float32, device=device).repeat_interleave(n_pixels)
+    image = torch.arange(len(cameras), device=device).repeat_interleave(n_pixels)
+
+    parts = []
+    with torch.set_grad_enabled(requires_grad):
+        for start in range(0, origins.shape[0], chunk):
+            sl = slice(start, start + chunk)
+            bg = _chunk_background(background, dirs[sl], image[sl], len(cameras))
+            seed = int(torch.randint(0, 2**62, (), generator=generator)) if stratified else 0
+            args = (field, grid, render_cfg, origins[sl], dirs[sl], ray_times[sl], bg, seed, stratified)
+            if checkpoint and requires_grad:
+                parts.append(torch.utils.checkpoint.checkpoint(_render_chunk, *args, use_reentrant=False))
+            else:
+                parts.append(_render_chunk(*args))
+    b = len(cameras)
+    return {
+        "rgb": torch.cat([p[0] for p in parts]).reshape(b, h, w, 3),
+        "opacity": torch.cat([p[1] for p in parts]).reshape(b, h, w),
+        "depth": torch.cat([p[2] for p in parts]).reshape(b, h, w),
+        "distortion": torch.cat([p[3] for p in parts]).reshape(b, h, w),
+        "samples": int(sum(int(p[4]) for p in parts)),
+    }
+
+
+def render_clip(
+    field,
+    grid: OccupancyGrid | None,
+    camera,
+    times,
+    render_cfg: RenderConfig | None = None,
+    background=None,
+    requires_grad: bool = True,
+    chunk: int | None = None,
+    checkpoint: bool = True,
+    stratified: bool = False,
+    generator: torch.Generator | None = None,
+) -> dict[str, torch.Tensor]:
+    """Render T frames of one camera at times `times` (T values in [0, 1]), as 4D-fy's video
+    teacher sees the field: rgb (T, H, W, 3), opacity, depth and distortion (T, H, W), `samples`.
+
+    The same batch as `render_cameras` with the camera repeated (see it for background, chunks,
+    memory and checkpointing); gradients reach the dynamic grid unless it is frozen
+    (`Field4D.freeze_dynamic`) or its table does not require grad.
+    """
+    if isinstance(times, (int, float, np.generic)) or (isinstance(times, (torch.Tensor, np.ndarray)) and times.ndim == 0):
+        raise ValueError("times: render_clip needs one time per frame (a sequence of T times), got a single number")
+    times = list(times.reshape(-1).tolist()) if isinstance(times, (torch.Tensor, np.ndarray)) else list(times)
+    if not times:
+        raise ValueError("times: render_clip needs at least one frame")
+    return render_cameras(
+        field, grid, [camera] * len(times), times, render_cfg, background, requires_grad, chunk, checkpoint, stratified, generator
+    )
 
 
 @torch.no_grad()
@@ -297,22 +488,13 @@ def render_image(
     grid: OccupancyGrid | None = None,
     background: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Render one camera at one time in chunks of `config.chunk` rays, without autograd.
+    """Render one camera at one time in chunks of `config.chunk` rays, without autograd
+    (`render_cameras` with one camera).
 
     Returns rgb (H, W, 3), opacity (H, W), depth (H, W) float32 tensors and `samples` (int).
     """
     config = config or RenderConfig()
     if not 0.0 <= float(time01) <= 1.0:
         raise ValueError(f"time01 must lie in [0, 1], got {time01}")
-    device = next((p.device for p in field.parameters()), torch.device("cpu")) if isinstance(field, nn.Module) else None
-    o, d = camera_rays(camera, device)
-    t = torch.full((o.shape[0],), float(time01), device=device)
-    parts = [render_rays(field, o[i : i + config.chunk], d[i : i + config.chunk], t[i : i + config.chunk], config, grid, background)
-             for i in range(0, o.shape[0], config.chunk)]
-    h, w = camera.height, camera.width
-    return {
-        "rgb": torch.cat([p["rgb"] for p in parts]).reshape(h, w, 3),
-        "opacity": torch.cat([p["opacity"] for p in parts]).reshape(h, w),
-        "depth": torch.cat([p["depth"] for p in parts]).reshape(h, w),
-        "samples": int(sum(int(p["samples"]) for p in parts)),
-    }
+    out = render_cameras(field, grid, [camera], float(time01), config, background, requires_grad=False)
+    return {"rgb": out["rgb"][0], "opacity": out["opacity"][0], "depth": out["depth"][0], "samples": out["samples"]}
