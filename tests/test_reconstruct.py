@@ -12,14 +12,8 @@ import torch
 from fourdistill.cameras import Camera, orbit_camera
 from fourdistill.field.field import Field4D
 from fourdistill.field.hash_grid import HashGridConfig
-from fourdistill.field.reconstruct import (
-    ReconstructConfig,
-    load_checkpoint,
-    load_views,
-    open_for_reconstruction,
-    reconstruct,
-    save_checkpoint,
-)
+from fourdistill.field.checkpoint import field_metadata, load_checkpoint, save_checkpoint
+from fourdistill.field.reconstruct import ReconstructConfig, load_views, open_for_reconstruction, reconstruct
 from fourdistill.field.render import OccupancyConfig, OccupancyGrid, RenderConfig, render_image
 from fourdistill.field.source import FieldSource
 from fourdistill.sources.base import Frame, FrameInfo, Source, SourceError
@@ -113,8 +107,6 @@ def test_checkpoint_reloads_and_renders_the_same_image(tmp_path):
     render = RenderConfig(n_samples=64)
     grid = OccupancyGrid(OccupancyConfig(resolution=16, time_bins=4), 1.0, 0.05)
     grid.refresh(field, 0)
-    from fourdistill.field.reconstruct import field_metadata
-
     save_checkpoint(tmp_path / "ckpt", field, grid, field_metadata(field.config, render, grid.config, orbit=None))
     loaded, loaded_grid, meta = load_checkpoint(tmp_path / "ckpt")
     assert torch.equal(loaded_grid.occupied, grid.occupied)
