@@ -118,7 +118,7 @@ def config_from_dict(cls, data: dict, where: str = "config", prefix: str = ""):
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = [k for k in data if k not in fields]
     if unknown:
-        raise ConfigError(f"{where}: unknown key {prefix}{unknown[0]!r} (known: {', '.join(fields)})")
+        raise ConfigError(f"{where}: unknown key {prefix + unknown[0]!r} (known: {', '.join(fields)})")
     values = {k: _coerce(v, hints[k], where, f"{prefix}{k}") for k, v in data.items()}
     try:
         return cls(**values)
