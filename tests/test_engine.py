@@ -362,3 +362,18 @@ def test_the_library_does_not_call_back_into_the_cli_and_sources_do_not_import_t
     code = "import sys, fourdistill.sources as s; print(any(m.startswith('fourdistill.field') for m in sys.modules), 'torch' in sys.modules)"
     env = {**os.environ, "PYTHONPATH": str(root.parent)}
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout.split() == ["False", "False"]
+
+
+def test_derived_fields_are_not_settings():
+    @dataclass
+    class Derived:
+        width: int = 2
+        area: int = field(init=False, default=0)
+
+        def __post_init__(self):
+            self.area = self.width**2
+
+    from fourdistill.engine.config import override
+
+    assert config_to_dict(Derived(3)) == {"width": 3}
+    assert override(Derived(3), {"width": 5}).area == 25

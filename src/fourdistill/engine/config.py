@@ -159,8 +159,19 @@ def load_config(cls, path):
 
 
 def config_to_dict(config) -> dict:
-    """A config as JSON types (tuples become lists), the form saved in OUT/config.json."""
-    return json.loads(json.dumps(dataclasses.asdict(config)))
+    """A config as JSON types (tuples become lists), the form saved in OUT/config.json.
+    Fields the constructor does not take (init=False, derived in __post_init__) are left out."""
+
+    def settable(obj):
+        if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+            return {f.name: settable(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.init}
+        if isinstance(obj, (list, tuple)):
+            return [settable(v) for v in obj]
+        if isinstance(obj, dict):
+            return {k: settable(v) for k, v in obj.items()}
+        return obj
+
+    return json.loads(json.dumps(settable(config)))
 
 
 def override(config, overrides: dict):
