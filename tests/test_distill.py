@@ -59,7 +59,7 @@ def test_a_v_prediction_teacher_is_distilled_against_v(tmp_path):
 
     d.noise_scheduler.add_noise = recording
     d.pipe.unet.register_forward_hook(lambda module, args, out: seen.update(pred=out.sample.detach()))
-    from fourdistill.distill import step_generators
+    from fourdistill.engine.loop import step_generators
 
     np_rng, gen = step_generators(0, 0, 0)
     with torch.no_grad():
@@ -82,12 +82,16 @@ def test_short_runs_lower_the_loss_on_a_fixed_batch(tmp_path, stack_folder, mode
 def test_resume_reproduces_the_uninterrupted_run(tmp_path, stack_folder):
     straight = run(_cfg(tmp_path / "a", stack_folder, steps=4), progress=False)
     run(_cfg(tmp_path / "b", stack_folder, steps=2), progress=False)
-    resumed = run(_cfg(tmp_path / "b", stack_folder, steps=4), resume=str(tmp_path / "b" / "run" / "checkpoint"), progress=False)
+    with pytest.raises(ValueError, match="--resume"):
+        run(_cfg(tmp_path / "b", stack_folder, steps=4), progress=False)
+    resumed = run(_cfg(tmp_path / "b", stack_folder, steps=4), resume=True, progress=False)
     np.testing.assert_allclose(straight["losses"][2:], resumed["losses"], rtol=1e-5)
     curve = [json.loads(x)["loss"] for x in (tmp_path / "b" / "run" / "loss.jsonl").read_text().splitlines()]
     np.testing.assert_allclose(curve, straight["losses"], rtol=1e-5)
     with pytest.raises(ValueError, match="cannot resume: mode"):
         Distiller(_cfg(tmp_path / "c", stack_folder, mode="view")).resume(tmp_path / "b" / "run" / "checkpoint")
+    with pytest.raises(ValueError, match="cannot resume: mode"):
+        run(_cfg(tmp_path / "b", stack_folder, mode="view", steps=6), resume=True, progress=False)
 
 
 def test_checkpoint_attaches_to_a_fresh_pipeline(tmp_path, stack_folder):

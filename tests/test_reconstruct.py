@@ -12,14 +12,8 @@ import torch
 from fourdistill.cameras import Camera, orbit_camera
 from fourdistill.field.field import Field4D
 from fourdistill.field.hash_grid import HashGridConfig
-from fourdistill.field.reconstruct import (
-    ReconstructConfig,
-    load_checkpoint,
-    load_views,
-    open_for_reconstruction,
-    reconstruct,
-    save_checkpoint,
-)
+from fourdistill.field.checkpoint import field_metadata, load_checkpoint, save_checkpoint
+from fourdistill.field.reconstruct import ReconstructConfig, load_views, open_for_reconstruction, reconstruct
 from fourdistill.field.render import OccupancyConfig, OccupancyGrid, RenderConfig, render_image
 from fourdistill.field.source import FieldSource
 from fourdistill.sources.base import Frame, FrameInfo, Source, SourceError
@@ -77,7 +71,12 @@ def test_fitting_raises_psnr(fitted):
     out, metrics = fitted
     history = metrics["history"]
     assert [h["step"] for h in history] == [20, 40]
+    assert all(set(h) == {"step", "wall_s", "train_psnr", "test_psnr"} for h in history)
+    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [10, 20, 30, 40] and all(r["wall_s"] > 0 and np.isfinite(r["loss"]) for r in rows)
     first, last = history[0]["test_psnr"], metrics["test"]["mean"]["psnr"]
+    card = (out / "checkpoint" / "README.md").read_text()
+    assert "40 steps" in card and "wall time" in card and f"PSNR {last:.2f} dB" in card
     assert last > first + 0.5, history
     assert (out / "video.mp4").stat().st_size > 0 and (out / "test_views.png").is_file()
     saved = json.loads((out / "metrics.json").read_text())
@@ -113,8 +112,6 @@ def test_checkpoint_reloads_and_renders_the_same_image(tmp_path):
     render = RenderConfig(n_samples=64)
     grid = OccupancyGrid(OccupancyConfig(resolution=16, time_bins=4), 1.0, 0.05)
     grid.refresh(field, 0)
-    from fourdistill.field.reconstruct import field_metadata
-
     save_checkpoint(tmp_path / "ckpt", field, grid, field_metadata(field.config, render, grid.config, orbit=None))
     loaded, loaded_grid, meta = load_checkpoint(tmp_path / "ckpt")
     assert torch.equal(loaded_grid.occupied, grid.occupied)
@@ -147,6 +144,42 @@ def test_resume_continues_exactly(dnerf, tmp_path):
     assert torch.equal(ga.opacity_ema, gb.opacity_ema)
     with pytest.raises(ValueError, match="settings differ"):
         reconstruct(train, split, tiny_config(steps=14, render=RenderConfig(n_samples=32)), ti, resume=True, **quiet)
+
+
+def test_a_run_written_before_the_engine_still_loads_and_resumes(dnerf, tmp_path):
+    """Runs of the layout before the engine: optimizer and generator inside train_state.pt,
+    "elapsed_s", no optimizer.pt, no config.json."""
+    train, ti, _, _ = open_for_reconstruction(dnerf)
+    quiet = dict(progress=False, write_video=False, log=lambda *_: None, tensorboard=False)
+    reconstruct(train, tmp_path / "straight", tiny_config(steps=12), ti, **quiet)
+    old = tmp_path / "old"
+    reconstruct(train, old, tiny_config(steps=12), ti, stop_at=6, **quiet)
+    ckpt = old / "checkpoint"
+    state = torch.load(ckpt / "train_state.pt", weights_only=True)
+    legacy = {
+        "step": 6,
+        "optimizer": torch.load(ckpt / "optimizer.pt", weights_only=True),
+        "generator": state["rng"]["generators"]["train"],
+        "history": [],
+        "elapsed_s": 2.0,
+        "rays_per_step": state["extra"]["rays_per_step"],
+        "config": json.dumps(tiny_config(steps=12).to_dict()),
+    }
+    torch.save(legacy, ckpt / "train_state.pt")
+    (ckpt / "optimizer.pt").unlink()
+    (old / "config.json").unlink()
+    meta = json.loads((ckpt / "field.json").read_text())
+    del meta["wall_s"]
+    (ckpt / "field.json").write_text(json.dumps(meta))
+    assert load_checkpoint(old)[2]["step"] == 6 and FieldSource(old).step == 6
+    with pytest.raises(ValueError, match="--resume"):
+        reconstruct(train, old, tiny_config(steps=12), ti, **quiet)
+    with pytest.raises(ValueError, match="cannot resume: lr_grid"):
+        reconstruct(train, old, tiny_config(steps=12, lr_grid=1e-3), ti, resume=True, **quiet)
+    reconstruct(train, old, tiny_config(steps=12), ti, resume=True, **quiet)
+    a, b = load_checkpoint(tmp_path / "straight")[0], load_checkpoint(old)[0]
+    for (name, p), (_, q) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(p, q), name
 
 
 def test_all_equal_times_fit_a_static_field(dnerf, tmp_path):
@@ -253,6 +286,11 @@ def test_command_line(dnerf, tmp_path, capsys):
     assert "test PSNR" in text and (out / "checkpoint" / "field.safetensors").is_file()
     assert main(["reconstruct", str(dnerf), "--out", str(out), "--steps", "3", "--quiet"]) == 2
     assert "--resume" in capsys.readouterr().err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("steps: 3\nsamples_per_stepp: 4096\n")
+    assert main(["reconstruct", str(dnerf), "--out", str(tmp_path / "y"), "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.yaml" in err and "samples_per_stepp" in err and not (tmp_path / "y").exists()
     assert main(["reconstruct", str(tmp_path / "missing"), "--out", str(out)]) == 2
     assert main(["reconstruct", str(dnerf), "--out", str(tmp_path / "x"), "--background", "2,0,0"]) == 2
     assert main(["inspect", str(out)]) == 0

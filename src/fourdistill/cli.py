@@ -23,24 +23,6 @@ COMMAND_MODULES = (
 )
 
 
-def invoked_command() -> str | None:
-    """The command line as typed, for model cards and reports (None when not run as `fourdistill`)."""
-    import shlex
-
-    if not sys.argv or not sys.argv[0].endswith("fourdistill"):
-        return None
-    return "fourdistill " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-
-
-def set_threads(threads: int | None) -> None:
-    """Set torch's CPU threads (the compiled hash-grid kernel's included) when a command's
-    --threads asks for a number; None or 0 keeps torch's default."""
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fourdistill",

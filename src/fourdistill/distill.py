@@ -13,19 +13,32 @@ Built on accelerate: the same command runs data-parallel on several GPUs with
 `accelerate launch -m fourdistill.cli distill ...`, with fp16/bf16 on GPU and fp32 on CPU.
 
 Randomness is a function of (seed, step): pairs, noise, timesteps and nested dropout of step k
-are drawn from generators seeded with (seed, k, process), so `--resume` continues the same run
-exactly, whatever happened before the interruption.
+are drawn from generators seeded with (seed, k, process) (engine.loop.step_generators), so
+`--resume` continues the same run exactly, whatever happened before the interruption.
+
+The loop, checkpoints, logs, card and the --resume rule are the engine's (fourdistill.engine).
+Run layout under `out`:
+    config.json                     the DistillConfig (compared on --resume)
+    checkpoint/mappers.safetensors  mapper weights (what fourdistill.mappers.load_mappers reads)
+    checkpoint/mappers.json         mapper configs, layers, bypass, distill_config, step, wall_s, command
+    checkpoint/optimizer.pt         AdamW state
+    checkpoint/train_state.pt       step, wall_s, RNG states
+    checkpoint/README.md            the model card
+    loss.jsonl, validation.jsonl    {"step", "wall_s", "loss"} and {"step", "wall_s", "psnr", "fixed_batch_loss"}
+    tensorboard/, validation/, curves.png
 """
 
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+
+from .engine.config import add_common_flags
+from .engine.loop import step_generators
 
 MODES = ("time", "view", "joint")
 
@@ -75,15 +88,6 @@ class DistillConfig:
         self.time_delta_abs = tuple(self.time_delta_abs)
         self.azimuth_delta_deg = tuple(self.azimuth_delta_deg)
         self.elevation_delta_deg = tuple(self.elevation_delta_deg)
-
-
-def step_generators(seed: int, step: int, process: int = 0):
-    """The (numpy, torch) generators of one step: randomness as a function of (seed, step)."""
-    import torch
-
-    np_rng = np.random.default_rng([int(seed), int(step), int(process), 0xD1])
-    torch_gen = torch.Generator().manual_seed(int(np_rng.integers(2**62)))
-    return np_rng, torch_gen
 
 
 def open_training_sources(cfg: DistillConfig, resolution: int):
@@ -294,118 +298,111 @@ class Distiller:
         return float(np.mean(psnr_numpy(images, targets)))
 
     # ------------------------------------------------------------------ checkpoints
-    def save(self, folder=None) -> Path:
-        """Atomic checkpoint: mappers (safetensors + JSON), optimizer, step and the run config."""
+    def save(self, folder=None, wall_s: float | None = None) -> Path:
+        """Atomic checkpoint (engine layout): mappers (safetensors + mappers.json with the run
+        config), optimizer, RNG states, step and wall time, as one folder."""
         import torch
 
-        from .io import atomic_path
-        from .mappers.checkpoint import save_mappers
+        from .engine.checkpoint import capture_rng, save_checkpoint
+        from .mappers.checkpoint import CONFIG_NAME, WEIGHTS_NAME, mapper_config
 
         folder = Path(folder or self.out / "checkpoint")
         if not self.accelerator.is_main_process:
             return folder
-        base = self.cfg.model or "embedded"
-        save_mappers(
-            folder,
-            self.mapper_module,
+        module = self.mapper_module
+        meta = mapper_config(
+            module,
             self.layers,
-            base,
+            self.cfg.model or "embedded",
             extra={
-                "step": self.step,
                 "distill_config": asdict(self.cfg),
                 "resolution": self.resolution,
-                "wall_s": self.wall_before + time.perf_counter() - self.started,
                 "command": self.command,
                 "device": str(self.accelerator.device),
                 "threads": torch.get_num_threads(),
             },
         )
-        with atomic_path(folder / "optimizer.pt") as tmp:
-            torch.save({"optimizer": self.optimizer.state_dict(), "step": self.step}, tmp)
-        return folder
+        wall_s = self.wall_before + time.perf_counter() - self.started if wall_s is None else wall_s
+        return save_checkpoint(
+            folder, step=self.step, wall_s=wall_s, model=module.state_dict(), optimizer=self.optimizer.state_dict(),
+            rng=capture_rng(), meta=meta, weights_name=WEIGHTS_NAME, meta_name=CONFIG_NAME,
+        )
 
     def resume(self, folder) -> None:
-        import torch
-        from safetensors.torch import load_file
-
-        from .mappers.checkpoint import WEIGHTS_NAME, read_mapper_config
+        """Continue from a checkpoint folder: weights, optimizer, step and wall time. A setting
+        that differs from the checkpoint's distill_config (but steps and intervals) is refused."""
+        from .engine.checkpoint import OPTIMIZER_NAME, STATE_NAME, load_checkpoint, load_torch_file
+        from .engine.config import check_resume
+        from .mappers.checkpoint import CONFIG_NAME, WEIGHTS_NAME, read_mapper_config
 
         folder = Path(folder)
         config = read_mapper_config(folder)
-        saved = config.get("distill_config", {})
-        for key in ("mode", "seed", "batch_size", "grad_accum", "lr"):
-            if key in saved and saved[key] != getattr(self.cfg, key):
-                raise ValueError(f"{folder}: cannot resume: {key} was {saved[key]!r}, now {getattr(self.cfg, key)!r}")
-        self.mapper_module.load_state_dict(load_file(str(folder / WEIGHTS_NAME)))
-        state = torch.load(folder / "optimizer.pt", map_location="cpu", weights_only=True)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.step = int(state["step"])
-        self.wall_before = float(config.get("wall_s", 0.0))
+        if "distill_config" in config:
+            check_resume(config["distill_config"], asdict(self.cfg), folder)
+        if (folder / STATE_NAME).is_file():
+            ckpt = load_checkpoint(folder, weights_name=WEIGHTS_NAME, meta_name=CONFIG_NAME)
+            weights, optimizer, step, wall_s = ckpt.model, ckpt.optimizer, ckpt.step, ckpt.wall_s
+        else:  # written before the engine: optimizer.pt held {"optimizer", "step"}
+            from .engine.checkpoint import load_weights
+
+            state = load_torch_file(folder / OPTIMIZER_NAME, "optimizer state")
+            weights, optimizer, step, wall_s = load_weights(folder / WEIGHTS_NAME), state["optimizer"], state["step"], config.get("wall_s", 0.0)
+        self.mapper_module.load_state_dict(weights)
+        self.optimizer.load_state_dict(optimizer)
+        self.step = int(step)
+        self.wall_before = float(wall_s)
         self.started = time.perf_counter()
 
 
-def run(cfg: DistillConfig, resume: str | None = None, pipe=None, progress: bool = True, command: str | None = None) -> dict:
+def run(cfg: DistillConfig, resume: bool = False, pipe=None, progress: bool = True, command: str | None = None) -> dict:
     """Train for `cfg.steps` optimizer steps; returns a summary with the loss curve. The final
-    checkpoint folder gets a model card (README.md) with the command, steps, wall time and curves."""
-    from tqdm.auto import tqdm
+    checkpoint folder gets a model card (README.md) with the command, steps, wall time and curves.
 
+    resume: continue the run in `cfg.out` (the engine's --resume rule: without it a folder
+    holding a run is refused; with it a changed setting is refused, naming it)."""
+    from accelerate import PartialState
+
+    from .engine.checkpoint import has_checkpoint
+    from .engine.config import start_run
+    from .engine.loop import Loop, RunLog
+    from .mappers.checkpoint import CONFIG_NAME, read_mapper_config
+
+    out = Path(cfg.out)
+    ckpt_dir = out / "checkpoint"
+    resuming = resume and has_checkpoint(ckpt_dir, CONFIG_NAME)
+    main = PartialState().is_main_process
+    if main:
+        saved = read_mapper_config(ckpt_dir).get("distill_config") if resuming else None
+        start_run(out, cfg, resume, saved=saved, command=command)
     distiller = Distiller(cfg, pipe=pipe)
     distiller.command = command
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    if resume:
-        distiller.resume(resume)
-    writer = None
-    if distiller.accelerator.is_main_process:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            writer = SummaryWriter(str(out / "tensorboard"))
-        except ImportError:  # tensorboard is a declared dependency; a trimmed install still trains
-            writer = None
-    curve_path = out / "loss.jsonl"
-    for path in (curve_path, out / "validation.jsonl"):
-        if distiller.accelerator.is_main_process and path.exists():
-            # keep the curve up to where this run continues from; a fresh run starts a new one
-            rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-            kept = [r for r in rows if r["step"] <= distiller.step]
-            path.write_text("".join(json.dumps(r) + "\n" for r in kept))
-    bar = tqdm(total=cfg.steps, initial=distiller.step, desc=f"distill {cfg.mode}", disable=not progress)
-    start = time.perf_counter()
+    if resuming:
+        distiller.resume(ckpt_dir)
+    log = RunLog(out, main="loss", enabled=main)
+    log.truncate(distiller.step)  # keep the curves up to where this run continues from
+    loop = Loop(
+        cfg.steps, start_step=distiller.step, wall_s=distiller.wall_before, desc=f"distill {cfg.mode}", progress=progress,
+        log=log, save=lambda done: distiller.save(wall_s=loop.wall_s), save_every=cfg.save_every, main=main,
+    )
+    started = time.perf_counter()
     losses = []
-    while distiller.step < cfg.steps:
+    for _ in loop:
         loss = distiller.train_step()
         losses.append(loss)
-        if not math.isfinite(loss):
-            raise FloatingPointError(f"loss became {loss} at step {distiller.step}")
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss:.4f}")
-        if distiller.accelerator.is_main_process:
-            with open(curve_path, "a") as f:
-                f.write(json.dumps({"step": distiller.step, "loss": loss}) + "\n")
-            if writer is not None:
-                writer.add_scalar("loss", loss, distiller.step)
-        if distiller.step % cfg.save_every == 0 or distiller.step == cfg.steps:
-            distiller.save()
-        if cfg.validate_every and distiller.accelerator.is_main_process and (distiller.step % cfg.validate_every == 0 or distiller.step == cfg.steps):
+        loop.log(distiller.step, postfix={"loss": f"{loss:.4f}"}, loss=loss)
+        if cfg.validate_every and main and (loop.due(cfg.validate_every, distiller.step) or distiller.step == cfg.steps):
             val_psnr = distiller.validate(out / "validation" / f"step_{distiller.step:06d}.png")
             # the training loss is dominated by the noise level drawn each step; the loss on fixed
             # pairs, noise and timesteps shows what the mappers learnt
             fixed = distiller.eval_loss(n_batches=4)
-            with open(out / "validation.jsonl", "a") as f:
-                f.write(json.dumps({"step": distiller.step, "psnr": val_psnr, "fixed_batch_loss": fixed}) + "\n")
-            if writer is not None:
-                writer.add_scalar("validation/psnr", val_psnr, distiller.step)
-                writer.add_scalar("validation/fixed_batch_loss", fixed, distiller.step)
-    bar.close()
-    if writer is not None:
-        writer.close()
-    if distiller.accelerator.is_main_process:
+            log.write(distiller.step, loop.wall_s, "validation", psnr=val_psnr, fixed_batch_loss=fixed)
+    log.close()
+    if main:
         from .mappers.checkpoint import write_mapper_card
 
-        write_mapper_card(out / "checkpoint", curve_path, out / "validation.jsonl")
-        plot_curves(curve_path, out / "validation.jsonl", out / "curves.png")
-    return {"steps": distiller.step, "losses": losses, "seconds": time.perf_counter() - start, "checkpoint": str(out / "checkpoint")}
+        write_mapper_card(ckpt_dir, log.path(), log.path("validation"))
+        plot_curves(log.path(), log.path("validation"), out / "curves.png")
+    return {"steps": distiller.step, "losses": losses, "wall_s": loop.wall_s, "seconds": time.perf_counter() - started, "checkpoint": str(ckpt_dir)}
 
 
 def plot_curves(loss_path, validation_path, png) -> Path | None:
@@ -461,57 +458,55 @@ def register(sub) -> None:
         "the VAE, U-Net, text encoder, image encoder and IP-Adapter stay frozen. Runs data-parallel under "
         "`accelerate launch -m fourdistill.cli distill ...`.",
     )
-    p.add_argument("--source", default=d.source, help="'world' (procedural scenes), a video, a D-NeRF or nerfstudio folder, or a fitted field")
-    p.add_argument("--mode", default=d.mode, choices=MODES, help="which control to learn (default time)")
+    p.add_argument("--source", default=None, help=f"'world' (procedural scenes), a video, a D-NeRF or nerfstudio folder, or a fitted field (default {d.source})")
+    p.add_argument("--mode", default=None, choices=MODES, help=f"which control to learn (default {d.mode})")
     p.add_argument("--model", default=None, help="diffusion stack: a local folder or hub id (default: the embedded stack)")
-    p.add_argument("--out", default=d.out, help=f"run folder (default {d.out})")
-    p.add_argument("--steps", type=int, default=d.steps, help=f"optimizer steps (default {d.steps})")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"pairs per micro-batch (default {d.batch_size})")
-    p.add_argument("--grad-accum", type=int, default=d.grad_accum, help=f"micro-batches per step (default {d.grad_accum})")
-    p.add_argument("--lr", type=float, default=d.lr, help=f"AdamW learning rate (default {d.lr})")
-    p.add_argument("--mixed-precision", default=d.mixed_precision, choices=["no", "fp16", "bf16"], help="GPU only (default no)")
-    p.add_argument("--seed", type=int, default=d.seed, help="seed of everything random (default 0)")
-    p.add_argument("--world-seeds", type=int, nargs=2, default=d.world_seeds, metavar=("START", "STOP"), help="training scenes for --source world")
-    p.add_argument("--ip-scale", type=float, default=d.ip_adapter_scale, help=f"IP-Adapter scale during distillation (default {d.ip_adapter_scale}, the reference's)")
-    p.add_argument("--time-alpha", type=float, default=d.time_alpha, help=f"bypass alpha of the time token (default {d.time_alpha})")
-    p.add_argument("--view-alpha", type=float, default=d.view_alpha, help=f"bypass alpha of the view token (default {d.view_alpha})")
-    p.add_argument("--nested-dropout", type=float, default=d.nested_dropout_p, help=f"nested-dropout probability (default {d.nested_dropout_p}; 0 turns it off)")
-    p.add_argument("--view-condition", default=d.view_condition, choices=["spherical", "matrix"], help="View Mapper input (default spherical)")
-    p.add_argument("--save-every", type=int, default=d.save_every, help=f"checkpoint interval in steps (default {d.save_every})")
-    p.add_argument("--validate-every", type=int, default=d.validate_every, help=f"steps between validation grids in OUT/validation (default {d.validate_every}; 0: none)")
-    p.add_argument("--resume", default=None, help="checkpoint folder to continue from (the same run, exactly)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's; 1 is fastest for the embedded stack on a shared CPU)")
+    add_common_flags(p, d)
+    p.add_argument("--batch-size", type=int, default=None, help=f"pairs per micro-batch (default {d.batch_size})")
+    p.add_argument("--grad-accum", type=int, default=None, help=f"micro-batches per step (default {d.grad_accum})")
+    p.add_argument("--lr", type=float, default=None, help=f"AdamW learning rate (default {d.lr})")
+    p.add_argument("--mixed-precision", default=None, choices=["no", "fp16", "bf16"], help="GPU only (default no)")
+    p.add_argument("--world-seeds", type=int, nargs=2, default=None, metavar=("START", "STOP"), help=f"training scenes for --source world (default {d.world_seeds[0]} {d.world_seeds[1]})")
+    p.add_argument("--ip-scale", type=float, default=None, help=f"IP-Adapter scale during distillation (default {d.ip_adapter_scale}, the reference's)")
+    p.add_argument("--time-alpha", type=float, default=None, help=f"bypass alpha of the time token (default {d.time_alpha})")
+    p.add_argument("--view-alpha", type=float, default=None, help=f"bypass alpha of the view token (default {d.view_alpha})")
+    p.add_argument("--nested-dropout", type=float, default=None, help=f"nested-dropout probability (default {d.nested_dropout_p}; 0 turns it off)")
+    p.add_argument("--view-condition", default=None, choices=["spherical", "matrix"], help=f"View Mapper input (default {d.view_condition})")
+    p.add_argument("--save-every", type=int, default=None, help=f"checkpoint interval in steps (default {d.save_every})")
+    p.add_argument("--validate-every", type=int, default=None, help=f"steps between validation grids in OUT/validation (default {d.validate_every}; 0: none)")
     p.set_defaults(handler=_distill_main)
 
 
 def _distill_main(args) -> int:
-    cfg = DistillConfig(
-        source=args.source,
-        mode=args.mode,
-        model=args.model,
-        out=args.out,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        grad_accum=args.grad_accum,
-        lr=args.lr,
-        mixed_precision=args.mixed_precision,
-        seed=args.seed,
-        world_seeds=tuple(args.world_seeds),
-        view_condition=args.view_condition,
-        save_every=args.save_every,
-        validate_every=args.validate_every,
-        ip_adapter_scale=args.ip_scale,
-        time_alpha=args.time_alpha,
-        view_alpha=args.view_alpha,
-        nested_dropout_p=args.nested_dropout,
-    )
-    from .cli import invoked_command, set_threads
+    from .engine.config import config_from_args
+    from .engine.run import invoked_command, set_threads
 
+    cfg = config_from_args(
+        DistillConfig,
+        args,
+        {
+            "source": args.source,
+            "mode": args.mode,
+            "model": args.model,
+            "batch_size": args.batch_size,
+            "grad_accum": args.grad_accum,
+            "lr": args.lr,
+            "mixed_precision": args.mixed_precision,
+            "world_seeds": args.world_seeds,
+            "view_condition": args.view_condition,
+            "save_every": args.save_every,
+            "validate_every": args.validate_every,
+            "ip_adapter_scale": args.ip_scale,
+            "time_alpha": args.time_alpha,
+            "view_alpha": args.view_alpha,
+            "nested_dropout_p": args.nested_dropout,
+        },
+    )
     set_threads(args.threads)
     summary = run(cfg, resume=args.resume, command=invoked_command())
     losses = summary["losses"]
     if losses:
         k = max(1, len(losses) // 10)
         print(f"loss: first {np.mean(losses[:k]):.4f} -> last {np.mean(losses[-k:]):.4f} over {len(losses)} steps")
-    print(f"checkpoint: {summary['checkpoint']} ({summary['seconds']:.0f} s)")
+    print(f"checkpoint: {summary['checkpoint']} ({summary['wall_s']:.0f} s of training)")
     return 0

@@ -109,7 +109,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from ..cli import invoked_command, set_threads
+    from ..engine.run import invoked_command, set_threads
     from .control import ControlEvalConfig, evaluate_control, write_report
 
     set_threads(args.threads)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..engine.config import add_common_flags
+
 
 def register(sub) -> None:
     parser = sub.add_parser(
@@ -15,21 +17,18 @@ def register(sub) -> None:
         "through time (OUT/video.mp4). The checkpoint folder is itself a 4D source (fourdistill inspect OUT).",
     )
     parser.add_argument("path", metavar="PATH", help="D-NeRF folder, nerfstudio capture, world:SEED, or any posed source")
-    parser.add_argument("--out", required=True, help="run folder (checkpoint/, metrics.json, video.mp4)")
-    parser.add_argument("--steps", type=int, default=None, help="training steps (default from ReconstructConfig: 1500)")
+    # ReconstructConfig's defaults, for the help (importing it here would import torch)
+    add_common_flags(parser, argparse.Namespace(steps=1500, seed=0), out_required=True)
     parser.add_argument("--samples-per-step", type=int, default=None, help="field samples per step; the ray count adapts (default 131072)")
     parser.add_argument("--samples", type=int, default=None, help="samples per ray across the scene box (default 128)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint up to --steps")
     parser.add_argument(
         "--background", default="1,1,1", help="R,G,B in [0, 1] that RGBA images are composited over (default 1,1,1: white)"
     )
-    parser.add_argument("--holdout-every", type=int, default=8, help="sources without a test split: hold out every k-th frame (default 8)")
+    parser.add_argument("--holdout-every", type=int, default=None, help="sources without a test split: hold out every k-th frame (default 8)")
     parser.add_argument("--eval-every", type=int, default=None, help="test PSNR every this many steps (default 500; 0: only at the end)")
     parser.add_argument("--static-steps", type=int, default=None, help="first steps with the dynamic grid frozen (default from ReconstructConfig)")
     parser.add_argument("--time-scale", type=float, default=None, help="time-axis resolution of the dynamic grid relative to space, in (0, 1] (default from ReconstructConfig)")
     parser.add_argument("--time-smoothness", type=float, default=None, help="weight of the temporal smoothness of the dynamic grid (default from ReconstructConfig)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads, the compiled hash-grid kernel's included (default: torch's)")
     parser.add_argument("--no-video", action="store_true", help="skip the novel-path video")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(handler=_reconstruct)
@@ -46,24 +45,30 @@ def _background(text: str) -> tuple[float, float, float]:
 
 
 def _reconstruct(args: argparse.Namespace) -> int:
-    import dataclasses
-
-    from ..cli import set_threads
+    from ..engine.config import config_from_args
+    from ..engine.run import invoked_command, set_threads
     from .reconstruct import ReconstructConfig, open_for_reconstruction, reconstruct
 
     set_threads(args.threads)
-    cfg = ReconstructConfig(seed=args.seed, holdout_every=args.holdout_every)
-    overrides = {"steps": args.steps, "samples_per_step": args.samples_per_step, "eval_every": args.eval_every, "static_steps": args.static_steps, "time_smoothness_weight": args.time_smoothness}
-    cfg = dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
-    if args.time_scale is not None:
-        cfg = dataclasses.replace(cfg, field=dataclasses.replace(cfg.field, time_scale=args.time_scale))
-    if args.samples is not None:
-        cfg = dataclasses.replace(cfg, render=dataclasses.replace(cfg.render, n_samples=args.samples))
+    cfg = config_from_args(
+        ReconstructConfig,
+        args,
+        {
+            "samples_per_step": args.samples_per_step,
+            "holdout_every": args.holdout_every,
+            "eval_every": args.eval_every,
+            "static_steps": args.static_steps,
+            "time_smoothness_weight": args.time_smoothness,
+            "field.time_scale": args.time_scale,
+            "render.n_samples": args.samples,
+        },
+    )
     train, train_idx, test, test_idx = open_for_reconstruction(args.path, cfg.holdout_every, _background(args.background))
     metrics = reconstruct(
-        train, args.out, cfg, train_idx, test, test_idx, resume=args.resume, progress=not args.quiet, write_video=not args.no_video
+        train, args.out, cfg, train_idx, test, test_idx, resume=args.resume, progress=not args.quiet, write_video=not args.no_video,
+        command=invoked_command(),
     )
-    print(f"wrote {args.out}/checkpoint (step {metrics['steps']}, {metrics['train_s']:.0f} s of training)")
+    print(f"wrote {args.out}/checkpoint (step {metrics['steps']}, {metrics['wall_s']:.0f} s of training)")
     if "test" in metrics:
         mean = metrics["test"]["mean"]
         print(f"test PSNR {mean['psnr']:.2f} dB, SSIM {mean['ssim']:.4f} over {metrics['test_views']} views")

@@ -2,15 +2,20 @@
 
 The loop reads like the method: draw a batch of pixel rays from all training views (each with
 its camera and time), render them through the field with the occupancy grid, take the photometric
-MSE (plus an opacity term where the source has masks), one Adam step with per-group learning
-rates, refresh the occupancy grid on its schedule. Checkpoints are whole folders written
-atomically and carry everything needed to resume bit for bit: field weights and occupancy
-(safetensors), configs (JSON), optimizer and random-number state (torch).
+MSE plus the regularisers of field/losses.py, one Adam step with per-group learning rates,
+refresh the occupancy grid on its schedule. The loop, checkpoints, logs, card and the
+--resume rule are the engine's (fourdistill.engine); the checkpoint format is
+field/checkpoint.py's and carries everything needed to resume bit for bit.
 
 Run layout under `out_dir`:
+    config.json                    the ReconstructConfig (compared on --resume)
     checkpoint/field.safetensors   field weights, occupancy grid buffers ("occupancy." prefix)
-    checkpoint/field.json          format tag, FieldConfig, RenderConfig, OccupancyConfig, orbit, ...
-    checkpoint/train_state.pt      step, optimizer state, generator state, log, elapsed time
+    checkpoint/field.json          format tag, FieldConfig, RenderConfig, OccupancyConfig, orbit, step, wall_s
+    checkpoint/optimizer.pt        optimizer state
+    checkpoint/train_state.pt      step, wall_s, generator states, test-PSNR history, ray count
+    checkpoint/README.md           the model card
+    log.jsonl, eval.jsonl          {"step", "wall_s", loss / psnr / occupied / rays} and test PSNR rows
+    tensorboard/                   the same scalars
     metrics.json                   test-view PSNR / SSIM, PSNR against wall time
     test_views.png                 rendered test views over the ground truth
     video.mp4                      a novel camera path through time
@@ -21,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import time
 from dataclasses import dataclass, field as dataclass_field
 from pathlib import Path
 
@@ -32,10 +36,17 @@ from ..cameras import Camera, OrbitRange, orbit_camera, spherical_coordinates
 from ..sources.base import Source, SourceError
 from .field import Field4D, FieldConfig, grid_summary
 from .hash_grid import HashGridConfig
+from .checkpoint import (
+    checkpoint_folder,
+    field_metadata,
+    load_checkpoint,
+    load_training_state,
+    orbit_from_dict,
+    orbit_to_dict,
+    save_checkpoint,
+    step_size,
+)
 from .render import OccupancyConfig, OccupancyGrid, RenderConfig, camera_rays, ray_box, render_image, render_rays
-
-CHECKPOINT_FORMAT = "fourdistill.field"
-CHECKPOINT_VERSION = 1
 
 
 def _small_field() -> FieldConfig:
@@ -128,6 +139,8 @@ class ReconstructConfig:
     train_early_stop_eps: transmittance at which training rays stop (rendering for evaluation
     uses render.early_stop_eps). What lies behind contributes under 1% and the rest of the ray is
     background, so the loss itself asks for opaque surfaces; rays then stop right behind them.
+    checkpoint_every / eval_every / log_every: steps between checkpoints, test-view evaluations
+    and log rows (log.jsonl, TensorBoard); these, steps and the video settings may change on --resume.
     holdout_every: for sources without a test split, every k-th frame is held out for testing.
     samples_per_step / max_rays_per_step: as Instant-NGP, each step evaluates about a fixed
     number of samples and the number of rays adapts (few while space is still foggy, up to
@@ -158,6 +171,7 @@ class ReconstructConfig:
     seed: int = 0
     checkpoint_every: int = 500
     eval_every: int = 500
+    log_every: int = 10
     holdout_every: int = 8
     video_frames: int = 48
     video_fps: int = 24
@@ -290,95 +304,6 @@ def novel_path(orbit: OrbitRange, n_frames: int, width: int, height: int) -> tup
     return cams, np.linspace(0.0, 1.0, n_frames)
 
 
-# ----------------------------------------------------------------------------- checkpoints
-def field_metadata(field_cfg: FieldConfig, render: RenderConfig, occupancy: OccupancyConfig, **extra) -> dict:
-    return {
-        "format": CHECKPOINT_FORMAT,
-        "version": CHECKPOINT_VERSION,
-        "field": field_cfg.to_dict(),
-        "render": dataclasses.asdict(render),
-        "occupancy": dataclasses.asdict(occupancy),
-        **extra,
-    }
-
-
-def orbit_to_dict(orbit: OrbitRange) -> dict:
-    return dataclasses.asdict(orbit)
-
-
-def orbit_from_dict(d: dict) -> OrbitRange:
-    return OrbitRange(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
-
-
-def save_checkpoint(folder, field: Field4D, grid: OccupancyGrid, meta: dict, train_state: dict | None = None) -> Path:
-    """Write a checkpoint folder atomically: field.safetensors, field.json, train_state.pt."""
-    from safetensors.torch import save_file
-
-    from ..io import atomic_dir
-
-    tensors = {k: v.detach().contiguous() for k, v in field.state_dict().items()}
-    tensors.update({f"occupancy.{k}": v.detach().contiguous() for k, v in grid.state_dict().items()})
-    with atomic_dir(folder, overwrite=True) as tmp:
-        save_file(tensors, str(tmp / "field.safetensors"))
-        (tmp / "field.json").write_text(json.dumps(meta, indent=2) + "\n")
-        if train_state is not None:
-            torch.save(train_state, tmp / "train_state.pt")
-    return Path(folder)
-
-
-def checkpoint_folder(path) -> Path | None:
-    """The checkpoint folder at `path` (a checkpoint or a run folder holding checkpoint/), or None."""
-    path = Path(path)
-    for candidate in (path, path / "checkpoint"):
-        meta = candidate / "field.json"
-        if meta.is_file():
-            try:
-                if json.loads(meta.read_text()).get("format") == CHECKPOINT_FORMAT:
-                    return candidate
-            except (OSError, json.JSONDecodeError, AttributeError):
-                return None
-    return None
-
-
-def load_checkpoint(path, device="cpu") -> tuple[Field4D, OccupancyGrid, dict]:
-    """(field, occupancy grid, metadata) from a checkpoint folder or a run folder."""
-    from safetensors.torch import load_file
-
-    folder = checkpoint_folder(path)
-    if folder is None:
-        raise SourceError(path, f"not a field checkpoint: no field.json with format {CHECKPOINT_FORMAT!r} here or in checkpoint/")
-    meta_path = folder / "field.json"
-    meta = json.loads(meta_path.read_text())
-    if meta.get("version") != CHECKPOINT_VERSION:
-        raise SourceError(meta_path, f"checkpoint version {meta.get('version')} is not {CHECKPOINT_VERSION}", "version")
-    try:
-        field_cfg = FieldConfig.from_dict(meta["field"])
-        occupancy = OccupancyConfig(**meta["occupancy"])
-        render = RenderConfig(**meta["render"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise SourceError(meta_path, f"bad configuration ({exc})", "field") from None
-    weights_path = folder / "field.safetensors"
-    if not weights_path.is_file():
-        raise SourceError(weights_path, "weights file is missing")
-    tensors = load_file(str(weights_path), device=str(device))
-    field = Field4D(field_cfg).to(device)
-    grid = OccupancyGrid(occupancy, field.bound, step_size(field.bound, render)).to(device)
-    grid_state = {k[len("occupancy.") :]: v for k, v in tensors.items() if k.startswith("occupancy.")}
-    field_state = {k: v for k, v in tensors.items() if not k.startswith("occupancy.")}
-    try:
-        field.load_state_dict(field_state)
-        grid.load_state_dict(grid_state)
-    except RuntimeError as exc:
-        raise SourceError(weights_path, f"weights do not match field.json ({str(exc).splitlines()[0]})") from None
-    meta["render_config"] = render
-    return field, grid, meta
-
-
-def step_size(bound: float, render: RenderConfig) -> float:
-    """Typical sample spacing: the box diagonal over the samples per ray (what occupancy refers to)."""
-    return 2.0 * math.sqrt(3.0) * bound / render.n_samples
-
-
 # ----------------------------------------------------------------------------- evaluation
 @torch.no_grad()
 def render_views(field, grid, cameras, times, render: RenderConfig, background=None) -> dict[str, torch.Tensor]:
@@ -406,11 +331,6 @@ def evaluate(field, grid, views: Views, render: RenderConfig, background=None) -
 
 
 # ----------------------------------------------------------------------------- training
-def lr_factor(step: int, steps: int, final_ratio: float) -> float:
-    """Exponential decay from 1 at step 0 to final_ratio at the last step."""
-    return final_ratio ** (min(step, steps) / max(steps, 1))
-
-
 def make_optimizer(field: Field4D, cfg: ReconstructConfig) -> torch.optim.Adam:
     """Adam with one group per role (method notes 2.1: grids 1e-2, MLPs 1e-3, see ReconstructConfig)."""
     groups = field.parameter_groups()
@@ -440,15 +360,23 @@ def reconstruct(
     write_video: bool = True,
     log=print,
     stop_at: int | None = None,
+    tensorboard: bool = True,
+    command: str | None = None,
 ) -> dict:
     """Fit a field to `train` (frames `train_indices`, default all) and write the run to `out_dir`.
 
-    Returns the metrics dict also written to metrics.json. With `resume`, training continues
-    from out_dir/checkpoint up to `config.steps`; without it an existing checkpoint is an error.
-    stop_at: checkpoint and return after this step, as an interruption would (the schedule
-    still runs to `config.steps`; resume to finish).
+    Returns the metrics dict also written to metrics.json. The --resume rule of the engine:
+    with `resume`, training continues from out_dir/checkpoint up to `config.steps` and every
+    setting but the step counts and intervals must be the saved run's; without it a folder
+    holding a run is an error. stop_at: checkpoint and return after this step, as an
+    interruption would (the schedule still runs to `config.steps`; resume to finish).
+    command: the command line, for the model card.
     """
-    from tqdm import tqdm
+    from ..engine.checkpoint import capture_rng, restore_rng
+    from ..engine.config import MAY_CHANGE, start_run
+    from ..engine.loop import Loop, RunLog, check_finite
+    from ..engine.schedules import exponential_decay
+    from . import losses
 
     cfg = config or ReconstructConfig()
     out_dir = Path(out_dir)
@@ -492,16 +420,18 @@ def reconstruct(
         static_reason=static_reason,
     )
 
+    has_checkpoint = checkpoint_folder(ckpt_dir) is not None
+    state = load_training_state(ckpt_dir) if resume and has_checkpoint else None
+    start_run(out_dir, cfg, resume, may_change=MAY_CHANGE + ("video_frames", "video_fps"), saved=state.extra.get("config") if state else None, command=command)
+
     generator = torch.Generator().manual_seed(cfg.seed)
     field = Field4D(field_cfg)
     grid = OccupancyGrid(occ_cfg, bound, step_size(bound, cfg.render))
     optimizer = make_optimizer(field, cfg)
-    start_step, history, elapsed = 0, [], 0.0
+    start_step, history, wall_s = 0, [], 0.0
     rays_per_step = max(min(cfg.max_rays_per_step, cfg.samples_per_step // cfg.render.n_samples), 1)
 
-    if ckpt_dir.exists() and (ckpt_dir / "field.json").is_file():
-        if not resume:
-            raise ValueError(f"{out_dir} already holds a checkpoint; pass --resume to continue it or choose another --out")
+    if state is not None:
         loaded_field, loaded_grid, loaded_meta = load_checkpoint(ckpt_dir)
         wanted = json.loads(json.dumps(meta))
         changed = [k for k in ("field", "render", "occupancy") if loaded_meta[k] != wanted[k]]
@@ -509,15 +439,12 @@ def reconstruct(
             raise ValueError(f"{ckpt_dir}: the checkpoint's {' and '.join(changed)} settings differ from this run's; resume with the same settings")
         field.load_state_dict(loaded_field.state_dict())
         grid.load_state_dict(loaded_grid.state_dict())
-        state_path = ckpt_dir / "train_state.pt"
-        if not state_path.is_file():
-            raise SourceError(state_path, "training state is missing: this checkpoint cannot be resumed")
-        state = torch.load(state_path, weights_only=True)
-        optimizer.load_state_dict(state["optimizer"])
-        generator.set_state(state["generator"])
-        start_step, history, elapsed = int(state["step"]), list(state["history"]), float(state["elapsed_s"])
-        rays_per_step = int(state["rays_per_step"])
-        log(f"resuming from step {start_step} ({elapsed:.0f} s of training so far)")
+        optimizer.load_state_dict(state.optimizer)
+        restore_rng(state.rng, {"train": generator})
+        start_step, wall_s = state.step, state.wall_s
+        history = [_wall_key(h) for h in state.extra.get("history", [])]
+        rays_per_step = int(state.extra["rays_per_step"])
+        log(f"resuming from step {start_step} ({wall_s:.0f} s of training so far)")
 
     origins, dirs, times = views.rays()
     target = views.rgb.reshape(-1, 3)
@@ -531,48 +458,43 @@ def reconstruct(
         + f"; background {field_cfg.background}"
     )
 
-    def save(step: int) -> None:
-        state = {
-            "step": step,
-            "optimizer": optimizer.state_dict(),
-            "generator": generator.get_state(),
-            "history": history,
-            "elapsed_s": elapsed,
-            "rays_per_step": rays_per_step,
-            "config": json.dumps(cfg.to_dict()),
-        }
-        save_checkpoint(ckpt_dir, field, grid, {**meta, "step": step}, state)
+    def save(done: int) -> None:
+        save_checkpoint(
+            ckpt_dir, field, grid, {**meta, "step": done}, step=done, wall_s=loop.wall_s,
+            optimizer=optimizer.state_dict(), rng=capture_rng({"train": generator}),
+            extra={"history": history, "rays_per_step": rays_per_step},
+        )
 
+    run_log = RunLog(out_dir, main="log", tensorboard=tensorboard)
+    run_log.truncate(start_step)
+    loop = Loop(cfg.steps, start_step=start_step, wall_s=wall_s, desc="reconstruct", progress=progress, log=run_log,
+                save=save, save_every=cfg.checkpoint_every, stop_at=stop_at)
     train_render = dataclasses.replace(cfg.render, early_stop_eps=cfg.train_early_stop_eps)
-    bar = tqdm(total=cfg.steps, initial=start_step, disable=not progress, desc="reconstruct", unit="step", dynamic_ncols=True)
     psnr_ema = None
-    tick = time.perf_counter()
-    for step in range(start_step, cfg.steps):
+    for step in loop:
         field.train()
         if field.is_dynamic:
             field.freeze_dynamic(step < cfg.static_steps)
         for group in optimizer.param_groups:
-            group["lr"] = group["base_lr"] * lr_factor(step, cfg.steps, cfg.lr_final_ratio)
+            group["lr"] = group["base_lr"] * exponential_decay(step, cfg.steps, cfg.lr_final_ratio)
         idx = torch.randint(0, n_rays, (rays_per_step,), generator=generator)
         out = render_rays(field, origins[idx], dirs[idx], times[idx], train_render, grid, bg, generator, stratified=True)
-        mse = torch.mean((out["rgb"] - target[idx]) ** 2)
+        mse = losses.photometric_mse(out["rgb"], target[idx])
         loss = mse
         if mask is not None and cfg.mask_weight > 0:
-            opacity = out["opacity"].clamp(1e-5, 1.0 - 1e-5)
-            loss = loss + cfg.mask_weight * torch.nn.functional.binary_cross_entropy(opacity, mask[idx])
+            loss = loss + cfg.mask_weight * losses.mask_bce(out["opacity"], mask[idx])
         if cfg.distortion_weight > 0:
-            loss = loss + cfg.distortion_weight * out["distortion"].mean()
-        if cfg.sparsity_weight > 0:  # Plenoxels' Cauchy sparsity at random points of the box and times
+            loss = loss + cfg.distortion_weight * losses.distortion(out["distortion"])
+        if cfg.sparsity_weight > 0:  # at random points of the box and times
             points = (torch.rand(cfg.sparsity_points, 3, generator=generator) * 2.0 - 1.0) * bound
             point_times = torch.rand(cfg.sparsity_points, generator=generator)
-            loss = loss + cfg.sparsity_weight * torch.log1p(2.0 * field.density(points, point_times) ** 2).mean()
+            loss = loss + cfg.sparsity_weight * losses.cauchy_sparsity(field.density(points, point_times))
         if cfg.time_smoothness_weight > 0 and field.is_dynamic and not field.dynamic_frozen:
-            # K-Planes' temporal smoothness, sampled: the dynamic features change little over a short time
             points = (torch.rand(cfg.sparsity_points, 3, generator=generator) * 2.0 - 1.0) * bound
             t0 = torch.rand(cfg.sparsity_points, generator=generator) * (1.0 - cfg.time_smoothness_delta)
             f0 = field.dynamic_features(points, t0)
             f1 = field.dynamic_features(points, t0 + cfg.time_smoothness_delta)
-            loss = loss + cfg.time_smoothness_weight * ((f1 - f0) ** 2).sum(-1).mean()
+            loss = loss + cfg.time_smoothness_weight * losses.time_smoothness(f0, f1)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -581,35 +503,31 @@ def reconstruct(
         field.eval()
         grid.refresh(field, step, generator)
 
-        p = _psnr(float(mse.detach()))
-        psnr_ema = p if psnr_ema is None else 0.9 * psnr_ema + 0.1 * p
-        bar.update(1)
-        bar.set_postfix(psnr=f"{psnr_ema:.2f}", occupied=f"{grid.occupied_fraction:.3f}", rays=len(idx))
         done = step + 1
-        now = time.perf_counter()
-        elapsed += now - tick
-        tick = now
-        if test_views is not None and cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.steps:
-            ev = evaluate(field, grid, test_views, cfg.render, bg)
-            history.append({"step": done, "train_s": round(elapsed, 2), "train_psnr": round(psnr_ema, 3), "test_psnr": ev["mean"]["psnr"]})
-            (bar.write if progress else log)(f"step {done}: test PSNR {ev['mean']['psnr']:.2f} dB after {elapsed:.0f} s of training")
-            tick = time.perf_counter()
-        if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.steps:
-            save(done)
-            tick = time.perf_counter()
-        if stop_at is not None and done >= stop_at and done < cfg.steps:
-            bar.close()
-            save(done)
-            return {"steps": done, "stopped": True, "train_s": round(elapsed, 2), "history": history}
-    bar.close()
-    save(cfg.steps)
+        loss_value, p = float(loss.detach()), _psnr(float(mse.detach()))
+        check_finite(done, loss=loss_value)
+        psnr_ema = p if psnr_ema is None else 0.9 * psnr_ema + 0.1 * p
+        shown = dict(psnr=f"{psnr_ema:.2f}", occupied=f"{grid.occupied_fraction:.3f}", rays=len(idx))
+        loop.set_postfix(**shown)
+        if loop.due(cfg.log_every, done):
+            loop.log(done, postfix=shown, loss=loss_value, psnr=p, occupied=grid.occupied_fraction, rays=len(idx))
+        if test_views is not None and loop.due(cfg.eval_every, done) and done < cfg.steps:
+            with loop.paused():
+                ev = evaluate(field, grid, test_views, cfg.render, bg)
+                row = run_log.write(done, loop.wall_s, "eval", train_psnr=round(psnr_ema, 3), test_psnr=ev["mean"]["psnr"])
+                history.append(row)
+                loop.write(f"step {done}: test PSNR {ev['mean']['psnr']:.2f} dB after {loop.wall_s:.0f} s of training", log)
+    if loop.stopped:
+        run_log.close()
+        return {"steps": loop.step, "stopped": True, "wall_s": round(loop.wall_s, 2), "history": history}
 
-    metrics = {"steps": cfg.steps, "train_s": round(elapsed, 2), "train_views": len(views), "static": static_reason is not None}
+    wall_s = loop.wall_s
+    metrics = {"steps": cfg.steps, "wall_s": round(wall_s, 2), "train_views": len(views), "static": static_reason is not None}
     if static_reason:
         metrics["static_reason"] = static_reason
     if test_views is not None:
         ev = evaluate(field, grid, test_views, cfg.render, bg)
-        history.append({"step": cfg.steps, "train_s": round(elapsed, 2), "train_psnr": round(psnr_ema or 0.0, 3), "test_psnr": ev["mean"]["psnr"]})
+        history.append(run_log.write(cfg.steps, wall_s, "eval", train_psnr=round(psnr_ema or 0.0, 3), test_psnr=ev["mean"]["psnr"]))
         metrics["test"] = {k: v for k, v in ev.items() if k != "renders"}
         metrics["test_views"] = len(test_views)
         _write_comparison(out_dir / "test_views.png", ev["renders"], test_views.rgb)
@@ -617,6 +535,7 @@ def reconstruct(
             f"test views: PSNR {ev['mean']['psnr']:.2f} dB, SSIM {ev['mean']['ssim']:.4f}"
             + (f" (masked PSNR {ev['mean']['masked_psnr']:.2f} dB)" if "masked_psnr" in ev["mean"] else "")
         )
+    run_log.close()
     metrics["history"] = history
     if write_video and cfg.video_frames > 0:
         h, w = views.rgb.shape[1:3]
@@ -629,8 +548,49 @@ def reconstruct(
     from ..io import write_json
 
     write_json(out_dir / "metrics.json", _json_safe(metrics))
+    write_field_card(ckpt_dir, cfg, meta, metrics, command)
     return metrics
 
+
+def _wall_key(row: dict) -> dict:
+    """A history row with its wall time under "wall_s" (runs before the engine wrote "train_s")."""
+    row = dict(row)
+    if "train_s" in row:
+        row["wall_s"] = row.pop("train_s")
+    return row
+
+
+def write_field_card(folder, cfg: ReconstructConfig, meta: dict, metrics: dict, command: str | None = None):
+    """README.md of a fitted field: source, views, steps, wall time and the test views' scores."""
+    from ..engine.cards import card_text, write_card
+
+    numbers = []
+    if "test" in metrics:
+        mean = metrics["test"]["mean"]
+        numbers.append(f"test views ({metrics['test_views']}): PSNR {mean['psnr']:.2f} dB, SSIM {mean['ssim']:.4f}"
+                       + (f", masked PSNR {mean['masked_psnr']:.2f} dB" if "masked_psnr" in mean else ""))
+    numbers += [f"step {h['step']}: test PSNR {h['test_psnr']:.2f} dB after {h['wall_s']:.0f} s" for h in metrics.get("history", [])]
+    w, h = meta["resolution"]
+    text = card_text(
+        "4D field",
+        f"A static + dynamic hash-grid field fitted to `{meta.get('source')}`"
+        + (f" (\"{meta['caption']}\")" if meta.get("caption") else "")
+        + ". It is a 4D source: `fourdistill inspect FOLDER`, `fourdistill distill --source FOLDER`, "
+        "or `fourdistill.field.source.FieldSource(FOLDER)` in Python.",
+        command=command,
+        default_command="fourdistill reconstruct (library call)",
+        training=[
+            f"{metrics['train_views']} training views {w}x{h}, times {meta['time_range'][0]:.3g} to {meta['time_range'][1]:.3g}"
+            + (f"; {metrics['static_reason']}" if metrics.get("static_reason") else ""),
+            f"{metrics['steps']} steps, seed {cfg.seed}, background {meta['field']['background']}",
+        ],
+        steps=metrics["steps"],
+        wall_s=metrics["wall_s"],
+        device="cpu",
+        numbers=numbers,
+        config=cfg.to_dict(),
+    )
+    return write_card(folder, text)
 
 def _write_comparison(path: Path, pred: torch.Tensor, true: torch.Tensor) -> None:
     """Rows of rendered test views over their ground truth: (N, H, W, 3) each."""

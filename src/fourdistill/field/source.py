@@ -31,7 +31,7 @@ class FieldSource(Source):
     renders_any_view = True
 
     def __init__(self, checkpoint, resolution: int | None = None, n_views: int = 8, n_times: int = 16, device: str = "cpu"):
-        from .reconstruct import checkpoint_folder, load_checkpoint, orbit_from_dict
+        from .checkpoint import checkpoint_folder, load_checkpoint, orbit_from_dict
 
         field, grid, meta = load_checkpoint(checkpoint, device)
         orbit = orbit_from_dict(meta["orbit"]) if meta.get("orbit") else OrbitRange()

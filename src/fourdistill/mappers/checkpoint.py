@@ -17,14 +17,11 @@ WEIGHTS_NAME = "mappers.safetensors"
 CONFIG_NAME = "mappers.json"
 
 
-def save_mappers(folder, conditioner, layers: list[str], base_model: str, extra: dict | None = None, overwrite: bool = True) -> Path:
-    """Write `conditioner`'s mappers and the config that rebuilds them into `folder`."""
-    from safetensors.torch import save_file
-
+def mapper_config(conditioner, layers: list[str], base_model: str, extra: dict | None = None) -> dict:
+    """mappers.json's content: everything that rebuilds `conditioner`'s mappers, plus `extra`."""
     from ..conditioning.text import TIME_TOKEN, VIEW_TOKEN
-    from ..io import atomic_dir
 
-    config = {
+    return {
         "format_version": FORMAT_VERSION,
         "base_model": base_model,
         "layers": list(layers),
@@ -34,6 +31,15 @@ def save_mappers(folder, conditioner, layers: list[str], base_model: str, extra:
         "tokens": {"time": TIME_TOKEN, "view": VIEW_TOKEN},
         **(extra or {}),
     }
+
+
+def save_mappers(folder, conditioner, layers: list[str], base_model: str, extra: dict | None = None, overwrite: bool = True) -> Path:
+    """Write `conditioner`'s mappers and the config that rebuilds them into `folder`."""
+    from safetensors.torch import save_file
+
+    from ..io import atomic_dir
+
+    config = mapper_config(conditioner, layers, base_model, extra)
     state = {k: v.detach().cpu().contiguous() for k, v in conditioner.state_dict().items()}
     with atomic_dir(folder, overwrite=overwrite) as tmp:
         save_file(state, str(tmp / WEIGHTS_NAME))
@@ -126,53 +132,48 @@ def load_mappers(pipe, folder) -> LoadedMappers:
     return LoadedMappers(conditioner=cond, layers=layers, config=config)
 
 
-def _rows(path) -> list[dict]:
-    path = Path(path)
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def write_mapper_card(folder, loss_path=None, validation_path=None, evaluation: str | None = None) -> Path:
     """README.md for a mapper checkpoint: how it was made and what it reached.
 
     Everything comes from the checkpoint's own JSON (command, config, step, wall time) and the
-    run's curves; `evaluation` (markdown) is appended when given."""
-    import torch
-
-    from ..io import atomic_path
+    run's curves; `evaluation` (markdown) is appended when given. The card's frame (command,
+    wall time, sections) is the engine's (fourdistill.engine.cards); the lines here are the
+    mappers' own."""
+    from ..engine.cards import card_text, write_card
+    from ..engine.loop import read_rows
 
     folder = Path(folder)
     config = read_mapper_config(folder)
     cfg = config.get("distill_config", {})
-    losses = _rows(loss_path) if loss_path else []
-    vals = _rows(validation_path) if validation_path else []
+    losses = read_rows(loss_path) if loss_path else []
+    vals = read_rows(validation_path) if validation_path else []
     kinds = [k for k in ("time_mapper", "view_mapper") if config.get(k)]
-    lines = [
-        "# Time / View Mappers",
-        "",
-        f"NeTI-style mappers ({', '.join(k.replace('_', ' ') for k in kinds)}) for the diffusion stack `{config.get('base_model')}`, "
-        f"{len(config['layers'])} cross-attention layers. Load them with `fourdistill.mappers.load_mappers(pipe, folder)` "
-        "or `fourdistill generate --mappers FOLDER`.",
-        "",
-        "## Training",
-        "",
-        f"- command: `{config.get('command') or 'fourdistill distill (library call)'}`",
-        f"- mode {cfg.get('mode')}, source {cfg.get('source')} (world seeds {cfg.get('world_seeds')}), {config.get('step')} steps of "
-        f"batch {cfg.get('batch_size')} x {cfg.get('grad_accum')} accumulation, AdamW lr {cfg.get('lr')}, seed {cfg.get('seed')}",
-        f"- IP-Adapter scale {cfg.get('ip_adapter_scale')}, bypass alpha time {config['bypass']['time_alpha']} / view {config['bypass']['view_alpha']}, "
-        f"nested dropout p {cfg.get('nested_dropout_p')}, view condition {cfg.get('view_condition')}, resolution {config.get('resolution')}",
-        f"- wall time: {config.get('wall_s', 0.0) / 60.0:.1f} min on {config.get('device', '?')} ({config.get('threads', '?')} torch threads; torch {torch.__version__})",
-    ]
+    numbers = []
     if losses:
         k = max(1, len(losses) // 10)
         first = sum(r["loss"] for r in losses[:k]) / k
         last = sum(r["loss"] for r in losses[-k:]) / k
-        lines.append(f"- training loss (mean of the first / last {k} steps): {first:.4f} -> {last:.4f}")
+        numbers.append(f"training loss (mean of the first / last {k} steps): {first:.4f} -> {last:.4f}")
     if vals:
-        lines.append("- validation PSNR of generated vs true targets (fixed pairs): " + ", ".join(f"step {r['step']}: {r['psnr']:.2f} dB" for r in vals))
-    if evaluation:
-        lines += ["", evaluation.strip()]
-    with atomic_path(folder / "README.md") as tmp:
-        Path(tmp).write_text("\n".join(lines) + "\n")
-    return folder / "README.md"
+        numbers.append("validation PSNR of generated vs true targets (fixed pairs): " + ", ".join(f"step {r['step']}: {r['psnr']:.2f} dB" for r in vals))
+    text = card_text(
+        "Time / View Mappers",
+        f"NeTI-style mappers ({', '.join(k.replace('_', ' ') for k in kinds)}) for the diffusion stack `{config.get('base_model')}`, "
+        f"{len(config['layers'])} cross-attention layers. Load them with `fourdistill.mappers.load_mappers(pipe, folder)` "
+        "or `fourdistill generate --mappers FOLDER`.",
+        command=config.get("command"),
+        default_command="fourdistill distill (library call)",
+        training=[
+            f"mode {cfg.get('mode')}, source {cfg.get('source')} (world seeds {cfg.get('world_seeds')}), {config.get('step')} steps of "
+            f"batch {cfg.get('batch_size')} x {cfg.get('grad_accum')} accumulation, AdamW lr {cfg.get('lr')}, seed {cfg.get('seed')}",
+            f"IP-Adapter scale {cfg.get('ip_adapter_scale')}, bypass alpha time {config['bypass']['time_alpha']} / view {config['bypass']['view_alpha']}, "
+            f"nested dropout p {cfg.get('nested_dropout_p')}, view condition {cfg.get('view_condition')}, resolution {config.get('resolution')}",
+        ],
+        steps=config.get("step"),
+        wall_s=config.get("wall_s", 0.0),
+        device=config.get("device", "?"),
+        threads=config.get("threads"),
+        numbers=numbers,
+        sections={"": evaluation} if evaluation else None,
+    )
+    return write_card(folder, text)

@@ -2,12 +2,27 @@
 
 `open_source(path)` picks the reader from what the path is. Importing this package is cheap:
 the readers import PyAV and PIL only when they decode.
+
+Higher floors add kinds of their own through `register_source(kind, description, detect,
+reader)`: a fitted 4D field (fourdistill.field) is a source, but this package must not import
+the field package (the field imports sources, and the data flows one way). Registration is
+triggered lazily: `detect_kind` / `open_source` first import the packages named in
+`SOURCE_PLUGINS`, whose `__init__` registers their kinds (the field package registers
+FieldSource). Importing by name at the first use, rather than at this package's import,
+keeps `import fourdistill.sources` free of the field (and of torch), and still lets a caller
+who never imported the field open a fitted field by its path; tests/test_sources.py checks
+that every name in SOURCE_PLUGINS imports and registers, so a wrong name fails a test, not a
+user. A registered kind's `detect(path)` must be cheap; its `reader()` returns the reader
+class and is called only when `detect` matched, so the reader's heavy imports wait until then.
 """
 
 from __future__ import annotations
 
+import importlib
 import inspect
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from .base import Frame, FrameInfo, Source, SourceError, SourceSummary
 from .dnerf import DNERF_SPLITS, DNeRFSource, split_files
@@ -21,8 +36,45 @@ KNOWN_KINDS = (
     "a nerfstudio capture (a folder with transforms.json)",
     f"a folder of image frames ({', '.join(IMAGE_SUFFIXES)})",
     "world:SEED (a procedural world scene)",
-    "a fitted 4D field (a reconstruct run folder or its checkpoint/)",
 )
+
+# Packages whose import registers source kinds (see the module docstring).
+SOURCE_PLUGINS = ("fourdistill.field",)
+
+
+@dataclass(frozen=True)
+class SourceKind:
+    """A registered kind: detect(path) says whether a path is one; reader() returns its Source class."""
+
+    kind: str
+    description: str
+    detect: Callable[[Path], bool]
+    reader: Callable[[], type[Source]]
+
+
+_REGISTERED: dict[str, SourceKind] = {}
+_plugins_loaded = False
+
+
+def register_source(kind: str, description: str, detect: Callable[[Path], bool], reader: Callable[[], type[Source]]) -> None:
+    """Add a kind of source that detect_kind and open_source recognise (a kind registered again
+    replaces the earlier entry). Registered kinds are tried before the built-in folder kinds."""
+    _REGISTERED[kind] = SourceKind(kind, description, detect, reader)
+
+
+def registered_kinds() -> list[SourceKind]:
+    """The registered kinds, after importing SOURCE_PLUGINS."""
+    global _plugins_loaded
+    if not _plugins_loaded:
+        for name in SOURCE_PLUGINS:
+            importlib.import_module(name)
+        _plugins_loaded = True
+    return list(_REGISTERED.values())
+
+
+def known_kinds() -> list[str]:
+    """Descriptions of every kind of source open_source opens, built-in and registered."""
+    return list(KNOWN_KINDS) + [k.description for k in registered_kinds()]
 
 
 def _open_world(spec: str, options: dict) -> Source:
@@ -53,22 +105,21 @@ def detect_kind(path) -> type[Source]:
     path = Path(path)
     if not path.exists():
         raise SourceError(path, "no such file or folder")
+    for registered in registered_kinds():
+        if registered.detect(path):
+            return registered.reader()
     if path.is_file():
         if path.suffix.lower() in VIDEO_SUFFIXES:
             return VideoSource
         if path.name == "transforms.json":
             return NerfstudioSource
-    elif (path / "field.json").is_file() or (path / "checkpoint" / "field.json").is_file():
-        from ..field.source import FieldSource  # a fitted 4D field (fourdistill reconstruct)
-
-        return FieldSource
     elif split_files(path):
         return DNeRFSource
     elif (path / "transforms.json").is_file():
         return NerfstudioSource
     elif image_files(path):
         return FramesFolderSource
-    raise SourceError(path, "not a known 4D source; known kinds: " + "; ".join(KNOWN_KINDS))
+    raise SourceError(path, "not a known 4D source; known kinds: " + "; ".join(known_kinds()))
 
 
 def open_source(path, **options) -> Source:
@@ -95,9 +146,14 @@ __all__ = [
     "KNOWN_KINDS",
     "NerfstudioSource",
     "Source",
+    "SOURCE_PLUGINS",
     "SourceError",
+    "SourceKind",
     "SourceSummary",
     "VideoSource",
     "detect_kind",
+    "known_kinds",
     "open_source",
+    "register_source",
+    "registered_kinds",
 ]
