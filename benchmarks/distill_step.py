@@ -17,7 +17,7 @@ each), and every ratio is taken within a round and printed as its median and spr
 rounds. Peak memory is measured apart, each variant alone in its own process, so its peak
 resident memory (CPU) or peak allocated memory (CUDA) is its own.
 
-Run: python benchmarks/distill_step.py [--models embedded sd15] [--batch 3] [--rounds 7] [--no-memory]
+Run: python benchmarks/distill_step.py [--models embedded sd15] [--batch 3] [--rounds 5] [--threads 1] [--no-memory]
 Goal (distillation issue): ours <= 0.7x of (b); the overhead of ours over (a) is reported.
 """
 
@@ -68,9 +68,11 @@ def embedded_models():
     return pipe.unet, pipe.text_encoder, pipe.tokenizer.model_max_length
 
 
-def build_steps(model: str, batch: int) -> tuple[dict, dict]:
+def build_steps(model: str, batch: int, threads: int) -> tuple[dict, dict]:
     """One training-step callable per variant, on shared models and batch; and run facts."""
     import torch
+
+    torch.set_num_threads(threads)
 
     from fourdistill.conditioning.processors import install_layer_processors
     from fourdistill.conditioning.text import bypass, substituted_embeddings
@@ -131,12 +133,12 @@ def build_steps(model: str, batch: int) -> tuple[dict, dict]:
     return {v: make_step(v) for v in VARIANTS}, {"layers": n_l, "device": device, "sync": sync}
 
 
-def peak_memory_mb(model: str, variant: str, batch: int) -> float:
+def peak_memory_mb(model: str, variant: str, batch: int, threads: int) -> float:
     """Peak memory of one variant alone (run in its own process): resident set on CPU,
     allocated memory on CUDA, over a warm-up step and one more step."""
     import torch
 
-    steps, facts = build_steps(model, batch)
+    steps, facts = build_steps(model, batch, threads)
     if facts["device"] == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -159,25 +161,26 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["embedded"], choices=["embedded", "sd15"],
                         help="embedded (default; seconds) and/or sd15 (random SD 1.5 shapes; over a minute per step on a CPU)")
     parser.add_argument("--batch", type=int, default=3, help="pairs per step (reference: 3)")
-    add_rounds_argument(parser, default=7)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads on CPU (default 1: steadier times on a shared CPU)")
+    add_rounds_argument(parser, default=5)
     parser.add_argument("--no-memory", action="store_true", help="skip the per-variant peak-memory processes")
     parser.add_argument("--_child", nargs=2, metavar=("MODEL", "VARIANT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args._child:
-        print(json.dumps({"peak_mb": peak_memory_mb(args._child[0], args._child[1], args.batch)}))
+        print(json.dumps({"peak_mb": peak_memory_mb(args._child[0], args._child[1], args.batch, args.threads)}))
         return
     for model in args.models:
         peak = {}
         if not args.no_memory:
             for variant in VARIANTS:
-                out = subprocess.run([sys.executable, __file__, "--_child", model, variant, "--batch", str(args.batch)],
+                out = subprocess.run([sys.executable, __file__, "--_child", model, variant, "--batch", str(args.batch), "--threads", str(args.threads)],
                                      capture_output=True, text=True)
                 if out.returncode != 0:
                     sys.exit(f"{model}/{variant} failed:\n{out.stderr[-2000:]}")
                 peak[variant] = json.loads(out.stdout.strip().splitlines()[-1])["peak_mb"]
-        steps, facts = build_steps(model, args.batch)
+        steps, facts = build_steps(model, args.batch, args.threads)
         timings = alternate(steps, rounds=args.rounds, warmup=1, unit="step", sync=facts["sync"])
-        print(f"\n{model}: {facts['layers']} cross-attention layers, batch {args.batch}, device {facts['device']}, "
+        print(f"\n{model}: {facts['layers']} cross-attention layers, batch {args.batch}, device {facts['device']} ({args.threads} CPU threads), "
               f"variants alternated over {args.rounds} rounds after a warm-up")
         print_times(timings, list(VARIANTS), LABELS)
         if peak:
