@@ -180,7 +180,7 @@ def main() -> None:
                 peak[variant] = json.loads(out.stdout.strip().splitlines()[-1])["peak_mb"]
         steps, facts = build_steps(model, args.batch, args.threads)
         timings = alternate(steps, rounds=args.rounds, warmup=1, unit="step", sync=facts["sync"])
-        print(f"\n{model}: {facts['layers']} cross-attention layers, batch {args.batch}, device {facts['device']} ({args.threads} CPU threads), "
+        print(f"\n{model}: {facts['layers']} cross-attention layers, batch {args.batch}, device {facts['device']} (torch threads: {args.threads}), "
               f"variants alternated over {args.rounds} rounds after a warm-up")
         print_times(timings, list(VARIANTS), LABELS)
         if peak:
