@@ -10,10 +10,14 @@ Three step variants on the same U-Net, text encoder and batch, measured in one r
 
 Models: the embedded stack (if shipped) and a Stable Diffusion 1.5-shaped U-Net and CLIP text
 encoder with random weights at 256x256 (32x32 latents), built offline from the published
-configurations. Each variant runs in its own process so its peak resident memory (CPU) or
-peak allocated memory (CUDA) is its own.
+configurations (opt-in: a step takes over a minute on a CPU).
 
-Run: python benchmarks/distill_step.py [--models sd15 embedded] [--batch 3] [--repeats 3]
+The three variants are alternated in one process (a, b, ours, a, b, ours, ... after a warm-up of
+each), and every ratio is taken within a round and printed as its median and spread over the
+rounds. Peak memory is measured apart, each variant alone in its own process, so its peak
+resident memory (CPU) or peak allocated memory (CUDA) is its own.
+
+Run: python benchmarks/distill_step.py [--models embedded sd15] [--batch 3] [--rounds 5] [--threads 1] [--no-memory]
 Goal (distillation issue): ours <= 0.7x of (b); the overhead of ours over (a) is reported.
 """
 
@@ -23,7 +27,8 @@ import argparse
 import json
 import subprocess
 import sys
-import time
+
+from _timing import add_rounds_argument, alternate, print_ratio, print_times
 
 
 def sd15_models():
@@ -63,8 +68,11 @@ def embedded_models():
     return pipe.unet, pipe.text_encoder, pipe.tokenizer.model_max_length
 
 
-def measure(model: str, variant: str, batch: int, repeats: int) -> dict:
+def build_steps(model: str, batch: int, threads: int) -> tuple[dict, dict]:
+    """One training-step callable per variant, on shared models and batch; and run facts."""
     import torch
+
+    torch.set_num_threads(threads)
 
     from fourdistill.conditioning.processors import install_layer_processors
     from fourdistill.conditioning.text import bypass, substituted_embeddings
@@ -79,8 +87,6 @@ def measure(model: str, variant: str, batch: int, repeats: int) -> dict:
     n_l = len(layers)
     width = text.config.hidden_size
     vocab = text.config.vocab_size
-    mapper = TimeMapper(MapperConfig(kind="time", word_dim=width, n_layers=n_l)).to(device).train()
-    opt = torch.optim.AdamW(mapper.parameters(), lr=1e-3)
     placeholder = vocab - 1
     ids = torch.randint(0, vocab - 2, (batch, seq), device=device)
     ids[:, 1] = placeholder
@@ -98,73 +104,89 @@ def measure(model: str, variant: str, batch: int, repeats: int) -> dict:
         at = enc[rows, 1]
         return enc.index_put((rows, torch.ones_like(rows)), bypass(at, v_bypass, 0.2))
 
-    def step():
-        if variant == "a":
-            conds = fixed.expand(n_l, -1, -1, -1)
-        elif variant == "b":  # a text-encoder pass per layer
-            per_layer = []
-            for layer in range(n_l):
-                vb, vp = mapper(t, torch.full_like(t, layer), d)
-                per_layer.append(encode(ids, vb, vp))
-            conds = torch.stack(per_layer)
-        else:  # ours: every layer in one batched pass
-            layer_idx = torch.arange(n_l, device=device).repeat_interleave(batch)
-            vb, vp = mapper(t.repeat(n_l), layer_idx, d.repeat(n_l, 1))
-            conds = encode(ids.repeat(n_l, 1), vb, vp).reshape(n_l, batch, seq, width)
-        pred = unet(latents, t, encoder_hidden_states=conds[0], cross_attention_kwargs={"layer_conditions": conds}).sample
-        loss = torch.nn.functional.mse_loss(pred, noise)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+    def make_step(variant: str):
+        mapper = TimeMapper(MapperConfig(kind="time", word_dim=width, n_layers=n_l)).to(device).train()
+        opt = torch.optim.AdamW(mapper.parameters(), lr=1e-3)
 
-    step()  # warm-up
-    if device == "cuda":
+        def step():
+            if variant == "a":
+                conds = fixed.expand(n_l, -1, -1, -1)
+            elif variant == "b":  # a text-encoder pass per layer
+                per_layer = []
+                for layer in range(n_l):
+                    vb, vp = mapper(t, torch.full_like(t, layer), d)
+                    per_layer.append(encode(ids, vb, vp))
+                conds = torch.stack(per_layer)
+            else:  # ours: every layer in one batched pass
+                layer_idx = torch.arange(n_l, device=device).repeat_interleave(batch)
+                vb, vp = mapper(t.repeat(n_l), layer_idx, d.repeat(n_l, 1))
+                conds = encode(ids.repeat(n_l, 1), vb, vp).reshape(n_l, batch, seq, width)
+            pred = unet(latents, t, encoder_hidden_states=conds[0], cross_attention_kwargs={"layer_conditions": conds}).sample
+            loss = torch.nn.functional.mse_loss(pred, noise)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+        return step
+
+    sync = torch.cuda.synchronize if device == "cuda" else None
+    return {v: make_step(v) for v in VARIANTS}, {"layers": n_l, "device": device, "sync": sync}
+
+
+def peak_memory_mb(model: str, variant: str, batch: int, threads: int) -> float:
+    """Peak memory of one variant alone (run in its own process): resident set on CPU,
+    allocated memory on CUDA, over a warm-up step and one more step."""
+    import torch
+
+    steps, facts = build_steps(model, batch, threads)
+    if facts["device"] == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    if device == "cuda":
-        peak_mb = torch.cuda.max_memory_allocated() / 2**20
-    else:
-        import resource
+    for _ in range(2):
+        steps[variant]()
+    if facts["device"] == "cuda":
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() / 2**20
+    import resource
 
-        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"seconds": sorted(times)[len(times) // 2], "peak_mb": peak_mb, "layers": n_l, "device": device}
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+VARIANTS = ("a", "b", "ours")
+LABELS = {"a": "(a) U-Net fwd+bwd, fixed text", "b": "(b) text-encoder pass per layer", "ours": "ours: one batched pass"}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=["embedded", "sd15"], choices=["embedded", "sd15"])
+    parser.add_argument("--models", nargs="+", default=["embedded"], choices=["embedded", "sd15"],
+                        help="embedded (default; seconds) and/or sd15 (random SD 1.5 shapes; over a minute per step on a CPU)")
     parser.add_argument("--batch", type=int, default=3, help="pairs per step (reference: 3)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed steps per variant; the median is reported")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads on CPU (default 1: steadier times on a shared CPU)")
+    add_rounds_argument(parser, default=5)
+    parser.add_argument("--no-memory", action="store_true", help="skip the per-variant peak-memory processes")
     parser.add_argument("--_child", nargs=2, metavar=("MODEL", "VARIANT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args._child:
-        print(json.dumps(measure(args._child[0], args._child[1], args.batch, args.repeats)))
+        print(json.dumps({"peak_mb": peak_memory_mb(args._child[0], args._child[1], args.batch, args.threads)}))
         return
     for model in args.models:
-        res = {}
-        for variant in ("a", "b", "ours"):
-            out = subprocess.run(
-                [sys.executable, __file__, "--_child", model, variant, "--batch", str(args.batch), "--repeats", str(args.repeats)],
-                capture_output=True,
-                text=True,
-            )
-            if out.returncode != 0:
-                sys.exit(f"{model}/{variant} failed:\n{out.stderr[-2000:]}")
-            res[variant] = json.loads(out.stdout.strip().splitlines()[-1])
-        a, b, ours = res["a"], res["b"], res["ours"]
-        print(f"\n{model}: {ours['layers']} cross-attention layers, batch {args.batch}, device {ours['device']}")
-        print(f"  {'variant':<34} {'s/step':>8} {'peak MB':>9}")
-        for name, r in (("(a) U-Net fwd+bwd, fixed text", a), ("(b) text-encoder pass per layer", b), ("ours: one batched pass", ours)):
-            print(f"  {name:<34} {r['seconds']:>8.3f} {r['peak_mb']:>9.0f}")
-        print(f"  ours / (b) = {ours['seconds'] / b['seconds']:.2f}x   (goal <= 0.70x)")
-        print(f"  ours / (a) = {ours['seconds'] / a['seconds']:.2f}x   (overhead of the mapped text condition)")
+        peak = {}
+        if not args.no_memory:
+            for variant in VARIANTS:
+                out = subprocess.run([sys.executable, __file__, "--_child", model, variant, "--batch", str(args.batch), "--threads", str(args.threads)],
+                                     capture_output=True, text=True)
+                if out.returncode != 0:
+                    sys.exit(f"{model}/{variant} failed:\n{out.stderr[-2000:]}")
+                peak[variant] = json.loads(out.stdout.strip().splitlines()[-1])["peak_mb"]
+        steps, facts = build_steps(model, args.batch, args.threads)
+        timings = alternate(steps, rounds=args.rounds, warmup=1, unit="step", sync=facts["sync"])
+        print(f"\n{model}: {facts['layers']} cross-attention layers, batch {args.batch}, device {facts['device']} (torch threads: {args.threads}), "
+              f"variants alternated over {args.rounds} rounds after a warm-up")
+        print_times(timings, list(VARIANTS), LABELS)
+        if peak:
+            print("  peak MB (each variant alone in its own process): " + ", ".join(f"{v} {peak[v]:.0f}" for v in VARIANTS))
+        print_ratio(timings, "ours", "b", "ours / (b)", at_most=0.70)
+        print_ratio(timings, "ours", "a", "ours / (a), the overhead of the mapped text condition")
 
 
 if __name__ == "__main__":

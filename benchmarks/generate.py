@@ -5,11 +5,13 @@ Both runs use the same StableDiffusionPipeline with its IP-Adapter and the same 
   ours:  `ControlledPipeline(pipe, mappers)(prompt, reference, time=d, view=...)`, i.e. per-step,
          per-layer conditions from one batched text-encoder pass, fed through layer-aware
          attention processors.
-The two are timed alternately, `--repeats` times each, in one process, and the medians compared
-(the machine is shared, so only the ratio of one run means anything).
+A third variant is the plain call through the layer-aware processors alone. The three alternate in
+one process (plain, processors, ours, plain, ... after a warm-up of each, on two copies of the
+stack so the plain one never sees our processors); each ratio is taken within a round and
+printed as its median and spread over the rounds.
 
 Run: python benchmarks/generate.py [--model FOLDER_OR_HUB_ID] [--mappers FOLDER] [--steps 30]
-     [--batch 1] [--repeats 5] [--device cpu|cuda]
+     [--batch 1] [--rounds 5] [--device cpu|cuda]
 Default: the embedded stack and the shipped mappers (random mappers of the same shape when none
 are shipped: the cost does not depend on the weights).
 Goal (generation issue): ours <= 1.10x plain.
@@ -18,11 +20,11 @@ Goal (generation issue): ours <= 1.10x plain.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from _timing import add_rounds_argument, alternate, print_ratio, print_times
 
 
 def random_mappers(pipe, folder: Path) -> Path:
@@ -49,7 +51,7 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS)
     parser.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE)
     parser.add_argument("--batch", type=int, default=1, help="images per call")
-    parser.add_argument("--repeats", type=int, default=5)
+    add_rounds_argument(parser, default=5)
     parser.add_argument("--threads", type=int, default=1, help="torch threads on CPU (default 1: tiny models on a shared CPU)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
@@ -73,57 +75,40 @@ def main() -> int:
     pils = [Image.fromarray(r) for r in reference]
     prompts = [ref.caption] * args.batch
 
+    # two copies of the stack: the plain one never gets the mappers' processors, so all three
+    # variants can alternate in one run
+    plain_pipe = load_stack(args.model, ip_adapter=True, device=args.device, dtype=dtype)
+    plain_pipe.set_progress_bar_config(disable=True)
+
     with tempfile.TemporaryDirectory() as tmp:
         mappers = args.mappers
         if mappers is None:
             mappers = SHIPPED_MAPPERS if (SHIPPED_MAPPERS / "mappers.json").is_file() else random_mappers(pipe, Path(tmp) / "mappers")
-        # the plain pipeline runs first, before the mappers' processors are installed ...
-        plain_pipe = pipe
-
-        def sync():
-            if args.device == "cuda":
-                torch.cuda.synchronize()
-
-        def plain():
-            plain_pipe.set_ip_adapter_scale(0.5)
-            plain_pipe(prompts, ip_adapter_image=[pils], num_inference_steps=args.steps, guidance_scale=args.guidance,
-                       height=side, width=side, generator=torch.Generator().manual_seed(0), output_type="np")
-
-        plain()  # warm-up
-        plain_times = []
-        for _ in range(args.repeats):
-            sync()
-            t0 = time.perf_counter()
-            plain()
-            sync()
-            plain_times.append(time.perf_counter() - t0)
-        # ... and once more after, with the layer-aware processors installed (they read no
-        # layer_conditions here, so this is the plain computation through our processors)
         cp = ControlledPipeline(pipe, mappers)
+
+        def run_plain(p):
+            def call():
+                p.set_ip_adapter_scale(0.5)
+                p(prompts, ip_adapter_image=[pils], num_inference_steps=args.steps, guidance_scale=args.guidance,
+                  height=side, width=side, generator=torch.Generator().manual_seed(0), output_type="np")
+            return call
 
         def ours():
             cp(prompts, pils if args.batch > 1 else pils[0], time=0.5, view=ViewChange(azimuth_deg=30.0) if cp.has_view else None,
                num_inference_steps=args.steps, guidance_scale=args.guidance, ip_adapter_scale=0.5)
 
-        ours()  # warm-up
-        ours_times, plain_after = [], []
-        for _ in range(args.repeats):
-            for fn, store in ((ours, ours_times), (plain, plain_after)):
-                sync()
-                t0 = time.perf_counter()
-                fn()
-                sync()
-                store.append(time.perf_counter() - t0)
+        # "processors": the plain call through the layer-aware processors that ControlledPipeline
+        # installed (they read no layer_conditions here, so this is the plain computation)
+        variants = {"plain": run_plain(plain_pipe), "processors": run_plain(pipe), "ours": ours}
+        sync = torch.cuda.synchronize if args.device == "cuda" else None
+        timings = alternate(variants, rounds=args.rounds, warmup=1, unit="call", sync=sync)
 
-    med = statistics.median
-    base = med(plain_times + plain_after)
-    print(f"model: {args.model or 'embedded'}  {side}x{side}, {args.steps} steps, guidance {args.guidance}, batch {args.batch}, device {args.device}")
-    print(f"{'variant':<34}{'median s':>10}{'ratio':>8}")
-    print(f"{'plain pipeline (diffusers)':<34}{med(plain_times):>10.3f}{med(plain_times) / base:>8.2f}")
-    print(f"{'plain, layer-aware processors':<34}{med(plain_after):>10.3f}{med(plain_after) / base:>8.2f}")
-    print(f"{'ours (time + view mappers)':<34}{med(ours_times):>10.3f}{med(ours_times) / base:>8.2f}")
-    ratio = med(ours_times) / base
-    print(f"ours / plain = {ratio:.3f}x (goal <= 1.10x: {'met' if ratio <= 1.10 else 'NOT met'})")
+    print(f"model: {args.model or 'embedded'}  {side}x{side}, {args.steps} steps, guidance {args.guidance}, batch {args.batch}, "
+          f"device {args.device}; variants alternated over {args.rounds} rounds after a warm-up")
+    print_times(timings, labels={"plain": "plain pipeline (diffusers)", "processors": "plain, layer-aware processors",
+                                 "ours": "ours (time + view mappers)"})
+    print_ratio(timings, "processors", "plain", "plain through our processors / plain")
+    print_ratio(timings, "ours", "plain", "ours / plain", at_most=1.10)
     return 0
 
 
