@@ -166,13 +166,18 @@ def test_a_few_training_steps_lower_the_loss_and_checkpoints_round_trip(tmp_path
         after = judge_loss(judge, x, y).item()
     assert after < 0.85 * before, (before, after)
     assert report["training"]["step"] == 30 and 0.0 <= report["heldout"]["exact"] <= 1.0
-    files = sorted(p.name for p in (tmp_path / "judge").iterdir())
-    assert files == ["README.md", "config.json", "judge.safetensors"]
-    card = (tmp_path / "judge" / "README.md").read_text()
+    # the run folder (engine layout) and its checkpoint, a judge folder that also resumes
+    assert sorted(p.name for p in (tmp_path / "judge").iterdir()) == ["checkpoint", "config.json", "log.jsonl", "tensorboard"]
+    files = sorted(p.name for p in (tmp_path / "judge" / "checkpoint").iterdir())
+    assert files == ["README.md", "config.json", "judge.safetensors", "optimizer.pt", "train_state.pt"]
+    card = (tmp_path / "judge" / "checkpoint" / "README.md").read_text()
     assert "steps: 30" in card and "exact match" in card
-    again = load_judge(tmp_path / "judge")
+    rows = [json.loads(line) for line in (tmp_path / "judge" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, 31)) and all(set(r) == {"step", "wall_s", "loss"} for r in rows)
+    assert report["training"]["wall_s"] >= 0.0 and "wall_time_s" not in report["training"]
     probe = torch.rand(4, 3, 64, 64)
-    assert torch.equal(again.labels(probe), judge.labels(probe))
+    for folder in (tmp_path / "judge", tmp_path / "judge" / "checkpoint"):  # the run folder or the judge folder
+        assert torch.equal(load_judge(folder).labels(probe), judge.labels(probe))
 
 
 def test_load_judge_names_the_bad_file_and_field(tmp_path):
@@ -204,8 +209,8 @@ def test_judge_commands(tmp_path, capsys):
     args += ["--train-scenes", "3", "--views-per-scene", "2", "--eval-scenes", "2", "--eval-views", "1", "--quiet"]
     assert main(args) == 0
     assert "held-out" in capsys.readouterr().out
-    assert json.loads((out / "config.json").read_text())["training"]["step"] == 3
-    assert "fourdistill judge train --out" in (out / "README.md").read_text()
+    assert json.loads((out / "checkpoint" / "config.json").read_text())["training"]["step"] == 3
+    assert "fourdistill judge train --out" in (out / "checkpoint" / "README.md").read_text()
     assert main(["judge", "eval", "--judge", str(out), "--scenes", "2", "--views", "1"]) == 0
     assert "exact" in capsys.readouterr().out
     assert main(["judge", "eval", "--judge", str(tmp_path / "missing")]) == 2
