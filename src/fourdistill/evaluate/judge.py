@@ -17,6 +17,8 @@ is the headline accuracy; `per_shape`, `object_recall` and `object_precision` br
 
 The judge trains on renders of training seeds only (never `EVAL_SEEDS`) at random cameras and
 times, and is scored on renders of held-out `EVAL_SEEDS` scenes at `DEFAULT_ORBIT` cameras.
+`train_judge` runs on the training engine (fourdistill.engine): its run folder's checkpoint/
+is a judge folder that also resumes exactly; configs/judge.yaml is the shipped judge's run.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ SHIPPED_JUDGE = Path(__file__).resolve().parent.parent / "assets" / "judge"
 WEIGHTS_NAME = "judge.safetensors"
 CONFIG_NAME = "config.json"
 CARD_NAME = "README.md"
+CHECKPOINT_DIR = "checkpoint"  # the judge folder inside a training run's folder
 FORMAT = "fourdistill-judge"
 ABSENT = 0
 UNSCORED = -1
@@ -478,7 +481,7 @@ def training_seeds(config: JudgeTrainConfig) -> np.ndarray:
 
 # Settings a resumed run may change besides the engine's (how long, how often): the held-out
 # scoring happens after training and does not touch the training stream.
-MAY_CHANGE = ("eval_scenes", "eval_views")
+RESUME_MAY_CHANGE = ("eval_scenes", "eval_views")
 
 
 def train_judge(
@@ -509,7 +512,7 @@ def train_judge(
     if out is not None:
         resuming = resume and has_checkpoint(ckpt_dir, CONFIG_NAME)
         saved = read_meta(ckpt_dir, CONFIG_NAME).get("training", {}).get("config") if resuming else None
-        engine_config.start_run(out, config, resume, may_change=engine_config.MAY_CHANGE + MAY_CHANGE, saved=saved, command=command)
+        engine_config.start_run(out, config, resume, may_change=engine_config.MAY_CHANGE + RESUME_MAY_CHANGE, saved=saved, command=command)
         if resuming:
             state = load_checkpoint(ckpt_dir, weights_name=WEIGHTS_NAME, meta_name=CONFIG_NAME)
 
@@ -577,9 +580,6 @@ def train_judge(
     if out is not None:
         save(loop.step, heldout, end_rng)
     return judge, report
-
-
-CHECKPOINT_DIR = "checkpoint"  # the judge folder inside a training run's folder
 
 
 def _training_info(config: JudgeTrainConfig, step: int, wall_s: float, render_s: float, losses: list[float], command) -> dict:
@@ -710,9 +710,11 @@ each shape ({", ".join(judge.config.shapes)}), whether it is in the image and in
   (elevation {cfg["orbit"]["elevation_deg"][0]:g}..{cfg["orbit"]["elevation_deg"][1]:g} deg,
   radius {cfg["orbit"]["radius"][0]:g}..{cfg["orbit"]["radius"][1]:g}, fov {cfg["orbit"]["fov_x_deg"]:g} deg) and random times,
   with flips, shifts, zoom, blur, brightness and noise""",
-        f"rendering the training views: {render_s:.0f} s"
-        + (f"; held-out scoring: {h['scoring_s']:.0f} s" if "scoring_s" in h else "")
-        + " (before and after training, not in the wall time below)",
+        f"rendering the training views: {render_s:.0f} s (the wall time below includes it and the held-out scoring)"
+        if "wall_s" not in t
+        else f"rendering the training views: {render_s:.0f} s before training"
+        + (f", held-out scoring {h['scoring_s']:.0f} s after it" if "scoring_s" in h else "")
+        + " (not in the wall time below)",
         f"final training loss: {t['final_loss']:.4f}",
     ]
     heldout = f"""Renders of evaluation seeds {h["seeds"]}, {h["views_per_scene"]} views each at DEFAULT_ORBIT cameras
