@@ -166,13 +166,18 @@ def test_a_few_training_steps_lower_the_loss_and_checkpoints_round_trip(tmp_path
         after = judge_loss(judge, x, y).item()
     assert after < 0.85 * before, (before, after)
     assert report["training"]["step"] == 30 and 0.0 <= report["heldout"]["exact"] <= 1.0
-    files = sorted(p.name for p in (tmp_path / "judge").iterdir())
-    assert files == ["README.md", "config.json", "judge.safetensors"]
-    card = (tmp_path / "judge" / "README.md").read_text()
+    # the run folder (engine layout) and its checkpoint, a judge folder that also resumes
+    assert sorted(p.name for p in (tmp_path / "judge").iterdir()) == ["checkpoint", "config.json", "log.jsonl", "tensorboard"]
+    files = sorted(p.name for p in (tmp_path / "judge" / "checkpoint").iterdir())
+    assert files == ["README.md", "config.json", "judge.safetensors", "optimizer.pt", "train_state.pt"]
+    card = (tmp_path / "judge" / "checkpoint" / "README.md").read_text()
     assert "steps: 30" in card and "exact match" in card
-    again = load_judge(tmp_path / "judge")
+    rows = [json.loads(line) for line in (tmp_path / "judge" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, 31)) and all(set(r) == {"step", "wall_s", "loss"} for r in rows)
+    assert report["training"]["wall_s"] >= 0.0 and "wall_time_s" not in report["training"]
     probe = torch.rand(4, 3, 64, 64)
-    assert torch.equal(again.labels(probe), judge.labels(probe))
+    for folder in (tmp_path / "judge", tmp_path / "judge" / "checkpoint"):  # the run folder or the judge folder
+        assert torch.equal(load_judge(folder).labels(probe), judge.labels(probe))
 
 
 def test_load_judge_names_the_bad_file_and_field(tmp_path):
@@ -204,12 +209,114 @@ def test_judge_commands(tmp_path, capsys):
     args += ["--train-scenes", "3", "--views-per-scene", "2", "--eval-scenes", "2", "--eval-views", "1", "--quiet"]
     assert main(args) == 0
     assert "held-out" in capsys.readouterr().out
-    assert json.loads((out / "config.json").read_text())["training"]["step"] == 3
-    assert "fourdistill judge train --out" in (out / "README.md").read_text()
+    assert json.loads((out / "checkpoint" / "config.json").read_text())["training"]["step"] == 3
+    assert "fourdistill judge train --out" in (out / "checkpoint" / "README.md").read_text()
     assert main(["judge", "eval", "--judge", str(out), "--scenes", "2", "--views", "1"]) == 0
     assert "exact" in capsys.readouterr().out
     assert main(["judge", "eval", "--judge", str(tmp_path / "missing")]) == 2
     assert "config.json" in capsys.readouterr().err
+
+
+def test_the_learning_rate_warms_up_then_decays_to_zero():
+    import math
+
+    from fourdistill.engine.schedules import warmup_cosine
+
+    lr = warmup_cosine(100, 6000, 3e-3)
+    assert lr(0) == 3e-3 * 1 / 100 and lr(99) == 3e-3 and lr(100) == 3e-3
+    assert lr(3050) == pytest.approx(1.5e-3) and lr(6000) == 0.0 and lr(7000) == 0.0
+    after = [lr(s) for s in range(100, 6001, 50)]
+    assert all(a >= b for a, b in zip(after, after[1:]))
+    # the floats of the formula as written (peak * (step + 1) / warmup), not of a factor times the rate
+    assert all(lr(s) == 3e-3 * (s + 1) / 100 for s in range(100))
+    assert warmup_cosine(0, 10)(5) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5)))
+
+
+def _tiny_run(**changes):
+    small = JudgeConfig(stem_width=8, widths=(16,), head_width=16)
+    settings = dict(steps=8, batch_size=4, warmup_steps=2, train_scenes=3, views_per_scene=2, eval_scenes=1, eval_views=1, checkpoint_every=4, seed=2, model=small)
+    return JudgeTrainConfig(**{**settings, **changes})
+
+
+def test_an_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    import fourdistill.evaluate.judge as judge_module
+
+    config = _tiny_run()
+    whole, whole_report = train_judge(config, out=tmp_path / "whole", progress=False)
+
+    calls = {"n": 0}
+    loss = judge_module.judge_loss
+
+    def interrupted(*args):
+        calls["n"] += 1
+        if calls["n"] == 7:  # during step 7, after the checkpoint at step 4
+            raise KeyboardInterrupt
+        return loss(*args)
+
+    monkeypatch.setattr(judge_module, "judge_loss", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train_judge(config, out=tmp_path / "cut", progress=False)
+    monkeypatch.setattr(judge_module, "judge_loss", loss)
+    assert json.loads((tmp_path / "cut" / "checkpoint" / "config.json").read_text())["step"] == 4
+    assert len((tmp_path / "cut" / "log.jsonl").read_text().splitlines()) == 6  # rows past the checkpoint ...
+    resumed, resumed_report = train_judge(config, out=tmp_path / "cut", progress=False, resume=True)
+
+    a, b = (load_file(str(tmp_path / run / "checkpoint" / "judge.safetensors")) for run in ("whole", "cut"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert all(torch.equal(v, resumed.state_dict()[k]) for k, v in whole.state_dict().items())
+    opt_a, opt_b = (torch.load(tmp_path / run / "checkpoint" / "optimizer.pt", weights_only=True) for run in ("whole", "cut"))
+    for key, state in opt_a["state"].items():
+        assert all(torch.equal(state[n], opt_b["state"][key][n]) for n in state)
+    rows = [[(r["step"], r["loss"]) for r in map(json.loads, (tmp_path / run / "log.jsonl").read_text().splitlines())] for run in ("whole", "cut")]
+    assert rows[0] == rows[1] and [s for s, _ in rows[0]] == list(range(1, 9))  # ... are dropped on resume
+    assert resumed_report["training"]["final_loss"] == whole_report["training"]["final_loss"]
+    assert {k: v for k, v in resumed_report["heldout"].items() if k != "scoring_s"} == {k: v for k, v in whole_report["heldout"].items() if k != "scoring_s"}
+
+
+def test_the_resume_rule(tmp_path):
+    from fourdistill.engine.config import RunFolderError
+
+    out = tmp_path / "run"
+    train_judge(_tiny_run(steps=4), out=out, progress=False)
+    with pytest.raises(RunFolderError, match="already holds a run"):
+        train_judge(_tiny_run(steps=4), out=out, progress=False)
+    with pytest.raises(RunFolderError, match="cannot resume: batch_size was 4, now 8"):
+        train_judge(_tiny_run(steps=4, batch_size=8), out=out, progress=False, resume=True)
+    with pytest.raises(RunFolderError, match="model.head_width"):
+        train_judge(_tiny_run(steps=4, model=JudgeConfig(stem_width=8, widths=(16,), head_width=24)), out=out, progress=False, resume=True)
+    # how long to train and the held-out scoring may change
+    _, report = train_judge(_tiny_run(steps=6, eval_views=2), out=out, progress=False, resume=True)
+    assert report["training"]["step"] == 6 and report["heldout"]["images"] == 2
+    assert json.loads((out / "config.json").read_text())["config"]["steps"] == 6
+
+
+def test_judge_train_reads_a_config_file_and_names_a_wrong_key(tmp_path, capsys):
+    from fourdistill.engine.config import ConfigError, load_config
+
+    good = tmp_path / "tiny.yaml"
+    good.write_text(
+        "steps: 5\nbatch_size: 4\nwarmup_steps: 2\ntrain_scenes: 3\nviews_per_scene: 2\neval_scenes: 1\neval_views: 1\n"
+        "seed: 4\nmodel: {stem_width: 8, widths: [16], head_width: 16}\n"
+    )
+    out = tmp_path / "from_file"
+    assert main(["judge", "train", "--config", str(good), "--out", str(out), "--steps", "3", "--quiet"]) == 0
+    saved = json.loads((out / "config.json").read_text())["config"]
+    assert saved["steps"] == 3 and saved["seed"] == 4 and saved["batch_size"] == 4 and saved["model"]["widths"] == [16]  # the flag wins
+    assert f"--config {good}" in (out / "checkpoint" / "README.md").read_text()
+    capsys.readouterr()
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("steps: 5\nlearning_rate: 0.1\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: unknown key 'learning_rate'"):
+        load_config(JudgeTrainConfig, bad)
+    assert main(["judge", "train", "--config", str(bad), "--out", str(tmp_path / "never")]) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and "learning_rate" in err and not (tmp_path / "never").exists()
+    bad.write_text("model: {depth: 3}\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: unknown key 'model.depth'"):
+        load_config(JudgeTrainConfig, bad)
 
 
 # ----------------------------------------------------------------------------- the shipped judge
@@ -237,3 +344,13 @@ def test_attribute_accuracy_tells_matched_from_swapped_images(shipped):
     assert swapped.exact <= 0.2 and swapped.object_recall < matched.object_recall - 0.5
     with pytest.raises(ValueError, match="one scene per image"):
         attribute_accuracy(images[:3], scenes, shipped)
+
+
+def test_the_card_reads_the_shipped_config_written_before_the_engine(shipped):
+    from fourdistill.evaluate.judge import model_card_text
+
+    recorded = json.loads((SHIPPED_JUDGE / "config.json").read_text())
+    assert "wall_time_s" in recorded["training"]  # the shipped file keeps its text
+    card = model_card_text(shipped, recorded)
+    assert "wall time: 42.5 min" in card and "rendering the training views: 79 s" in card
+    assert "| 0.9812 |" in card and "steps: 6000, batch 32" in card

@@ -8,6 +8,7 @@ steps before it, which is what exact resume needs.
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 
@@ -32,3 +33,23 @@ def warmup_cooldown(warmup: int, total: int | None = None, cooldown: int = 0) ->
         return f
 
     return factor
+
+
+def warmup_cosine(warmup: int, total: int, peak: float = 1.0) -> Callable[[int], float]:
+    """Linear warmup to `peak` over `warmup` steps (reaching it at step warmup - 1), then
+    cosine decay ("SGDR", Loshchilov & Hutter 2017, without restarts) to 0 at step `total`
+    (held at 0 after it).
+
+    peak: 1 for a factor of the base learning rate, or the learning rate itself; the value is
+    computed as peak * (step + 1) / warmup and peak * 0.5 * (1 + cos(...)), so a trainer that
+    passes its learning rate gets those floats exactly (a factor times the rate can differ in
+    the last bit, which changes an Adam run).
+    """
+    span = max(total - warmup, 1)
+
+    def value(step: int) -> float:
+        if step < warmup:
+            return peak * (step + 1) / warmup
+        return peak * 0.5 * (1.0 + math.cos(math.pi * min(step - warmup, span) / span))
+
+    return value

@@ -6,6 +6,8 @@ import argparse
 
 
 def register(sub) -> None:
+    from ..engine.config import add_common_flags
+
     judge = sub.add_parser(
         "judge",
         help="the world's judge: a small classifier that reads object shapes and colours",
@@ -16,9 +18,7 @@ def register(sub) -> None:
     jsub = judge.add_subparsers(dest="judge_command", metavar="ACTION")
 
     train = jsub.add_parser("train", help="train a judge on world renders and score it on held-out scenes")
-    train.add_argument("--out", required=True, help="folder for judge.safetensors, config.json and README.md")
-    train.add_argument("--steps", type=int, default=None, help="optimiser steps (default: JudgeTrainConfig.steps)")
-    train.add_argument("--seed", type=int, default=0, help="seed for scenes, cameras, initialisation and batches (default 0)")
+    add_common_flags(train, out_required=True)  # --config --out --resume --seed --steps --threads; the judge is OUT/checkpoint
     train.add_argument("--batch-size", type=int, default=None, help="images per step (default: JudgeTrainConfig.batch_size)")
     train.add_argument("--train-scenes", type=int, default=None, help="training scenes to render (default: JudgeTrainConfig.train_scenes)")
     train.add_argument("--views-per-scene", type=int, default=None, help="random views per training scene")
@@ -72,12 +72,11 @@ def register(sub) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
+    from ..engine.config import config_from_args
+    from ..engine.run import set_threads
     from .judge import JudgeTrainConfig, train_judge
 
     overrides = {
-        "steps": args.steps,
         "batch_size": args.batch_size,
         "train_scenes": args.train_scenes,
         "views_per_scene": args.views_per_scene,
@@ -85,12 +84,14 @@ def _train(args: argparse.Namespace) -> int:
         "eval_views": args.eval_views,
         "checkpoint_every": args.checkpoint_every,
     }
-    config = replace(JudgeTrainConfig(seed=args.seed), **{k: v for k, v in overrides.items() if v is not None})
-    given = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in overrides.items() if v is not None and k != "steps")
-    command = f"fourdistill judge train --out {args.out} --steps {config.steps} --seed {config.seed}" + (f" {given}" if given else "")
-    _, report = train_judge(config, out=args.out, progress=not args.quiet, command=command)
+    config = config_from_args(JudgeTrainConfig, args, overrides)
+    set_threads(args.threads)
+    given = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in overrides.items() if v is not None)
+    source = f" --config {args.config}" if args.config else ""
+    command = f"fourdistill judge train{source} --out {args.out} --steps {config.steps} --seed {config.seed}" + (f" {given}" if given else "")
+    _, report = train_judge(config, out=args.out, progress=not args.quiet, command=command, resume=args.resume)
     h, t = report["heldout"], report["training"]
-    print(f"trained {t['step']} steps in {t['wall_time_s']:.0f} s; final loss {t['final_loss']:.4f}")
+    print(f"trained {t['step']} steps in {t['wall_s']:.0f} s; final loss {t['final_loss']:.4f}")
     print(
         f"held-out ({h['images']} images of seeds {h['seeds']}): exact {h['exact']:.4f}, per-shape {h['per_shape']:.4f}, "
         f"object recall {h['object_recall']:.4f}, object precision {h['object_precision']:.4f}"

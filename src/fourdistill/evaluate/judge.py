@@ -17,6 +17,8 @@ is the headline accuracy; `per_shape`, `object_recall` and `object_precision` br
 
 The judge trains on renders of training seeds only (never `EVAL_SEEDS`) at random cameras and
 times, and is scored on renders of held-out `EVAL_SEEDS` scenes at `DEFAULT_ORBIT` cameras.
+`train_judge` runs on the training engine (fourdistill.engine): its run folder's checkpoint/
+is a judge folder that also resumes exactly; configs/judge.yaml is the shipped judge's run.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ SHIPPED_JUDGE = Path(__file__).resolve().parent.parent / "assets" / "judge"
 WEIGHTS_NAME = "judge.safetensors"
 CONFIG_NAME = "config.json"
 CARD_NAME = "README.md"
+CHECKPOINT_DIR = "checkpoint"  # the judge folder inside a training run's folder
 FORMAT = "fourdistill-judge"
 ABSENT = 0
 UNSCORED = -1
@@ -462,10 +465,10 @@ def judge_loss(judge: Judge, images: torch.Tensor, labels: torch.Tensor) -> torc
 
 
 def learning_rate(step: int, config: JudgeTrainConfig) -> float:
-    if step < config.warmup_steps:
-        return config.lr * (step + 1) / config.warmup_steps
-    span = max(config.steps - config.warmup_steps, 1)
-    return config.lr * 0.5 * (1.0 + math.cos(math.pi * min(step - config.warmup_steps, span) / span))
+    """The learning rate at a step: linear warm-up over `warmup_steps`, cosine decay to 0 at `steps`."""
+    from ..engine.schedules import warmup_cosine
+
+    return warmup_cosine(config.warmup_steps, config.steps, config.lr)(step)
 
 
 def training_seeds(config: JudgeTrainConfig) -> np.ndarray:
@@ -476,36 +479,81 @@ def training_seeds(config: JudgeTrainConfig) -> np.ndarray:
     return seeds
 
 
-def train_judge(config: JudgeTrainConfig | None = None, out=None, progress: bool = True, command: str | None = None) -> tuple[Judge, dict]:
-    """Train a judge from scratch; with `out`, write checkpoints there (atomically, every
-    `checkpoint_every` steps and at the end) and a model card. Returns (judge, report)."""
-    config = config or JudgeTrainConfig()
-    started = time.time()
-    torch.manual_seed(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
-    rng = np.random.default_rng([config.seed, 0xDA7A])
-    size = config.model.image_size
+# Settings a resumed run may change besides the engine's (how long, how often): the held-out
+# scoring happens after training and does not touch the training stream.
+RESUME_MAY_CHANGE = ("eval_scenes", "eval_views")
 
-    seeds = training_seeds(config)
+
+def train_judge(
+    config: JudgeTrainConfig | None = None, out=None, progress: bool = True, command: str | None = None, resume: bool = False
+) -> tuple[Judge, dict]:
+    """Train a judge; returns (judge, report) with the report's "training" and "heldout" parts.
+
+    With `out` (a run folder) the run is the engine's: OUT/config.json (the run's settings),
+    OUT/log.jsonl ({step, wall_s, loss} per step) and TensorBoard, and OUT/checkpoint, a judge
+    folder as `load_judge` reads it (judge.safetensors, config.json, README.md) that also holds
+    the optimizer and the RNG states (optimizer.pt, train_state.pt), written atomically every
+    `checkpoint_every` steps and at the end. `resume` continues the run in `out` exactly: the
+    training renders are rebuilt from the seed, the batches and augmentations continue from
+    the saved generator, so an interrupted and resumed run ends with the weights of an
+    uninterrupted one. Without `resume` a folder that holds a run is refused; with it a changed
+    setting is refused, named (`steps`, `checkpoint_every`, `eval_scenes`, `eval_views` may change).
+    """
+    from ..engine import config as engine_config
+    from ..engine.checkpoint import capture_rng, has_checkpoint, load_checkpoint, read_meta, restore_rng
+    from ..engine.loop import Loop, RunLog
+    from ..engine.schedules import warmup_cosine
+
+    config = config or JudgeTrainConfig()
+    if resume and out is None:
+        raise ValueError("train_judge: resume needs the run folder `out`")
+    ckpt_dir = Path(out) / CHECKPOINT_DIR if out is not None else None
+    state = None
+    if out is not None:
+        resuming = resume and has_checkpoint(ckpt_dir, CONFIG_NAME)
+        saved = read_meta(ckpt_dir, CONFIG_NAME).get("training", {}).get("config") if resuming else None
+        engine_config.start_run(out, config, resume, may_change=engine_config.MAY_CHANGE + RESUME_MAY_CHANGE, saved=saved, command=command)
+        if resuming:
+            state = load_checkpoint(ckpt_dir, weights_name=WEIGHTS_NAME, meta_name=CONFIG_NAME)
+
+    started = time.perf_counter()
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)  # draws every batch and augmentation
+    rng = np.random.default_rng([config.seed, 0xDA7A])
     images, labels = labelled_renders(
-        seeds, config.views_per_scene, rng, config.orbit, size, config.model, config.readability, progress="render" if progress else None
+        training_seeds(config), config.views_per_scene, rng, config.orbit, config.model.image_size, config.model, config.readability,
+        progress="render" if progress else None,
     )
     images = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()  # uint8 (N, 3, H, W)
     labels = torch.from_numpy(labels)
-    render_s = time.time() - started
+    render_s = time.perf_counter() - started
 
     judge = Judge(config.model)
     optimizer = torch.optim.AdamW(judge.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    log = RunLog(out, main="log") if out is not None else None
     losses: list[float] = []
-    bar = range(config.steps)
-    if progress:
-        from tqdm import tqdm
+    start_step, wall_s = (state.step, state.wall_s) if state is not None else (0, 0.0)
+    if state is not None:
+        judge.load_state_dict(state.model)
+        optimizer.load_state_dict(state.optimizer)
+        restore_rng(state.rng, {"batches": generator})
+    if log is not None:
+        log.truncate(start_step)  # the log continues where the checkpoint does
+        losses = [float(r["loss"]) for r in log.rows()]
 
-        bar = tqdm(bar, desc="train judge", unit="step")
+    def save(done: int, heldout: dict | None = None, rng_state: dict | None = None) -> None:
+        training = _training_info(config, done, loop.wall_s, render_s, losses, command)
+        _save_checkpoint(ckpt_dir, judge, optimizer, rng_state or capture_rng({"batches": generator}), training, loop.wall_s, heldout)
+
+    lr_at = warmup_cosine(config.warmup_steps, config.steps, config.lr)
+    loop = Loop(
+        config.steps, start_step=start_step, wall_s=wall_s, desc="train judge",
+        progress=progress, log=log, save=save if out is not None else None, save_every=config.checkpoint_every,
+    )
     judge.train()
-    for step in bar:
+    for step in loop:
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, config)
+            group["lr"] = lr_at(step)
         idx = torch.randint(len(images), (config.batch_size,), generator=generator)
         x = augment(images[idx].float() / 255.0, config.augment, generator)
         loss = judge_loss(judge, x, labels[idx])
@@ -513,24 +561,24 @@ def train_judge(config: JudgeTrainConfig | None = None, out=None, progress: bool
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
-        if progress and (step % 20 == 0 or step == config.steps - 1):
-            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
-        if out is not None and (step + 1) % config.checkpoint_every == 0 and step + 1 < config.steps:
-            save_judge(judge, out, {"training": _training_info(config, step + 1, time.time() - started, render_s, losses, command)})
+        loop.log(step + 1, postfix={"loss": f"{np.mean(losses[-20:]):.4f}"}, loss=losses[-1])
+    if log is not None:
+        log.close()
+    end_rng = capture_rng({"batches": generator})  # as the loop left it, for a resume with more steps
+
+    scored = time.perf_counter()
     score = heldout_score(judge, config.eval_scenes, config.eval_views, seed=0, rule=config.readability)
-    report = {
-        "training": _training_info(config, config.steps, time.time() - started, render_s, losses, command),
-        "heldout": {
-            "seeds": f"{EVAL_SEEDS.start}..{EVAL_SEEDS.start + config.eval_scenes - 1}",
-            "views_per_scene": config.eval_views,
-            "orbit": asdict(DEFAULT_ORBIT),
-            "readability": asdict(config.readability),
-            **asdict(score),
-        },
+    heldout = {
+        "seeds": f"{EVAL_SEEDS.start}..{EVAL_SEEDS.start + config.eval_scenes - 1}",
+        "views_per_scene": config.eval_views,
+        "orbit": asdict(DEFAULT_ORBIT),
+        "readability": asdict(config.readability),
+        "scoring_s": round(time.perf_counter() - scored, 1),
+        **asdict(score),
     }
+    report = {"training": _training_info(config, loop.step, loop.wall_s, render_s, losses, command), "heldout": heldout}
     if out is not None:
-        save_judge(judge, out, report)
-        write_model_card(out, judge, report)
+        save(loop.step, heldout, end_rng)
     return judge, report
 
 
@@ -538,30 +586,54 @@ def _training_info(config: JudgeTrainConfig, step: int, wall_s: float, render_s:
     return {
         "command": command,
         "step": step,
-        "wall_time_s": round(wall_s, 1),
-        "render_time_s": round(render_s, 1),
+        "wall_s": round(wall_s, 1),
+        "render_s": round(render_s, 1),
         "final_loss": float(np.mean(losses[-50:])) if losses else None,
         "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
         "config": asdict(config),
     }
 
 
+def _save_checkpoint(folder: Path, judge: Judge, optimizer, rng_state: dict, training: dict, wall_s: float, heldout: dict | None) -> Path:
+    """One engine checkpoint that is also a judge folder; with `heldout` (the run's end) the
+    scores go into config.json and the model card is written with it, in the same atomic swap."""
+    from ..engine.checkpoint import save_checkpoint
+
+    info = {"training": training, **({"heldout": heldout} if heldout is not None else {})}
+
+    def write(tmp: Path) -> None:
+        _write_weights(judge, tmp / WEIGHTS_NAME)
+        if heldout is not None:
+            (tmp / CARD_NAME).write_text(model_card_text(judge, info))
+
+    return save_checkpoint(
+        folder, step=training["step"], wall_s=wall_s, optimizer=optimizer.state_dict(), rng=rng_state,
+        meta={"format": FORMAT, "model": asdict(judge.config), **info}, weights_name=WEIGHTS_NAME, meta_name=CONFIG_NAME, write=write,
+    )
+
+
 # ----------------------------------------------------------------------------- files
+def _write_weights(judge: Judge, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().cpu().contiguous() for k, v in judge.state_dict().items()}
+    save_file(state, str(path), metadata={"format": FORMAT})
+
+
 def save_judge(judge: Judge, folder, info: dict | None = None) -> Path:
     """Write `judge.safetensors` and `config.json` (the JudgeConfig plus `info`) into `folder`.
 
     The folder's judge files are replaced atomically: the folder is rebuilt next to itself and
-    swapped in, keeping a model card already there.
+    swapped in, keeping a model card already there. (Training writes its judge folders as
+    engine checkpoints instead, with the optimizer and RNG states; see `train_judge`.)
     """
-    from safetensors.torch import save_file
-
     from ..io import atomic_dir
 
     folder = Path(folder)
     card = (folder / CARD_NAME).read_text() if (folder / CARD_NAME).is_file() else None
-    state = {k: v.detach().cpu().contiguous() for k, v in judge.state_dict().items()}
     with atomic_dir(folder, overwrite=True) as tmp:
-        save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": FORMAT})
+        _write_weights(judge, tmp / WEIGHTS_NAME)
         (tmp / CONFIG_NAME).write_text(json.dumps({"format": FORMAT, "model": asdict(judge.config), **(info or {})}, indent=2) + "\n")
         if card is not None:
             (tmp / CARD_NAME).write_text(card)
@@ -569,10 +641,13 @@ def save_judge(judge: Judge, folder, info: dict | None = None) -> Path:
 
 
 def load_judge(path=None, device: str | torch.device = "cpu") -> Judge:
-    """Load a judge folder (`judge.safetensors` + `config.json`); None loads the shipped judge."""
+    """Load a judge folder (`judge.safetensors` + `config.json`), or a training run's folder
+    (its checkpoint/ is one); None loads the shipped judge."""
     from safetensors.torch import load_file
 
     folder = Path(path) if path is not None else SHIPPED_JUDGE
+    if not (folder / WEIGHTS_NAME).is_file() and (folder / CHECKPOINT_DIR / WEIGHTS_NAME).is_file():
+        folder = folder / CHECKPOINT_DIR
     config_path = folder / CONFIG_NAME
     weights_path = folder / WEIGHTS_NAME
     for p in (config_path, weights_path):
@@ -608,37 +683,41 @@ def load_judge(path=None, device: str | torch.device = "cpu") -> Judge:
     return judge.to(device).eval()
 
 
-def write_model_card(folder, judge: Judge, report: dict) -> Path:
-    """README.md for a judge folder: what it reads, how it was trained, how well it reads."""
-    from ..io import atomic_path
+def model_card_text(judge: Judge, report: dict) -> str:
+    """README.md of a judge folder: what it reads, how it was trained, how well it reads.
+
+    report: {"training": ..., "heldout": ...} as `train_judge` returns it and config.json holds
+    (the shipped judge's config.json, written before the engine, names its times wall_time_s
+    and render_time_s; both spellings are read).
+    """
+    from ..engine.cards import card_text
 
     t = report["training"]
     h = report["heldout"]
     cfg = t["config"]
+    wall_s = t.get("wall_s", t.get("wall_time_s"))
+    render_s = t.get("render_s", t.get("render_time_s"))
     n_params = sum(p.numel() for p in judge.parameters())
-    text = f"""# The world's judge
-
-A small CNN ({n_params:,} parameters, {n_params * 4 / 1e6:.2f} MB of float32 weights) that reads a
+    intro = f"""A small CNN ({n_params:,} parameters, {n_params * 4 / 1e6:.2f} MB of float32 weights) that reads a
 {judge.config.image_size} x {judge.config.image_size} image of the procedural world and says, for
 each shape ({", ".join(judge.config.shapes)}), whether it is in the image and in which colour
-({", ".join(judge.config.colors)}). Load it with `fourdistill.evaluate.load_judge()`.
-
-## Training
-
-- command: `{t["command"] or "train_judge(JudgeTrainConfig(...))"}`
-- steps: {t["step"]}, batch {cfg["batch_size"]}, AdamW lr {cfg["lr"]} (warm-up {cfg["warmup_steps"]}, cosine decay), weight decay {cfg["weight_decay"]}, seed {cfg["seed"]}
-- data: {cfg["train_scenes"]} scenes of training seeds (never the evaluation seeds
+({", ".join(judge.config.colors)}). Load it with `fourdistill.evaluate.load_judge()`."""
+    training = [
+        f"steps: {t['step']}, batch {cfg['batch_size']}, AdamW lr {cfg['lr']} (warm-up {cfg['warmup_steps']}, cosine decay), "
+        f"weight decay {cfg['weight_decay']}, seed {cfg['seed']}",
+        f"""data: {cfg["train_scenes"]} scenes of training seeds (never the evaluation seeds
   {EVAL_SEEDS.start}..{EVAL_SEEDS.stop - 1}) x {cfg["views_per_scene"]} views at random cameras
   (elevation {cfg["orbit"]["elevation_deg"][0]:g}..{cfg["orbit"]["elevation_deg"][1]:g} deg,
   radius {cfg["orbit"]["radius"][0]:g}..{cfg["orbit"]["radius"][1]:g}, fov {cfg["orbit"]["fov_x_deg"]:g} deg) and random times,
-  with flips, shifts, zoom, blur, brightness and noise
-- wall time: {t["wall_time_s"]:.0f} s in all, rendering and held-out scoring included ({t["render_time_s"]:.0f} s
-  of rendering), torch {t["torch"]}, CPU
-- final training loss: {t["final_loss"]:.4f}
-
-## Held-out accuracy
-
-Renders of evaluation seeds {h["seeds"]}, {h["views_per_scene"]} views each at DEFAULT_ORBIT cameras
+  with flips, shifts, zoom, blur, brightness and noise""",
+        f"rendering the training views: {render_s:.0f} s (the wall time below includes it and the held-out scoring)"
+        if "wall_s" not in t
+        else f"rendering the training views: {render_s:.0f} s before training"
+        + (f", held-out scoring {h['scoring_s']:.0f} s after it" if "scoring_s" in h else "")
+        + " (not in the wall time below)",
+        f"final training loss: {t['final_loss']:.4f}",
+    ]
+    heldout = f"""Renders of evaluation seeds {h["seeds"]}, {h["views_per_scene"]} views each at DEFAULT_ORBIT cameras
 (elevation {h["orbit"]["elevation_deg"][0]:g}..{h["orbit"]["elevation_deg"][1]:g} deg, radius
 {h["orbit"]["radius"][0]:g}..{h["orbit"]["radius"][1]:g}) and random times: {h["images"]} images.
 
@@ -654,9 +733,15 @@ Truth per view: an object is present when it covers at least
 {h["readability"]["min_unhidden_share"] * 100:g}% of it is unhidden by other objects, absent when no
 pixel shows it, and not scored in between ({h["unscored"]} of
 {h["images"] * len(judge.config.shapes)} decisions here).
-Recompute with `fourdistill judge eval`.
-"""
-    path = Path(folder) / CARD_NAME
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
-    return path
+Recompute with `fourdistill judge eval`."""
+    return card_text(
+        "The world's judge", intro, command=t["command"], default_command="train_judge(JudgeTrainConfig(...))", training=training,
+        wall_s=wall_s, device="CPU", threads=t.get("threads"), sections={"Held-out accuracy": heldout},
+    )
+
+
+def write_model_card(folder, judge: Judge, report: dict) -> Path:
+    """Write `model_card_text` to folder/README.md (atomically); returns the path."""
+    from ..engine.cards import write_card
+
+    return write_card(folder, model_card_text(judge, report))
