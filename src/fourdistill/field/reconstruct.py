@@ -75,77 +75,39 @@ def _occupancy() -> OccupancyConfig:
 
 @dataclass
 class ReconstructConfig:
-    """How a field is fitted. The defaults fit a 64^2 D-NeRF scene in minutes on 2 CPU cores.
+    """How a field is fitted. The defaults fit a 64^2 D-NeRF scene in minutes on 2 CPU cores;
+    the measurements behind each choice are in docs/results/2026-11-reconstruction-experiments.md.
 
-    Grids: 4D-fy's tables (16 levels x 2 features, 2^19 rows, finest 4096) are sized for 256^2
-    renders on an 80 GB GPU; a 64^2 view of the world at its orbit radius covers about 0.036 world
-    units per pixel, so 8 levels x 4 features (still 32 dims, so the 32 -> 64 MLPs of method
-    notes 2.1 stay) on a 2^17 table cover it at a fraction of the gathers per sample. The static
-    grid's finest resolution is 64 (per-level scale 1.219 from 16), about a pixel per cell: on a
-    held-out world scene with 50 views at 50 distinct times (one view per time), finest 273/136
-    (static/dynamic) fitted the training views to 38 dB but novel views to 26.0 dB, 128/64 gave
-    26.4 dB and 64/32 26.9 dB in the same 1000 steps (docs/reconstruction.md); static 96 or 48
-    did worse than 64 later on. The dynamic grid only has to carry what moves, from one view per
-    time, so it is coarser: finest 16 (per-level scale 2^(1/7) from 8; 16^4 cells, fewer than the
-    table's rows, so no hashing). With everything below at 1000 steps, finest 16 gave
-    27.83 / 27.82 / 27.84 dB (seeds 0 / 1 / 2) against 27.63 / 27.50 / 27.52 for 32; 12 and 20
-    gave 27.73 and 27.75 (seed 0).
-    time_scale 0.25 (FieldConfig): the dynamic grid's time axis at a quarter of its spatial
-    resolution, so neighbouring frames (and their different views) share cells.
-    blob_scale = 0: the centre bias is a prior for generation from text; for fitting images it
-    starts the ground plane's corners (||x|| = 1.5, blob -20) with vanishing gradients. Instead
-    density_bias = -3 starts the box nearly empty (sigma ~ 0.05) so the occupancy grid can skip
-    space early, and the density activation is Instant-NGP's exp: an opaque surface needs
-    sigma ~ 100 per world unit, a raw value of ~5 with exp but of ~100 with softplus, which the
-    MLP reaches only after many more steps.
-    position_input (FieldConfig): the MLPs also read the point's coordinates. On the held-out scene
-    27.63 / 27.50 / 27.52 dB (seeds 0 / 1 / 2) against 27.50 / 27.26 / 27.42 without;
-    the ground is a plane, which the MLP can now draw from z itself.
-    render: 128 samples per ray (steps of <= 0.027 world units, under a pixel of a 64^2 view).
-    With 64 the fitted surfaces stay about one step thick, and a slab of that thickness seen at
-    the orbit's 10-40 degree elevations smears the ground's texture over several pixels; 128
-    raised novel-view PSNR from 26.9 to 27.3 dB at equal steps. samples_per_step doubles with it.
-    steps 1500: with the dynamic grid at finest 32, the test-view PSNR stopped rising after ~750
-    steps of a schedule and 1500 steps ended lower than 1000 (27.12 against 27.50 dB): the
-    dynamic grid went on to fit each frame's single view. At finest 16 it cannot, and 1500
-    steps (about 12 minutes on one core) gave 28.31 / 27.95 / 28.33 dB (seeds 0 / 1 / 2) where
-    1000 gave 27.83 / 27.82 / 27.84 (grid learning rate 1e-2); the decay at the end adds the
-    last tenths of a dB.
-    Learning rates: 4D-fy's grids 1e-2, MLPs 1e-3 (method notes 2.1). In a few thousand steps
-    the MLPs at 1e-3 are the slowest part to converge, so they train at 1e-2 as Instant-NGP's
-    do; both decay exponentially to lr_final_ratio. The grids train at 2e-2: with the defaults
-    above, 1e-2 gave 28.31 / 27.95 / 28.33 dB (seeds 0 / 1 / 2) and 2e-2 28.15 / 28.15 / 28.30,
-    the same mean with every seed over 28 dB. lr_final_ratio 0.01 rather than 0.1: on the
-    held-out scene the end of the decay is where the last tenths of a dB come from, and 0.01
-    ended 0.2-0.3 dB higher on both seeds we ran (27.50 / 27.26 against 27.30 / 26.98; 0.001
-    gave 27.06).
-    Adam betas (0.9, 0.99) and eps 1e-15 are Instant-NGP's for hash grids.
-    mask_weight: weight of the binary cross-entropy between opacity and mask where the source
-    gives masks (our choice; unlike an MSE it keeps pushing opacity towards 1 on the subject).
-    distortion_weight: weight of mip-NeRF 360's distortion loss, which gathers each ray's weight
-    into one short interval, so surfaces turn opaque and rays stop early (0.01 as mip-NeRF 360).
-    background: "auto" uses a solid background of the source's compositing colour when the
-    source composited RGBA over a known colour (e.g. a D-NeRF folder), else the MLP background.
-    sparsity_weight / sparsity_points: Plenoxels' Cauchy sparsity log(1 + 2 sigma^2) at random
-    points and times of the box (our weight). It removes the thin fog that nothing in the images
-    asks for (under the ground, between views), so the occupancy grid empties and rays get cheap;
-    it barely touches real surfaces, where sigma is large and the penalty flat.
-    static_steps: the dynamic grid is frozen for this many first steps, as in 4D-fy's static
-    stages (method notes 2.2): the static grid first explains what all views agree on, so the
-    dynamic grid cannot explain each frame's single view with its own fog.
-    time_smoothness_weight / time_smoothness_delta: K-Planes' temporal smoothness as a sampled
-    penalty, ||f_dyn(x, t + delta) - f_dyn(x, t)||^2 at random points of the box: with one view per
-    time the dynamic grid otherwise fits each frame on its own.
-    train_early_stop_eps: transmittance at which training rays stop (rendering for evaluation
-    uses render.early_stop_eps). What lies behind contributes under 1% and the rest of the ray is
-    background, so the loss itself asks for opaque surfaces; rays then stop right behind them.
-    checkpoint_every / eval_every / log_every: steps between checkpoints, test-view evaluations
-    and log rows (log.jsonl, TensorBoard); these, steps and the video settings may change on --resume.
-    holdout_every: for sources without a test split, every k-th frame is held out for testing.
-    samples_per_step / max_rays_per_step: as Instant-NGP, each step evaluates about a fixed
-    number of samples and the number of rays adapts (few while space is still foggy, up to
-    max_rays_per_step once the occupancy grid skips empty space), so a step costs about the same
-    throughout.
+    - field: smaller grids than 4D-fy's (Bahmani et al. 2024; sized for 256^2 renders on an
+      80 GB GPU): 8 levels x 4 features (still 32 dims, so 4D-fy's 32 -> 64 MLPs stay) on a
+      2^17 table; static finest 64 (about a pixel per cell of a 64^2 view), dynamic finest 16
+      (it only carries what moves, and cannot fit each frame's single view); the dynamic time
+      axis at a quarter of the spatial resolution (time_scale 0.25) so neighbouring frames share
+      cells; the MLPs also read the point's coordinates (position_input).
+    - density: no centre bias (blob_scale 0: a prior for generation from text), density_bias -3
+      so the box starts nearly empty and the occupancy grid skips early, Instant-NGP's exp
+      activation (Müller et al. 2022).
+    - render: 128 samples per ray, steps under a pixel of a 64^2 view.
+    - learning rates: 4D-fy's are grids 1e-2, MLPs 1e-3; here grids 2e-2 and MLPs 1e-2 (as
+      Instant-NGP's), both decaying exponentially to lr_final_ratio; Adam betas (0.9, 0.99) and
+      eps 1e-15 are Instant-NGP's for hash grids.
+    - mask_weight: binary cross-entropy between opacity and mask where the source gives masks
+      (our choice; it keeps pushing opacity towards 1 on the subject).
+    - distortion_weight: mip-NeRF 360's distortion loss (Barron et al. 2022), weight 0.01 as there.
+    - sparsity_weight / sparsity_points: Plenoxels' Cauchy sparsity log(1 + 2 sigma^2) at random
+      points and times (Fridovich-Keil et al. 2022; our weight): it removes fog nothing asks for.
+    - static_steps: the dynamic grid is frozen for the first steps, as in 4D-fy's static stages.
+    - time_smoothness_weight / time_smoothness_delta: K-Planes' temporal smoothness
+      (Fridovich-Keil et al. 2023) as a sampled penalty ||f_dyn(x, t + delta) - f_dyn(x, t)||^2.
+    - train_early_stop_eps: transmittance at which training rays stop (evaluation renders use
+      render.early_stop_eps).
+    - background: "auto" uses a solid background of the source's compositing colour when the
+      source composited RGBA over a known colour (a D-NeRF folder), else the MLP background.
+    - checkpoint_every / eval_every / log_every: steps between checkpoints, test-view
+      evaluations and log rows; these, steps and the video settings may change on --resume.
+    - holdout_every: for sources without a test split, every k-th frame is held out for testing.
+    - samples_per_step / max_rays_per_step: as Instant-NGP, each step evaluates about a fixed
+      number of samples and the number of rays adapts, so a step costs about the same throughout.
     """
 
     steps: int = 1500
