@@ -30,38 +30,9 @@ import numpy as np
 
 from ..diffusion import DEFAULT_GUIDANCE, DEFAULT_STEPS
 
-METHODS = ("mappers", "copy", "ip_adapter", "ip_adapter_phrase", "no_bypass")
 TIME_BINS = (0.0, 0.25, 0.5, 0.75, 1.0)  # |d|
 VIEW_BINS = (0.0, 30.0, 60.0, 90.0)  # |d azimuth| in degrees
 PSNR_CAP_DB = 60.0  # identical images (e.g. an object hidden from both views) would give inf and poison the means
-
-
-@dataclass
-class ControlEvalConfig:
-    """What `fourdistill evaluate` runs. Pairs come from the first `scenes` EVAL_SEEDS."""
-
-    pairs: int = 48  # per kind
-    scenes: int = 200
-    kinds: tuple[str, ...] = ("time", "view", "joint")
-    steps: int = DEFAULT_STEPS
-    guidance: float = DEFAULT_GUIDANCE
-    ip_adapter_scale: float | None = None  # None: the scale the mappers were distilled with
-    batch: int = 16
-    seed: int = 0
-    methods: tuple[str, ...] = METHODS
-    extra: dict = field(default_factory=dict)  # name -> mapper folder (ablations)
-
-    def __post_init__(self):
-        self.kinds = tuple(self.kinds)
-        self.methods = tuple(self.methods)
-        for k in self.kinds:
-            if k not in ("time", "view", "joint"):
-                raise ValueError(f"kinds: {k!r} is not one of time, view, joint")
-        for m in self.methods:
-            if m not in METHODS:
-                raise ValueError(f"methods: {m!r} is not one of {', '.join(METHODS)}")
-        if self.pairs < 2:
-            raise ValueError(f"pairs must be at least 2 (Spearman needs two), got {self.pairs}")
 
 
 # ---------------------------------------------------------------------- words for the changes

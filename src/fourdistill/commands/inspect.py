@@ -17,14 +17,14 @@ def register(sub) -> None:
     parser.add_argument("--max-frames", type=int, default=None, help="videos and frame folders: keep at most this many frames")
     parser.add_argument("--stride", type=int, default=None, help="videos and frame folders: keep every k-th frame")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
-    parser.set_defaults(handler=_inspect)
+    parser.set_defaults(handler=inspect_main)
 
 
-def _inspect(args: argparse.Namespace) -> int:
+def inspect_main(args: argparse.Namespace) -> int:
     import dataclasses
     import json
 
-    from . import open_source
+    from ..sources import open_source
 
     options = {"split": args.split, "max_frames": args.max_frames, "stride": args.stride}
     source = open_source(args.path, **{k: v for k, v in options.items() if v is not None})
