@@ -36,8 +36,37 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator, PartialState
+from diffusers import DDPMScheduler
+from matplotlib.figure import Figure
 
-from .engine.loop import step_generators
+from .conditioning.processors import install_layer_processors
+from .conditioning.text import BypassConfig, MappedTextConditioner, super_category_norm
+from .diffusion.schedule import prediction_target
+from .engine.checkpoint import (
+    OPTIMIZER_NAME,
+    STATE_NAME,
+    capture_rng,
+    has_checkpoint,
+    load_checkpoint,
+    load_torch_file,
+    load_weights,
+    save_checkpoint,
+)
+from .engine.config import check_resume, start_run
+from .engine.loop import Loop, RunLog, step_generators
+from .evaluate.metrics import psnr_numpy
+from .generate import ControlledPipeline, ViewChange
+from .io import atomic_path, image_grid, save_image
+from .mappers.checkpoint import CONFIG_NAME, WEIGHTS_NAME, mapper_config, read_mapper_config, write_mapper_card
+from .mappers.neti import MapperConfig, TimeMapper, ViewMapper
+from .pairs import PairConfig, PairSampler
+from .sources import open_source
+from .sources.world import WorldScenes
+from .teachers.ip_adapter import encode_image_prompts
+from .teachers.load import load_stack
 
 MODES = ("time", "view", "joint")
 
@@ -92,11 +121,7 @@ class DistillConfig:
 def open_training_sources(cfg: DistillConfig, resolution: int):
     """The sources pairs are drawn from: lazily built world scenes, or one opened path."""
     if cfg.source == "world":
-        from .sources.world import WorldScenes
-
         return WorldScenes(range(*cfg.world_seeds), resolution=resolution)
-    from .sources import open_source
-
     return [open_source(cfg.source)]
 
 
@@ -104,21 +129,11 @@ class Distiller:
     """Holds the frozen stack, the mappers, the optimizer and the pair sampler of one run."""
 
     def __init__(self, cfg: DistillConfig, pipe=None):
-        import torch
-        from accelerate import Accelerator
-
-        from .conditioning.processors import install_layer_processors
-        from .conditioning.text import BypassConfig, MappedTextConditioner, super_category_norm
-        from .mappers.neti import MapperConfig, TimeMapper, ViewMapper
-        from .pairs import PairConfig, PairSampler
-
         self.cfg = cfg
         self.accelerator = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum)
         device = self.accelerator.device
         weight_dtype = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[cfg.mixed_precision]
         if pipe is None:
-            from .teachers.load import load_stack
-
             pipe = load_stack(cfg.model, ip_adapter=True, device=device, dtype=weight_dtype)
         pipe.set_ip_adapter_scale(cfg.ip_adapter_scale)
         for module in (pipe.vae, pipe.unet, pipe.text_encoder, pipe.image_encoder):
@@ -184,19 +199,11 @@ class Distiller:
 
     def image_embeds(self, reference):
         """IP-Adapter image inputs for references (B, 3, H, W) in [-1, 1]: a list with one (B, 1, ...) tensor."""
-        import torch
-
-        from .teachers.ip_adapter import encode_image_prompts
-
         images = ((reference.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
         embeds, _ = encode_image_prompts(self.pipe, list(images))
         return [embeds.unsqueeze(1)]
 
     def loss(self, batch, gen):
-        import torch
-        import torch.nn.functional as F
-        from .diffusion.schedule import prediction_target
-
         pipe, device = self.pipe, self.accelerator.device
         with torch.no_grad():
             target = batch.target.to(device=device, dtype=self.weight_dtype)
@@ -220,15 +227,11 @@ class Distiller:
     @property
     def noise_scheduler(self):
         if not hasattr(self, "_noise_scheduler"):
-            from diffusers import DDPMScheduler
-
             self._noise_scheduler = DDPMScheduler.from_config(self.pipe.scheduler.config)
         return self._noise_scheduler
 
     def train_step(self) -> float:
         """One optimizer step (grad_accum micro-batches). Returns the mean loss."""
-        import torch
-
         losses = []
         for micro in range(self.cfg.grad_accum):
             np_rng, gen = step_generators(self.cfg.seed, self.step * self.cfg.grad_accum + micro, self.accelerator.process_index)
@@ -245,8 +248,6 @@ class Distiller:
 
     def eval_loss(self, n_batches: int = 4, seed: int = 12345) -> float:
         """Mean loss over fixed batches (fixed pairs, noise and timesteps), mappers in eval mode."""
-        import torch
-
         module = self.mapper_module
         was_training = module.training
         module.eval()
@@ -271,10 +272,6 @@ class Distiller:
     def validate(self, path, steps: int = 20) -> float:
         """Generate the validation pairs' targets from their references with the current mappers;
         write a grid (rows: reference, generated, true target) and return the PSNR to the targets."""
-        from .evaluate.metrics import psnr_numpy
-        from .generate import ControlledPipeline, ViewChange
-        from .io import image_grid, save_image
-
         batch = self.validation_batch()
         module = self.mapper_module
         was_training = module.training
@@ -300,11 +297,6 @@ class Distiller:
     def save(self, folder=None, wall_s: float | None = None) -> Path:
         """Atomic checkpoint (engine layout): mappers (safetensors + mappers.json with the run
         config), optimizer, RNG states, step and wall time, as one folder."""
-        import torch
-
-        from .engine.checkpoint import capture_rng, save_checkpoint
-        from .mappers.checkpoint import CONFIG_NAME, WEIGHTS_NAME, mapper_config
-
         folder = Path(folder or self.out / "checkpoint")
         if not self.accelerator.is_main_process:
             return folder
@@ -330,10 +322,6 @@ class Distiller:
     def resume(self, folder) -> None:
         """Continue from a checkpoint folder: weights, optimizer, step and wall time. A setting
         that differs from the checkpoint's distill_config (but steps and intervals) is refused."""
-        from .engine.checkpoint import OPTIMIZER_NAME, STATE_NAME, load_checkpoint, load_torch_file
-        from .engine.config import check_resume
-        from .mappers.checkpoint import CONFIG_NAME, WEIGHTS_NAME, read_mapper_config
-
         folder = Path(folder)
         config = read_mapper_config(folder)
         if "distill_config" in config:
@@ -342,8 +330,6 @@ class Distiller:
             ckpt = load_checkpoint(folder, weights_name=WEIGHTS_NAME, meta_name=CONFIG_NAME)
             weights, optimizer, step, wall_s = ckpt.model, ckpt.optimizer, ckpt.step, ckpt.wall_s
         else:  # written before the engine: optimizer.pt held {"optimizer", "step"}
-            from .engine.checkpoint import load_weights
-
             state = load_torch_file(folder / OPTIMIZER_NAME, "optimizer state")
             weights, optimizer, step, wall_s = load_weights(folder / WEIGHTS_NAME), state["optimizer"], state["step"], config.get("wall_s", 0.0)
         self.mapper_module.load_state_dict(weights)
@@ -359,13 +345,6 @@ def run(cfg: DistillConfig, resume: bool = False, pipe=None, progress: bool = Tr
 
     resume: continue the run in `cfg.out` (the engine's --resume rule: without it a folder
     holding a run is refused; with it a changed setting is refused, naming it)."""
-    from accelerate import PartialState
-
-    from .engine.checkpoint import has_checkpoint
-    from .engine.config import start_run
-    from .engine.loop import Loop, RunLog
-    from .mappers.checkpoint import CONFIG_NAME, read_mapper_config
-
     out = Path(cfg.out)
     ckpt_dir = out / "checkpoint"
     resuming = resume and has_checkpoint(ckpt_dir, CONFIG_NAME)
@@ -397,8 +376,6 @@ def run(cfg: DistillConfig, resume: bool = False, pipe=None, progress: bool = Tr
             log.write(distiller.step, loop.wall_s, "validation", psnr=val_psnr, fixed_batch_loss=fixed)
     log.close()
     if main:
-        from .mappers.checkpoint import write_mapper_card
-
         write_mapper_card(ckpt_dir, log.path(), log.path("validation"))
         plot_curves(log.path(), log.path("validation"), out / "curves.png")
     return {"steps": distiller.step, "losses": losses, "wall_s": loop.wall_s, "seconds": time.perf_counter() - started, "checkpoint": str(ckpt_dir)}
@@ -406,13 +383,6 @@ def run(cfg: DistillConfig, resume: bool = False, pipe=None, progress: bool = Tr
 
 def plot_curves(loss_path, validation_path, png) -> Path | None:
     """Loss (raw and a 50-step moving mean) and validation PSNR against steps, one PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .io import atomic_path
-
     read = lambda p: [json.loads(x) for x in Path(p).read_text().splitlines() if x.strip()] if Path(p).is_file() else []  # noqa: E731
     losses, vals = read(loss_path), read(validation_path)
     if not losses:
@@ -421,7 +391,8 @@ def plot_curves(loss_path, validation_path, png) -> Path | None:
     loss = np.array([r["loss"] for r in losses])
     k = min(50, len(loss))
     mean = np.convolve(loss, np.ones(k) / k, mode="valid")
-    fig, axes = plt.subplots(1, 2 if vals else 1, figsize=(10 if vals else 5, 3.4), squeeze=False)
+    fig = Figure(figsize=(10 if vals else 5, 3.4))
+    axes = fig.subplots(1, 2 if vals else 1, squeeze=False)
     ax = axes[0][0]
     ax.plot(steps, loss, color="0.8", lw=0.8, label="loss")
     ax.plot(steps[k - 1 :], mean, color="C0", label=f"{k}-step mean")
@@ -443,5 +414,4 @@ def plot_curves(loss_path, validation_path, png) -> Path | None:
     fig.tight_layout()
     with atomic_path(png) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
     return Path(png)

@@ -30,8 +30,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+from PIL import Image
 
+from .cameras import orbit_camera
 from .diffusion import DEFAULT_GUIDANCE, DEFAULT_STEPS
+from .diffusion.guidance import resolve_guidance_rescale
+from .io import image_grid
+from .mappers.checkpoint import LoadedMappers, load_mappers
+from .teachers.ip_adapter import encode_image_prompts, per_prompt_image_embeds
+from .teachers.load import load_stack
+from .world import DEFAULT_ORBIT, make_scene, render_view
 
 SHIPPED_MAPPERS = Path(__file__).resolve().parent / "assets" / "mappers"
 
@@ -84,8 +93,6 @@ def reference_to_pil(image, size: tuple[int, int], resize: bool = False, where: 
     """A reference image (PIL image, path, or (H, W, 3) array in [0, 1] or uint8) as an RGB PIL
     image of exactly `size` (width, height). Another size is an error unless `resize`; another
     mode is an error (convert it first, so nothing is guessed about alpha or palettes)."""
-    from PIL import Image
-
     if isinstance(image, (str, Path)):
         path = Path(image)
         if not path.is_file():
@@ -134,8 +141,6 @@ class ControlledPipeline:
     """
 
     def __init__(self, pipe, mappers=None, max_rows: int = 2048, conditioner=None):
-        from .mappers.checkpoint import LoadedMappers, load_mappers
-
         self.pipe = pipe
         if conditioner is not None:
             self.conditioner, self.config = conditioner, {}
@@ -150,8 +155,6 @@ class ControlledPipeline:
     def from_pretrained(cls, model: str | None = None, mappers=None, device="cpu", dtype=None) -> "ControlledPipeline":
         """The stack (embedded by default, a folder or a hub id) with its IP-Adapter, and mappers
         (the shipped ones by default)."""
-        from .teachers.load import load_stack
-
         pipe = load_stack(model, ip_adapter=True, device=device, dtype=dtype)
         pipe.set_progress_bar_config(disable=True)
         return cls(pipe, SHIPPED_MAPPERS if mappers is None else mappers)
@@ -200,8 +203,6 @@ class ControlledPipeline:
         """Per-layer conditions for every (timestep, image): (S, L, B, 77, C), in one batched
         text-encoder pass (chunked by `max_rows` prompts only when the batch is larger).
         textual_bypass: False drops the textual bypass (alpha 0), as in `MappedTextConditioner`."""
-        import torch
-
         cond = self.conditioner
         device = next(self.pipe.text_encoder.parameters()).device
         timesteps = torch.as_tensor(timesteps).reshape(-1).to(device)
@@ -233,8 +234,6 @@ class ControlledPipeline:
         return out.reshape(n_l, s, b, *out.shape[2:]).permute(1, 0, 2, 3, 4)
 
     def _plain_embeddings(self, prompts: list[str]):
-        import torch
-
         tok = self.pipe.tokenizer
         device = next(self.pipe.text_encoder.parameters()).device
         ids = tok(prompts, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt").input_ids
@@ -244,10 +243,6 @@ class ControlledPipeline:
     def _image_embeds(self, references: list, guided: bool, image_in_uncond: bool):
         """IP-Adapter inputs for the U-Net, one reference per image: [(2B or B, 1, ...)] with the
         negative half first (see per_prompt_image_embeds)."""
-        import torch
-
-        from .teachers.ip_adapter import encode_image_prompts
-
         embeds, negative = encode_image_prompts(self.pipe, references)
         embeds = embeds.unsqueeze(1)
         if not guided:
@@ -291,12 +286,6 @@ class ControlledPipeline:
         textual_bypass: False generates with the mappers' textual bypass off (alpha 0 for both tokens),
             the `no_bypass` ablation of `fourdistill evaluate`.
         """
-        import torch
-        from PIL import Image
-
-        from .teachers.ip_adapter import per_prompt_image_embeds
-        from .diffusion.guidance import resolve_guidance_rescale
-
         pipe = self.pipe
         prompts = _as_list(prompt, None, "prompt")
         if image is None:
@@ -437,9 +426,6 @@ class WorldReference:
 
     def truth(self, d: float = 0.0, view: ViewChange | None = None, size: int = 64) -> np.ndarray | None:
         """The true render at t_ref + d from the changed camera; None where t leaves [0, 1]."""
-        from .cameras import orbit_camera
-        from .world import DEFAULT_ORBIT, render_view
-
         t = self.time + float(d)
         if not 0.0 <= t <= 1.0:
             return None
@@ -451,9 +437,6 @@ class WorldReference:
 
 
 def world_reference(seed: int, size: int = 64, time: float = 0.5, azimuth_deg: float = 30.0, elevation_deg: float = 25.0, radius: float = 3.2) -> WorldReference:
-    from .cameras import orbit_camera
-    from .world import DEFAULT_ORBIT, make_scene, render_view
-
     if not 0.0 <= time <= 1.0:
         raise ValueError(f"reference time must lie in [0, 1], got {time}")
     scene = make_scene(int(seed))
@@ -464,8 +447,6 @@ def world_reference(seed: int, size: int = 64, time: float = 0.5, azimuth_deg: f
 
 def panel(reference: np.ndarray, rows: list[list[np.ndarray | None]], pad: int = 2) -> np.ndarray:
     """The reference on the left, then rows of images (None: a grey cell)."""
-    from .io import image_grid
-
     h, w, _ = reference.shape
     grey = np.full((h, w, 3), 0.5, dtype=np.float32)
     blank = np.ones((h, w, 3), dtype=np.float32)

@@ -16,7 +16,8 @@ except those that may change between invocations (`MAY_CHANGE`: how long to trai
 often to save, validate and log).
 
 `add_common_flags` gives every training subcommand the same --config, --out, --resume,
---seed, --steps and --threads.
+--seed, --steps and --threads. The command parsers import this module, so it stays light:
+PyYAML and the JSON writer load when a file is read or written.
 """
 
 from __future__ import annotations
