@@ -446,7 +446,9 @@ def world_reference(seed: int, size: int = 64, time: float = 0.5, azimuth_deg: f
 
 
 def panel(reference: np.ndarray, rows: list[list[np.ndarray | None]], pad: int = 2) -> np.ndarray:
-    """The reference on the left, then rows of images (None: a grey cell)."""
+    """One image of a generation for `fourdistill generate`: the reference (H, W, 3) in the first
+    column of the first row (white below it), then each row's images (H, W, 3) in [0, 1]
+    (None: a grey cell, e.g. a true frame outside t in [0, 1])."""
     h, w, _ = reference.shape
     grey = np.full((h, w, 3), 0.5, dtype=np.float32)
     blank = np.ones((h, w, 3), dtype=np.float32)

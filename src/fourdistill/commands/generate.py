@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ..diffusion import DEFAULT_GUIDANCE, DEFAULT_STEPS
 
@@ -42,8 +43,6 @@ def register(sub) -> None:
 
 
 def generate_main(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     import numpy as np
 
     from ..generate import ControlledPipeline, ViewChange, panel, reference_to_pil, world_reference

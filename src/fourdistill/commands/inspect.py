@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 
 
 def register(sub) -> None:
@@ -21,9 +23,6 @@ def register(sub) -> None:
 
 
 def inspect_main(args: argparse.Namespace) -> int:
-    import dataclasses
-    import json
-
     from ..sources import open_source
 
     options = {"split": args.split, "max_frames": args.max_frames, "stride": args.stride}

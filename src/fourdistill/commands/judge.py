@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 
 
 def register(sub) -> None:
@@ -38,8 +39,6 @@ def register(sub) -> None:
 
 
 def train_main(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
     from ..evaluate.judge import JudgeTrainConfig, train_judge
 
     overrides = {

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import time
+from pathlib import Path
 
 
 def register(sub) -> None:
@@ -103,9 +105,6 @@ def export_main(args: argparse.Namespace) -> int:
 
 
 def demo_main(args: argparse.Namespace) -> int:
-    import time
-    from pathlib import Path
-
     from ..io import save_image
     from ..sources import open_source
     from ..world import EVAL_SEEDS, make_scene
