@@ -358,7 +358,7 @@ def test_inspect_bad_dnerf_json_exits_2_naming_file_and_field(tmp_path, capsys):
 
 def test_sources_package_and_commands_import_without_heavy_libraries():
     code = (
-        "import sys, fourdistill.sources.commands, fourdistill.sources;"
+        "import sys, fourdistill.commands.inspect, fourdistill.sources;"
         "print(sorted(m for m in ('av', 'PIL', 'torch') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -1,8 +1,10 @@
 """The `fourdistill` command line.
 
-Each subcommand lives next to the code it drives, in a module that exposes
-`register(subparsers)`. Those modules import only argparse-level things at the top, so
-`fourdistill --help` stays fast; the handlers import torch and friends when they run.
+Each subcommand is a module of `fourdistill.commands` that exposes `register(subparsers)`;
+building the parser imports only those modules, so `fourdistill --help` stays fast, and a
+handler imports the library when it runs. User errors print one line, no traceback, and exit
+2: a missing file (FileNotFoundError) and every ValueError, which bad data (SourceError) and a
+wrong setting (the engine's ConfigError and RunFolderError) are.
 """
 
 from __future__ import annotations
@@ -11,15 +13,18 @@ import argparse
 import importlib
 import sys
 
+from . import __version__
+
 # Modules that define subcommands, in the order `--help` lists them.
 COMMAND_MODULES = (
-    "fourdistill.world.commands",
-    "fourdistill.sources.commands",
-    "fourdistill.field.commands",
-    "fourdistill.evaluate.commands",
+    "fourdistill.commands.world",
+    "fourdistill.commands.inspect",
+    "fourdistill.commands.reconstruct",
+    "fourdistill.commands.judge",
+    "fourdistill.commands.evaluate",
     "fourdistill.teachers.commands",
-    "fourdistill.distill",
-    "fourdistill.generate",
+    "fourdistill.commands.distill",
+    "fourdistill.commands.generate",
 )
 
 
@@ -34,8 +39,6 @@ def build_parser() -> argparse.ArgumentParser:
             "weights or data are given."
         ),
     )
-    from . import __version__
-
     parser.add_argument("--version", action="version", version=f"fourdistill {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
@@ -55,9 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # user-facing errors: one line, no traceback
-        from .sources.base import SourceError
-
-        if isinstance(exc, (SourceError, FileNotFoundError, ValueError)) and not getattr(args, "debug", False):
+        if isinstance(exc, (FileNotFoundError, ValueError)) and not getattr(args, "debug", False):
             print(f"fourdistill {args.command}: error: {exc}", file=sys.stderr)
             return 2
         raise

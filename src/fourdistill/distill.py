@@ -36,9 +36,37 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator, PartialState
+from diffusers import DDPMScheduler
+from matplotlib.figure import Figure
 
-from .engine.config import add_common_flags
-from .engine.loop import step_generators
+from .conditioning.processors import install_layer_processors
+from .conditioning.text import BypassConfig, MappedTextConditioner, super_category_norm
+from .diffusion.schedule import prediction_target
+from .engine.checkpoint import (
+    OPTIMIZER_NAME,
+    STATE_NAME,
+    capture_rng,
+    has_checkpoint,
+    load_checkpoint,
+    load_torch_file,
+    load_weights,
+    save_checkpoint,
+)
+from .engine.config import check_resume, start_run
+from .engine.loop import Loop, RunLog, step_generators
+from .evaluate.metrics import psnr_numpy
+from .generate import ControlledPipeline, ViewChange
+from .io import atomic_path, image_grid, save_image
+from .mappers.checkpoint import CONFIG_NAME, WEIGHTS_NAME, mapper_config, read_mapper_config, write_mapper_card
+from .mappers.neti import MapperConfig, TimeMapper, ViewMapper
+from .pairs import PairConfig, PairSampler
+from .sources import open_source
+from .sources.world import WorldScenes
+from .teachers.ip_adapter import encode_image_prompts
+from .teachers.load import load_stack
 
 MODES = ("time", "view", "joint")
 
@@ -93,11 +121,7 @@ class DistillConfig:
 def open_training_sources(cfg: DistillConfig, resolution: int):
     """The sources pairs are drawn from: lazily built world scenes, or one opened path."""
     if cfg.source == "world":
-        from .sources.world import WorldScenes
-
         return WorldScenes(range(*cfg.world_seeds), resolution=resolution)
-    from .sources import open_source
-
     return [open_source(cfg.source)]
 
 
@@ -105,21 +129,11 @@ class Distiller:
     """Holds the frozen stack, the mappers, the optimizer and the pair sampler of one run."""
 
     def __init__(self, cfg: DistillConfig, pipe=None):
-        import torch
-        from accelerate import Accelerator
-
-        from .conditioning.processors import install_layer_processors
-        from .conditioning.text import BypassConfig, MappedTextConditioner, super_category_norm
-        from .mappers.neti import MapperConfig, TimeMapper, ViewMapper
-        from .pairs import PairConfig, PairSampler
-
         self.cfg = cfg
         self.accelerator = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum)
         device = self.accelerator.device
         weight_dtype = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[cfg.mixed_precision]
         if pipe is None:
-            from .teachers.load import load_stack
-
             pipe = load_stack(cfg.model, ip_adapter=True, device=device, dtype=weight_dtype)
         pipe.set_ip_adapter_scale(cfg.ip_adapter_scale)
         for module in (pipe.vae, pipe.unet, pipe.text_encoder, pipe.image_encoder):
@@ -185,19 +199,11 @@ class Distiller:
 
     def image_embeds(self, reference):
         """IP-Adapter image inputs for references (B, 3, H, W) in [-1, 1]: a list with one (B, 1, ...) tensor."""
-        import torch
-
-        from .teachers.ip_adapter import encode_image_prompts
-
         images = ((reference.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
         embeds, _ = encode_image_prompts(self.pipe, list(images))
         return [embeds.unsqueeze(1)]
 
     def loss(self, batch, gen):
-        import torch
-        import torch.nn.functional as F
-        from .diffusion.schedule import prediction_target
-
         pipe, device = self.pipe, self.accelerator.device
         with torch.no_grad():
             target = batch.target.to(device=device, dtype=self.weight_dtype)
@@ -221,15 +227,11 @@ class Distiller:
     @property
     def noise_scheduler(self):
         if not hasattr(self, "_noise_scheduler"):
-            from diffusers import DDPMScheduler
-
             self._noise_scheduler = DDPMScheduler.from_config(self.pipe.scheduler.config)
         return self._noise_scheduler
 
     def train_step(self) -> float:
         """One optimizer step (grad_accum micro-batches). Returns the mean loss."""
-        import torch
-
         losses = []
         for micro in range(self.cfg.grad_accum):
             np_rng, gen = step_generators(self.cfg.seed, self.step * self.cfg.grad_accum + micro, self.accelerator.process_index)
@@ -246,8 +248,6 @@ class Distiller:
 
     def eval_loss(self, n_batches: int = 4, seed: int = 12345) -> float:
         """Mean loss over fixed batches (fixed pairs, noise and timesteps), mappers in eval mode."""
-        import torch
-
         module = self.mapper_module
         was_training = module.training
         module.eval()
@@ -272,10 +272,6 @@ class Distiller:
     def validate(self, path, steps: int = 20) -> float:
         """Generate the validation pairs' targets from their references with the current mappers;
         write a grid (rows: reference, generated, true target) and return the PSNR to the targets."""
-        from .evaluate.metrics import psnr_numpy
-        from .generate import ControlledPipeline, ViewChange
-        from .io import image_grid, save_image
-
         batch = self.validation_batch()
         module = self.mapper_module
         was_training = module.training
@@ -301,11 +297,6 @@ class Distiller:
     def save(self, folder=None, wall_s: float | None = None) -> Path:
         """Atomic checkpoint (engine layout): mappers (safetensors + mappers.json with the run
         config), optimizer, RNG states, step and wall time, as one folder."""
-        import torch
-
-        from .engine.checkpoint import capture_rng, save_checkpoint
-        from .mappers.checkpoint import CONFIG_NAME, WEIGHTS_NAME, mapper_config
-
         folder = Path(folder or self.out / "checkpoint")
         if not self.accelerator.is_main_process:
             return folder
@@ -331,10 +322,6 @@ class Distiller:
     def resume(self, folder) -> None:
         """Continue from a checkpoint folder: weights, optimizer, step and wall time. A setting
         that differs from the checkpoint's distill_config (but steps and intervals) is refused."""
-        from .engine.checkpoint import OPTIMIZER_NAME, STATE_NAME, load_checkpoint, load_torch_file
-        from .engine.config import check_resume
-        from .mappers.checkpoint import CONFIG_NAME, WEIGHTS_NAME, read_mapper_config
-
         folder = Path(folder)
         config = read_mapper_config(folder)
         if "distill_config" in config:
@@ -343,8 +330,6 @@ class Distiller:
             ckpt = load_checkpoint(folder, weights_name=WEIGHTS_NAME, meta_name=CONFIG_NAME)
             weights, optimizer, step, wall_s = ckpt.model, ckpt.optimizer, ckpt.step, ckpt.wall_s
         else:  # written before the engine: optimizer.pt held {"optimizer", "step"}
-            from .engine.checkpoint import load_weights
-
             state = load_torch_file(folder / OPTIMIZER_NAME, "optimizer state")
             weights, optimizer, step, wall_s = load_weights(folder / WEIGHTS_NAME), state["optimizer"], state["step"], config.get("wall_s", 0.0)
         self.mapper_module.load_state_dict(weights)
@@ -360,13 +345,6 @@ def run(cfg: DistillConfig, resume: bool = False, pipe=None, progress: bool = Tr
 
     resume: continue the run in `cfg.out` (the engine's --resume rule: without it a folder
     holding a run is refused; with it a changed setting is refused, naming it)."""
-    from accelerate import PartialState
-
-    from .engine.checkpoint import has_checkpoint
-    from .engine.config import start_run
-    from .engine.loop import Loop, RunLog
-    from .mappers.checkpoint import CONFIG_NAME, read_mapper_config
-
     out = Path(cfg.out)
     ckpt_dir = out / "checkpoint"
     resuming = resume and has_checkpoint(ckpt_dir, CONFIG_NAME)
@@ -398,8 +376,6 @@ def run(cfg: DistillConfig, resume: bool = False, pipe=None, progress: bool = Tr
             log.write(distiller.step, loop.wall_s, "validation", psnr=val_psnr, fixed_batch_loss=fixed)
     log.close()
     if main:
-        from .mappers.checkpoint import write_mapper_card
-
         write_mapper_card(ckpt_dir, log.path(), log.path("validation"))
         plot_curves(log.path(), log.path("validation"), out / "curves.png")
     return {"steps": distiller.step, "losses": losses, "wall_s": loop.wall_s, "seconds": time.perf_counter() - started, "checkpoint": str(ckpt_dir)}
@@ -407,13 +383,6 @@ def run(cfg: DistillConfig, resume: bool = False, pipe=None, progress: bool = Tr
 
 def plot_curves(loss_path, validation_path, png) -> Path | None:
     """Loss (raw and a 50-step moving mean) and validation PSNR against steps, one PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .io import atomic_path
-
     read = lambda p: [json.loads(x) for x in Path(p).read_text().splitlines() if x.strip()] if Path(p).is_file() else []  # noqa: E731
     losses, vals = read(loss_path), read(validation_path)
     if not losses:
@@ -422,7 +391,8 @@ def plot_curves(loss_path, validation_path, png) -> Path | None:
     loss = np.array([r["loss"] for r in losses])
     k = min(50, len(loss))
     mean = np.convolve(loss, np.ones(k) / k, mode="valid")
-    fig, axes = plt.subplots(1, 2 if vals else 1, figsize=(10 if vals else 5, 3.4), squeeze=False)
+    fig = Figure(figsize=(10 if vals else 5, 3.4))
+    axes = fig.subplots(1, 2 if vals else 1, squeeze=False)
     ax = axes[0][0]
     ax.plot(steps, loss, color="0.8", lw=0.8, label="loss")
     ax.plot(steps[k - 1 :], mean, color="C0", label=f"{k}-step mean")
@@ -444,69 +414,4 @@ def plot_curves(loss_path, validation_path, png) -> Path | None:
     fig.tight_layout()
     with atomic_path(png) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
     return Path(png)
-
-
-def register(sub) -> None:
-    """`fourdistill distill`: train Time / View Mappers from a 4D source."""
-    d = DistillConfig()
-    p = sub.add_parser(
-        "distill",
-        help="distil a 4D source into Time / View Mappers of a frozen diffusion model",
-        description="Train NeTI-style Time and View Mappers on pairs from a 4D source. Only the mappers train; "
-        "the VAE, U-Net, text encoder, image encoder and IP-Adapter stay frozen. Runs data-parallel under "
-        "`accelerate launch -m fourdistill.cli distill ...`.",
-    )
-    p.add_argument("--source", default=None, help=f"'world' (procedural scenes), a video, a D-NeRF or nerfstudio folder, or a fitted field (default {d.source})")
-    p.add_argument("--mode", default=None, choices=MODES, help=f"which control to learn (default {d.mode})")
-    p.add_argument("--model", default=None, help="diffusion stack: a local folder or hub id (default: the embedded stack)")
-    add_common_flags(p, d)
-    p.add_argument("--batch-size", type=int, default=None, help=f"pairs per micro-batch (default {d.batch_size})")
-    p.add_argument("--grad-accum", type=int, default=None, help=f"micro-batches per step (default {d.grad_accum})")
-    p.add_argument("--lr", type=float, default=None, help=f"AdamW learning rate (default {d.lr})")
-    p.add_argument("--mixed-precision", default=None, choices=["no", "fp16", "bf16"], help="GPU only (default no)")
-    p.add_argument("--world-seeds", type=int, nargs=2, default=None, metavar=("START", "STOP"), help=f"training scenes for --source world (default {d.world_seeds[0]} {d.world_seeds[1]})")
-    p.add_argument("--ip-scale", type=float, default=None, help=f"IP-Adapter scale during distillation (default {d.ip_adapter_scale}, the reference's)")
-    p.add_argument("--time-alpha", type=float, default=None, help=f"bypass alpha of the time token (default {d.time_alpha})")
-    p.add_argument("--view-alpha", type=float, default=None, help=f"bypass alpha of the view token (default {d.view_alpha})")
-    p.add_argument("--nested-dropout", type=float, default=None, help=f"nested-dropout probability (default {d.nested_dropout_p}; 0 turns it off)")
-    p.add_argument("--view-condition", default=None, choices=["spherical", "matrix"], help=f"View Mapper input (default {d.view_condition})")
-    p.add_argument("--save-every", type=int, default=None, help=f"checkpoint interval in steps (default {d.save_every})")
-    p.add_argument("--validate-every", type=int, default=None, help=f"steps between validation grids in OUT/validation (default {d.validate_every}; 0: none)")
-    p.set_defaults(handler=_distill_main)
-
-
-def _distill_main(args) -> int:
-    from .engine.config import config_from_args
-    from .engine.run import invoked_command, set_threads
-
-    cfg = config_from_args(
-        DistillConfig,
-        args,
-        {
-            "source": args.source,
-            "mode": args.mode,
-            "model": args.model,
-            "batch_size": args.batch_size,
-            "grad_accum": args.grad_accum,
-            "lr": args.lr,
-            "mixed_precision": args.mixed_precision,
-            "world_seeds": args.world_seeds,
-            "view_condition": args.view_condition,
-            "save_every": args.save_every,
-            "validate_every": args.validate_every,
-            "ip_adapter_scale": args.ip_scale,
-            "time_alpha": args.time_alpha,
-            "view_alpha": args.view_alpha,
-            "nested_dropout_p": args.nested_dropout,
-        },
-    )
-    set_threads(args.threads)
-    summary = run(cfg, resume=args.resume, command=invoked_command())
-    losses = summary["losses"]
-    if losses:
-        k = max(1, len(losses) // 10)
-        print(f"loss: first {np.mean(losses[:k]):.4f} -> last {np.mean(losses[-k:]):.4f} over {len(losses)} steps")
-    print(f"checkpoint: {summary['checkpoint']} ({summary['wall_s']:.0f} s of training)")
-    return 0

@@ -30,8 +30,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+from PIL import Image
 
+from .cameras import orbit_camera
 from .diffusion import DEFAULT_GUIDANCE, DEFAULT_STEPS
+from .diffusion.guidance import resolve_guidance_rescale
+from .io import image_grid
+from .mappers.checkpoint import LoadedMappers, load_mappers
+from .teachers.ip_adapter import encode_image_prompts, per_prompt_image_embeds
+from .teachers.load import load_stack
+from .world import DEFAULT_ORBIT, make_scene, render_view
 
 SHIPPED_MAPPERS = Path(__file__).resolve().parent / "assets" / "mappers"
 
@@ -84,8 +93,6 @@ def reference_to_pil(image, size: tuple[int, int], resize: bool = False, where: 
     """A reference image (PIL image, path, or (H, W, 3) array in [0, 1] or uint8) as an RGB PIL
     image of exactly `size` (width, height). Another size is an error unless `resize`; another
     mode is an error (convert it first, so nothing is guessed about alpha or palettes)."""
-    from PIL import Image
-
     if isinstance(image, (str, Path)):
         path = Path(image)
         if not path.is_file():
@@ -134,8 +141,6 @@ class ControlledPipeline:
     """
 
     def __init__(self, pipe, mappers=None, max_rows: int = 2048, conditioner=None):
-        from .mappers.checkpoint import LoadedMappers, load_mappers
-
         self.pipe = pipe
         if conditioner is not None:
             self.conditioner, self.config = conditioner, {}
@@ -150,8 +155,6 @@ class ControlledPipeline:
     def from_pretrained(cls, model: str | None = None, mappers=None, device="cpu", dtype=None) -> "ControlledPipeline":
         """The stack (embedded by default, a folder or a hub id) with its IP-Adapter, and mappers
         (the shipped ones by default)."""
-        from .teachers.load import load_stack
-
         pipe = load_stack(model, ip_adapter=True, device=device, dtype=dtype)
         pipe.set_progress_bar_config(disable=True)
         return cls(pipe, SHIPPED_MAPPERS if mappers is None else mappers)
@@ -200,8 +203,6 @@ class ControlledPipeline:
         """Per-layer conditions for every (timestep, image): (S, L, B, 77, C), in one batched
         text-encoder pass (chunked by `max_rows` prompts only when the batch is larger).
         textual_bypass: False drops the textual bypass (alpha 0), as in `MappedTextConditioner`."""
-        import torch
-
         cond = self.conditioner
         device = next(self.pipe.text_encoder.parameters()).device
         timesteps = torch.as_tensor(timesteps).reshape(-1).to(device)
@@ -233,8 +234,6 @@ class ControlledPipeline:
         return out.reshape(n_l, s, b, *out.shape[2:]).permute(1, 0, 2, 3, 4)
 
     def _plain_embeddings(self, prompts: list[str]):
-        import torch
-
         tok = self.pipe.tokenizer
         device = next(self.pipe.text_encoder.parameters()).device
         ids = tok(prompts, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt").input_ids
@@ -244,10 +243,6 @@ class ControlledPipeline:
     def _image_embeds(self, references: list, guided: bool, image_in_uncond: bool):
         """IP-Adapter inputs for the U-Net, one reference per image: [(2B or B, 1, ...)] with the
         negative half first (see per_prompt_image_embeds)."""
-        import torch
-
-        from .teachers.ip_adapter import encode_image_prompts
-
         embeds, negative = encode_image_prompts(self.pipe, references)
         embeds = embeds.unsqueeze(1)
         if not guided:
@@ -291,12 +286,6 @@ class ControlledPipeline:
         textual_bypass: False generates with the mappers' textual bypass off (alpha 0 for both tokens),
             the `no_bypass` ablation of `fourdistill evaluate`.
         """
-        import torch
-        from PIL import Image
-
-        from .teachers.ip_adapter import per_prompt_image_embeds
-        from .diffusion.guidance import resolve_guidance_rescale
-
         pipe = self.pipe
         prompts = _as_list(prompt, None, "prompt")
         if image is None:
@@ -437,9 +426,6 @@ class WorldReference:
 
     def truth(self, d: float = 0.0, view: ViewChange | None = None, size: int = 64) -> np.ndarray | None:
         """The true render at t_ref + d from the changed camera; None where t leaves [0, 1]."""
-        from .cameras import orbit_camera
-        from .world import DEFAULT_ORBIT, render_view
-
         t = self.time + float(d)
         if not 0.0 <= t <= 1.0:
             return None
@@ -451,9 +437,6 @@ class WorldReference:
 
 
 def world_reference(seed: int, size: int = 64, time: float = 0.5, azimuth_deg: float = 30.0, elevation_deg: float = 25.0, radius: float = 3.2) -> WorldReference:
-    from .cameras import orbit_camera
-    from .world import DEFAULT_ORBIT, make_scene, render_view
-
     if not 0.0 <= time <= 1.0:
         raise ValueError(f"reference time must lie in [0, 1], got {time}")
     scene = make_scene(int(seed))
@@ -462,10 +445,10 @@ def world_reference(seed: int, size: int = 64, time: float = 0.5, azimuth_deg: f
     return WorldReference(scene, rgb, scene.caption, time, azimuth_deg, elevation_deg, radius)
 
 
-def _panel(reference: np.ndarray, rows: list[list[np.ndarray | None]], pad: int = 2) -> np.ndarray:
-    """The reference on the left, then rows of images (None: a grey cell)."""
-    from .io import image_grid
-
+def panel(reference: np.ndarray, rows: list[list[np.ndarray | None]], pad: int = 2) -> np.ndarray:
+    """One image of a generation for `fourdistill generate`: the reference (H, W, 3) in the first
+    column of the first row (white below it), then each row's images (H, W, 3) in [0, 1]
+    (None: a grey cell, e.g. a true frame outside t in [0, 1])."""
     h, w, _ = reference.shape
     grey = np.full((h, w, 3), 0.5, dtype=np.float32)
     blank = np.ones((h, w, 3), dtype=np.float32)
@@ -474,96 +457,3 @@ def _panel(reference: np.ndarray, rows: list[list[np.ndarray | None]], pad: int 
         cells.append(reference if r == 0 else blank)
         cells.extend(grey if im is None else im for im in row)
     return image_grid(np.stack(cells), rows=len(rows), pad=pad)
-
-
-def register(sub) -> None:
-    """`fourdistill generate`: images with time and view control."""
-    p = sub.add_parser(
-        "generate",
-        help="generate with time and view control (a single image or sweeps)",
-        description="Generate from a prompt and a reference image with a time displacement d in [-1, 1] "
-        "and/or a view change. Defaults: the embedded stack and the shipped mappers, DPM-Solver 30 steps, "
-        "guidance 5. Sweeps write a PNG grid (reference on the left; for --world references the true "
-        "frames below) and the frames as .mp4 and .gif.",
-    )
-    p.add_argument("--prompt", default=None, help="caption (default with --world: the scene's caption)")
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--image", default=None, help="reference image (RGB, the model's size unless --resize)")
-    src.add_argument("--world", type=int, default=None, metavar="SEED", help="use a render of world scene SEED as the reference (held-out seeds: 1000000..1000999)")
-    p.add_argument("--ref-time", type=float, default=0.5, help="with --world: time of the reference render (default 0.5)")
-    p.add_argument("--time", type=float, default=None, help="time displacement d = t_target - t_reference in [-1, 1]")
-    p.add_argument("--azimuth", type=float, default=None, help="view change: azimuth in degrees")
-    p.add_argument("--elevation", type=float, default=None, help="view change: elevation in degrees")
-    p.add_argument("--radius", type=float, default=None, help="view change: radius in world units")
-    p.add_argument("--sweep", default="none", choices=["none", "time", "view", "grid"], help="time sweep (d -1..1), view orbit (azimuth -90..90), or a time x view grid")
-    p.add_argument("--frames", type=int, default=None, help="sweep length (default 9; the grid is N x N with default 5)")
-    p.add_argument("--model", default=None, help="diffusion stack: folder or hub id (default: the embedded stack)")
-    p.add_argument("--mappers", default=None, help="mapper checkpoint folder (default: the shipped mappers)")
-    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"denoising steps (default {DEFAULT_STEPS})")
-    p.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE, help=f"guidance scale (default {DEFAULT_GUIDANCE})")
-    p.add_argument("--guidance-rescale", type=float, default=None, metavar="R",
-                   help="diffusers' guidance_rescale (Lin et al.); default: 0.7 for a zero-terminal-SNR stack, else 0")
-    p.add_argument("--ip-scale", type=float, default=None, help="IP-Adapter scale (default: the one the mappers were distilled with)")
-    p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
-    p.add_argument("--resize", action="store_true", help="resize a reference of another size to the model's")
-    p.add_argument("--fps", type=int, default=4, help="frame rate of sweep videos (default 4)")
-    p.add_argument("--out", default="generated.png", help="PNG to write (sweeps also write .mp4 and .gif beside it)")
-    p.set_defaults(handler=_generate_main)
-
-
-def _generate_main(args) -> int:
-    from .io import save_image, write_video
-
-    out = Path(args.out)
-    if out.suffix.lower() != ".png":
-        raise ValueError(f"--out {out}: write a .png (sweeps add .mp4 and .gif beside it)")
-    cp = ControlledPipeline.from_pretrained(args.model, args.mappers)
-    width, _ = cp.size
-    ref = None
-    image = args.image
-    prompt = args.prompt
-    if args.world is not None:
-        ref = world_reference(args.world, size=width, time=args.ref_time)
-        image = ref.image
-        prompt = prompt if prompt is not None else ref.caption
-    if prompt is None:
-        raise ValueError("give --prompt (or --world SEED to use a world scene and its caption)")
-    common = dict(num_inference_steps=args.steps, guidance_scale=args.guidance, guidance_rescale=args.guidance_rescale, seed=args.seed, ip_adapter_scale=args.ip_scale, resize=args.resize)
-    reference = None
-    if image is not None:
-        reference = np.asarray(reference_to_pil(image, cp.size, resize=args.resize), dtype=np.float32) / 255.0
-    shown = reference if reference is not None else np.ones((width, width, 3), np.float32)
-    view_given = any(v is not None for v in (args.azimuth, args.elevation, args.radius))
-    view = ViewChange(args.azimuth or 0.0, args.elevation or 0.0, args.radius or 0.0) if view_given else None
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if args.sweep == "none":
-        images = cp(prompt, image, time=args.time, view=view, **common)
-        rows = [[images[0]]]
-        if ref is not None:
-            rows.append([ref.truth(args.time or 0.0, view, width)])
-        save_image(out, _panel(shown, rows))
-        print(f"wrote {out} (reference | generated{' ; truth below' if ref is not None else ''})")
-        return 0
-    n = args.frames or (5 if args.sweep == "grid" else 9)
-    if args.sweep == "grid":
-        deltas, azimuths, grid = cp.time_view_grid(prompt, image, np.linspace(-1, 1, n), np.linspace(-90, 90, n), **common)
-        rows = [list(r) for r in grid]
-        save_image(out, _panel(shown, rows))
-        frames = grid.reshape(-1, *grid.shape[2:])
-        print(f"wrote {out}: rows d = {', '.join(f'{d:+.2f}' for d in deltas)}; columns azimuth {', '.join(f'{a:+.0f}' for a in azimuths)} deg")
-    else:
-        if args.sweep == "time":
-            values, frames = cp.time_sweep(prompt, image, np.linspace(-1, 1, n), **common)
-            truths = [ref.truth(d, None, width) for d in values] if ref is not None else None
-            label = "d = " + ", ".join(f"{d:+.2f}" for d in values)
-        else:
-            values, frames = cp.view_orbit(prompt, image, np.linspace(-90, 90, n), **common)
-            truths = [ref.truth(0.0, ViewChange(azimuth_deg=a), width) for a in values] if ref is not None else None
-            label = "azimuth " + ", ".join(f"{a:+.0f}" for a in values) + " deg"
-        rows = [list(frames)] + ([truths] if truths is not None else [])
-        save_image(out, _panel(shown, rows))
-        print(f"wrote {out}: {label}{' (truth below; grey: outside t in [0, 1])' if truths is not None else ''}")
-    for suffix in (".mp4", ".gif"):
-        write_video(out.with_suffix(suffix), frames, fps=args.fps)
-    print(f"wrote {out.with_suffix('.mp4')} and {out.with_suffix('.gif')} ({len(frames)} frames)")
-    return 0

@@ -13,7 +13,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import av
 import numpy as np
+from PIL import Image
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".gif", ".avi")
 
@@ -68,8 +70,6 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
 
 def save_image(path, image: np.ndarray, mask: np.ndarray | None = None) -> None:
     """Save (H, W, 3) float [0, 1] as PNG/JPEG; with `mask` (H, W) as RGBA PNG."""
-    from PIL import Image
-
     rgb = to_uint8(image)
     if mask is not None:
         rgb = np.concatenate([rgb, to_uint8(mask)[..., None]], axis=-1)
@@ -101,13 +101,9 @@ def write_video(path, frames, fps: int = 24) -> Path:
         raise ValueError(f"{path}: frames must have shape (N, H, W, 3) with N >= 1, got {frames.shape}")
     with atomic_path(path) as tmp:
         if suffix == ".gif":
-            from PIL import Image
-
             pil = [Image.fromarray(f) for f in frames]
             pil[0].save(tmp, format="GIF", save_all=True, append_images=pil[1:], duration=int(round(1000 / fps)), loop=0)
         else:
-            import av
-
             codec = {".mp4": "libx264", ".webm": "libvpx-vp9", ".avi": "mpeg4"}[suffix]
             h, w = frames.shape[1:3]
             # yuv420p needs even sizes: pad by edge replication

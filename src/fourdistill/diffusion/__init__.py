@@ -5,7 +5,8 @@ score distillation share it.
 
 The sampler defaults live here too: DPM-Solver multistep (`schedule.inference_scheduler`),
 DEFAULT_STEPS steps at guidance DEFAULT_GUIDANCE, the reference implementation's inference
-settings. Importing this package stays cheap (torch and diffusers load inside the functions).
+settings. This file holds only those constants, because the command parsers read them;
+schedule.py and guidance.py import torch and diffusers at their top.
 """
 
 DEFAULT_STEPS = 30  # DPM-Solver multistep steps (the reference implementation's inference settings)

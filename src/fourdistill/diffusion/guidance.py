@@ -7,6 +7,8 @@ conditional and the unconditional one at the same input and timestep.
 
 from __future__ import annotations
 
+import torch
+
 # Lin et al. (section 3.4): with a zero-terminal-SNR schedule, classifier-free guidance at the usual
 # scales over-exposes; rescaling the guided prediction to the conditional one's standard deviation,
 # mixed 0.7 : 0.3 with the plain guided one, fixes it. diffusers' pipelines take it as
@@ -51,8 +53,6 @@ def predict(unet, x, timesteps, text_states, image_tokens=None, guidance: float 
     guidance > 0 the classifier-free guided one, uncond + guidance * (cond - uncond), the
     unconditional side on `uncond_states` with the same image tokens, both halves in one batched
     call; guidance_rescale > 0 then rescales it (rescale_guidance)."""
-    import torch
-
     def run(x, t, states, tokens):
         extra = {} if tokens is None else {"added_cond_kwargs": {"image_embeds": [tokens[:, None]]}}
         return unet(x, t, encoder_hidden_states=states, **extra).sample

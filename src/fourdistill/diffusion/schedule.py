@@ -17,6 +17,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+from diffusers import DDPMScheduler, DPMSolverMultistepScheduler
+
 # Stable Diffusion's training noise schedule: DDPM, 1000 steps, scaled_linear betas
 # 0.00085..0.012, epsilon prediction (the SD 1.x scheduler config). NoiseConfig can change the
 # prediction target and the end of the schedule (see noise_schedule).
@@ -69,16 +72,12 @@ def noise_schedule(noise: NoiseConfig | None = None) -> dict:
 
 def training_scheduler(noise: NoiseConfig | None = None):
     """DDPM with Stable Diffusion's noise schedule (what a stack is trained with)."""
-    from diffusers import DDPMScheduler
-
     return DDPMScheduler(**noise_schedule(noise), clip_sample=False)
 
 
 def inference_scheduler(noise: NoiseConfig | None = None):
     """DPM-Solver multistep over the training schedule, the sampler a stack ships with (run for
     fourdistill.diffusion.DEFAULT_STEPS steps)."""
-    from diffusers import DPMSolverMultistepScheduler
-
     return DPMSolverMultistepScheduler(**noise_schedule(noise))
 
 
@@ -167,8 +166,6 @@ def sample_timesteps(n: int, n_train: int, gen=None, high_noise_fraction: float 
     """n training timesteps (N,) int64: uniform over [0, n_train), except that the first
     round(high_noise_fraction * n) of them are uniform over [high_noise_start, n_train), the
     noisiest steps, where only the condition can say where things are. `gen`: a torch.Generator."""
-    import torch
-
     t = torch.randint(0, n_train, (n,), generator=gen)
     k = int(round(high_noise_fraction * n))
     if k > 0:
@@ -218,8 +215,6 @@ def annealed_timesteps(annealing: TimestepAnnealing, step: int, n: int, n_train:
     """n timesteps (N,) int64 at optimisation `step`: uniform over the integers
     [int(n_train t_min), int(n_train t_max)] (threestudio's rounding), or with `decreasing` all
     int(n_train t) for the step's t, capped at n_train - 1. `gen`: a torch.Generator."""
-    import torch
-
     lo, hi = timestep_range(annealing, step)
     if annealing.decreasing:
         t = hi - (hi - lo) * _progress(annealing, step)

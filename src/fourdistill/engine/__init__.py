@@ -25,6 +25,9 @@ distill.py for the two real ones):
         loss = ...; loop.log(step + 1, loss=float(loss))
     write_card(out / "checkpoint", card_text(title=..., steps=loop.step, wall_s=loop.wall_s, ...))
 
-Importing this package is cheap: torch, safetensors, tqdm and TensorBoard load inside the
-functions that need them.
+Importing this package is cheap. Two of its modules stay light because light code imports
+them: config.py (the command parsers call `add_common_flags`; PyYAML and the JSON writer load
+when a file is read or written) and checkpoint.py (the fitted field's source detection runs
+`clean_stale` on every folder opened as a source; torch and safetensors load when a checkpoint
+is written or read). loop.py, cards.py and run.py import torch at their top.
 """

@@ -22,6 +22,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
+
+from ..io import atomic_path
+
 
 def card_text(
     title: str,
@@ -47,8 +51,6 @@ def card_text(
     if steps is not None and not any(f"{steps} steps" in line for line in training):
         lines.append(f"- steps: {steps}")
     if wall_s is not None:
-        import torch
-
         where = f" on {device}" if device else ""
         lines.append(f"- wall time: {wall_s / 60.0:.1f} min{where} ({threads if threads is not None else torch.get_num_threads()} torch threads; torch {torch.__version__})")
     if numbers:
@@ -67,8 +69,6 @@ def card_text(
 
 def write_card(folder, text: str) -> Path:
     """Write `text` to folder/README.md atomically; returns the path."""
-    from ..io import atomic_path
-
     path = Path(folder) / "README.md"
     with atomic_path(path) as tmp:
         Path(tmp).write_text(text)

@@ -22,6 +22,9 @@ is missing (interrupted between the two renames) is renamed back.
 Errors: a missing or damaged file (truncated safetensors, a torch file that does not unpickle,
 JSON that does not parse) raises CheckpointError, a ValueError whose message starts with the
 file's path, which the CLI prints as one line.
+
+This module stays light (torch and safetensors load inside the functions that use them):
+fourdistill.field's source detection calls `clean_stale` on every folder opened as a source.
 """
 
 from __future__ import annotations
@@ -29,10 +32,15 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pickle
+import random
 import shutil
 import tempfile
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 WEIGHTS_NAME = "model.safetensors"
 META_NAME = "checkpoint.json"
@@ -118,9 +126,6 @@ def _swap_in(tmp: Path, folder: Path) -> None:
 def capture_rng(generators: dict | None = None) -> dict:
     """The global random states of python, numpy and torch (and CUDA where present), plus
     the states of named torch.Generator objects, as plain types torch.load(weights_only) reads."""
-    import random
-
-    import numpy as np
     import torch
 
     np_state = np.random.get_state(legacy=False)
@@ -139,9 +144,6 @@ def capture_rng(generators: dict | None = None) -> dict:
 def restore_rng(state: dict, generators: dict | None = None) -> None:
     """Restore what capture_rng captured (the named generators in `generators` included;
     a global state the dict does not hold is left as it is)."""
-    import random
-
-    import numpy as np
     import torch
 
     if "python" in state:
@@ -242,9 +244,6 @@ def load_weights(path, device="cpu") -> dict:
 
 def load_torch_file(path, what: str):
     """torch.load(weights_only=True) with CheckpointError naming the file when missing or damaged."""
-    import pickle
-    import zipfile
-
     import torch
 
     path = Path(path)

@@ -16,7 +16,8 @@ except those that may change between invocations (`MAY_CHANGE`: how long to trai
 often to save, validate and log).
 
 `add_common_flags` gives every training subcommand the same --config, --out, --resume,
---seed, --steps and --threads.
+--seed, --steps and --threads. The command parsers import this module, so it stays light:
+PyYAML and the JSON writer load when a file is read or written.
 """
 
 from __future__ import annotations
@@ -195,15 +196,19 @@ def override(config, overrides: dict):
 def add_common_flags(parser, defaults=None, *, out_required: bool = False) -> None:
     """--config, --out, --resume, --seed, --steps, --threads on a subparser.
 
-    defaults: the config's default instance, for the help texts. Every flag defaults to None
-    ("the file's or the config's"), so a flag overrides --config FILE only when given.
+    defaults: for the help texts, the config's default instance (its values are shown) or the
+    config's class name (the help names the field: "default: ReconstructConfig.steps"). Every
+    flag defaults to None ("the file's or the config's"), so a flag overrides --config FILE
+    only when given.
     """
     def shown(name):
+        if isinstance(defaults, str):
+            return f" (default: {defaults}.{name})"
         value = getattr(defaults, name, None)
         return f" (default {value})" if value is not None else ""
 
     parser.add_argument("--config", metavar="FILE", default=None, help="settings from a JSON or YAML file; flags given override it")
-    parser.add_argument("--out", default=None, required=out_required, help="run folder" + shown("out"))
+    parser.add_argument("--out", default=None, required=out_required, help="run folder" + ("" if out_required else shown("out")))
     parser.add_argument("--resume", action="store_true", help="continue the run in --out (same settings; --steps may grow)")
     parser.add_argument("--seed", type=int, default=None, help="seed of everything random" + shown("seed"))
     parser.add_argument("--steps", type=int, default=None, help="training steps" + shown("steps"))

@@ -38,6 +38,10 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
 
 class NonFiniteLossError(FloatingPointError):
     """A loss became NaN or infinite; the message names the loss and the step."""
@@ -45,9 +49,6 @@ class NonFiniteLossError(FloatingPointError):
 
 def step_generators(seed: int, step: int, process: int = 0):
     """The (numpy, torch) generators of one step: randomness as a function of (seed, step, process)."""
-    import numpy as np
-    import torch
-
     np_rng = np.random.default_rng([int(seed), int(step), int(process), 0xD1])
     torch_gen = torch.Generator().manual_seed(int(np_rng.integers(2**62)))
     return np_rng, torch_gen
@@ -189,8 +190,6 @@ class Loop:
 
     # ------------------------------------------------------------------ steps
     def __iter__(self):
-        from tqdm.auto import tqdm
-
         self.bar = tqdm(total=self.steps, initial=self.start_step, desc=self.desc, unit="step", disable=not self.progress, dynamic_ncols=True)
         self._tick = time.perf_counter()
         try:

@@ -5,13 +5,14 @@ Library code (trainers, model cards) imports these from here; the CLI only parse
 
 from __future__ import annotations
 
+import shlex
 import sys
+
+import torch
 
 
 def invoked_command() -> str | None:
     """The command line as typed, for model cards and reports (None when not run as `fourdistill`)."""
-    import shlex
-
     if not sys.argv or not sys.argv[0].endswith("fourdistill"):
         return None
     return "fourdistill " + " ".join(shlex.quote(a) for a in sys.argv[1:])
@@ -21,6 +22,4 @@ def set_threads(threads: int | None) -> None:
     """Set torch's CPU threads (the compiled hash-grid kernel's included) when a command's
     --threads asks for a number; None or 0 keeps torch's default."""
     if threads:
-        import torch
-
         torch.set_num_threads(threads)

@@ -1,6 +1,8 @@
 """Evaluation: image metrics (PSNR, SSIM, masked variants, Spearman) and the world's judge.
 
-Importing this package is cheap; torch loads when a name below is first used.
+Importing this package is cheap because the `evaluate` command's parser imports
+evaluate/config.py, which runs this file first: torch loads when a name below is first used.
+The modules import what they use at their top.
 """
 
 _METRICS = ("as_image_tensor", "psnr", "masked_psnr", "ssim", "masked_ssim", "spearman")

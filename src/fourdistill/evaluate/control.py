@@ -23,45 +23,27 @@ generated image as in the true target.
 from __future__ import annotations
 
 import time as _time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+from matplotlib.figure import Figure
+from tqdm.auto import tqdm
 
-from ..diffusion import DEFAULT_GUIDANCE, DEFAULT_STEPS
+from ..generate import ViewChange
+from ..io import atomic_path, image_grid, save_image, write_json
+from ..pairs import PairConfig, PairSampler
+from ..sources.world import WorldScenes
+from ..world import DEFAULT_ORBIT, EVAL_SEEDS, make_scene, render_view
+from .config import ControlEvalConfig
+from .judge import load_judge
+from .learned import fvd, lpips_distance
+from .metrics import as_image_tensor, masked_psnr, masked_ssim, psnr, spearman, ssim
 
-METHODS = ("mappers", "copy", "ip_adapter", "ip_adapter_phrase", "no_bypass")
 TIME_BINS = (0.0, 0.25, 0.5, 0.75, 1.0)  # |d|
 VIEW_BINS = (0.0, 30.0, 60.0, 90.0)  # |d azimuth| in degrees
 PSNR_CAP_DB = 60.0  # identical images (e.g. an object hidden from both views) would give inf and poison the means
-
-
-@dataclass
-class ControlEvalConfig:
-    """What `fourdistill evaluate` runs. Pairs come from the first `scenes` EVAL_SEEDS."""
-
-    pairs: int = 48  # per kind
-    scenes: int = 200
-    kinds: tuple[str, ...] = ("time", "view", "joint")
-    steps: int = DEFAULT_STEPS
-    guidance: float = DEFAULT_GUIDANCE
-    ip_adapter_scale: float | None = None  # None: the scale the mappers were distilled with
-    batch: int = 16
-    seed: int = 0
-    methods: tuple[str, ...] = METHODS
-    extra: dict = field(default_factory=dict)  # name -> mapper folder (ablations)
-
-    def __post_init__(self):
-        self.kinds = tuple(self.kinds)
-        self.methods = tuple(self.methods)
-        for k in self.kinds:
-            if k not in ("time", "view", "joint"):
-                raise ValueError(f"kinds: {k!r} is not one of time, view, joint")
-        for m in self.methods:
-            if m not in METHODS:
-                raise ValueError(f"methods: {m!r} is not one of {', '.join(METHODS)}")
-        if self.pairs < 2:
-            raise ValueError(f"pairs must be at least 2 (Spearman needs two), got {self.pairs}")
 
 
 # ---------------------------------------------------------------------- words for the changes
@@ -107,18 +89,12 @@ def moving_seeds(seeds) -> list[int]:
     """The seeds whose scene has at least one moving object: a time change of a scene where
     nothing moves changes no pixel, so it cannot test time control (and would score copying
     with an infinite PSNR)."""
-    from ..world import make_scene
-
     return [s for s in seeds if any(o.motion != "static" for o in make_scene(s).objects)]
 
 
 def held_out_pairs(kind: str, n: int, scenes: int, resolution: int, seed: int = 0) -> EvalPairs:
     """n pairs of `kind` from the first `scenes` evaluation seeds (no same-frame pairs; time and
     joint pairs only from scenes where something moves)."""
-    from ..pairs import PairConfig, PairSampler
-    from ..sources.world import WorldScenes
-    from ..world import EVAL_SEEDS
-
     seeds = list(EVAL_SEEDS)[:scenes]
     if kind in ("time", "joint"):
         seeds = moving_seeds(seeds)
@@ -141,10 +117,6 @@ def held_out_pairs(kind: str, n: int, scenes: int, resolution: int, seed: int = 
 # ---------------------------------------------------------------------- scoring
 def image_scores(generated: np.ndarray, target: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
     """Per-image PSNR / SSIM, unmasked and masked to the target's objects."""
-    import torch
-
-    from .metrics import as_image_tensor, masked_psnr, masked_ssim, psnr, ssim
-
     g, t = as_image_tensor(generated), as_image_tensor(target)
     m = torch.from_numpy(mask.astype(np.float32))[:, None]
     cap = lambda x: np.minimum(x.numpy().astype(np.float64), PSNR_CAP_DB)  # noqa: E731
@@ -173,8 +145,6 @@ def binned(values: np.ndarray, mags: np.ndarray, edges) -> list[dict]:
 
 def judge_agreement(judge, generated: np.ndarray, target: np.ndarray) -> dict:
     """Does the judge read the same objects (shape and colour) in the generated image as in the truth?"""
-    from .metrics import as_image_tensor
-
     a = judge.labels(as_image_tensor(generated)).numpy()
     b = judge.labels(as_image_tensor(target)).numpy()
     return {"exact": float(np.mean(np.all(a == b, axis=1))), "per_shape": float(np.mean(a == b))}
@@ -182,8 +152,6 @@ def judge_agreement(judge, generated: np.ndarray, target: np.ndarray) -> dict:
 
 # ---------------------------------------------------------------------- generation per method
 def _views(pairs: EvalPairs):
-    from ..generate import ViewChange
-
     return [ViewChange(*map(float, s)) for s in pairs.spherical_delta]
 
 
@@ -215,8 +183,6 @@ def generate_method(cp, method: str, pairs: EvalPairs, cfg: ControlEvalConfig) -
 def time_videos(cp, method: str, n_videos: int, frames: int, cfg: ControlEvalConfig, scenes: int) -> tuple[np.ndarray, np.ndarray]:
     """(true, generated) videos (N, T, H, W, 3): from a reference at t = 0, frames at t = d for
     d in linspace(0, 1, T), one held-out scene and camera per video."""
-    from ..world import DEFAULT_ORBIT, EVAL_SEEDS, make_scene, render_view
-
     side = cp.size[0]
     rng = np.random.default_rng([cfg.seed, 0xF7D])
     deltas = np.linspace(0.0, 1.0, frames)
@@ -246,11 +212,6 @@ def evaluate_control(
     "fvd_videos": N, "fvd_frames": T}: LPIPS against the truth and CLIP score against the caption
     for every method, and FVD of time-sweep videos for the mappers, copying and IP-Adapter alone.
     """
-    from tqdm.auto import tqdm
-
-    from .judge import load_judge
-    from .metrics import spearman
-
     judge = judge or load_judge()
     extra_pipelines = extra_pipelines or {}
     kinds = [k for k in cfg.kinds if (k != "time" or cp.has_time) and (k != "view" or cp.has_view) and (k != "joint" or (cp.has_time and cp.has_view))]
@@ -278,8 +239,6 @@ def evaluate_control(
                 "seconds": _time.perf_counter() - start,
             }
             if learned and learned.get("lpips") is not None:
-                from .learned import lpips_distance
-
                 entry["methods"][method]["lpips"] = float(lpips_distance(learned["lpips"], images, pairs.target).mean())
             if learned and learned.get("clip") is not None:
                 entry["methods"][method]["clip_score"] = float(learned["clip"](images, pairs.captions).mean())
@@ -289,8 +248,6 @@ def evaluate_control(
         report["kinds"][kind] = entry
     bar.close()
     if learned and learned.get("fvd") is not None and cp.has_time:
-        from .learned import fvd
-
         n_videos, frames = int(learned.get("fvd_videos", 16)), int(learned.get("fvd_frames", 16))
         report["fvd"] = {"videos": n_videos, "frames": frames, "methods": {}}
         for method in ("mappers", "copy", "ip_adapter"):
@@ -301,8 +258,6 @@ def evaluate_control(
 
 def _save_samples(path: Path, pairs: EvalPairs, images: np.ndarray, n: int = 8) -> None:
     """Rows: references, generated, truth (the first n pairs)."""
-    from ..io import image_grid, save_image
-
     k = min(n, len(images))
     path.parent.mkdir(parents=True, exist_ok=True)
     save_image(path, image_grid(np.concatenate([pairs.reference[:k], images[:k], pairs.target[:k]]), rows=3))
@@ -348,15 +303,9 @@ def markdown_report(report: dict, command: str | None = None) -> str:
 
 def plot_report(report: dict, path) -> Path:
     """PSNR against the size of the change, a panel per kind, a line per method."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..io import atomic_path
-
     kinds = list(report["kinds"])
-    fig, axes = plt.subplots(1, len(kinds), figsize=(4.5 * len(kinds), 3.6), squeeze=False)
+    fig = Figure(figsize=(4.5 * len(kinds), 3.6))
+    axes = fig.subplots(1, len(kinds), squeeze=False)
     for ax, kind in zip(axes[0], kinds):
         entry = report["kinds"][kind]
         edges = entry["bins"]
@@ -373,14 +322,11 @@ def plot_report(report: dict, path) -> Path:
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
     return path
 
 
 def write_report(report: dict, folder, command: str | None = None) -> Path:
     """report.json, report.md and psnr_vs_change.png in `folder` (each written atomically)."""
-    from ..io import atomic_path, write_json
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     write_json(folder / "report.json", report)

@@ -20,8 +20,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
+import transformers
+from safetensors.torch import load_file
+
+from .metrics import as_image_tensor
 
 I3D_SIZE = 224
 # LPIPS v0.1 input scaling (from [-1, 1] inputs) and AlexNet feature widths.
@@ -165,8 +169,6 @@ class LPIPS(nn.Module):
 def _load_state(path: Path) -> dict:
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
             return load_file(str(path))
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -178,8 +180,6 @@ def _load_state(path: Path) -> dict:
 
 def lpips_distance(model: LPIPS, a, b, batch: int = 32) -> np.ndarray:
     """Per-image LPIPS of (N, H, W, 3) arrays in [0, 1] (resized up to 64 px at least)."""
-    from .metrics import as_image_tensor
-
     x, y = as_image_tensor(a), as_image_tensor(b)
     if x.shape != y.shape:
         raise ValueError(f"LPIPS compares images of one shape, got {tuple(x.shape)} and {tuple(y.shape)}")
@@ -198,13 +198,12 @@ class ClipScorer:
     """CLIP score 100 * max(cos(image, text), 0) with a local transformers CLIP folder."""
 
     def __init__(self, folder):
-        from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
-
         folder = _existing(folder, "CLIP model for the CLIP score", "download a CLIP model (e.g. openai/clip-vit-large-patch14) to a folder and pass it (--clip-model)")
         try:
-            self.model = CLIPModel.from_pretrained(str(folder), local_files_only=True).eval()
-            self.tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-            self.processor = CLIPImageProcessor.from_pretrained(str(folder), local_files_only=True)
+            # transformers resolves its classes on first use (the image processor warns then when torchvision is missing)
+            self.model = transformers.CLIPModel.from_pretrained(str(folder), local_files_only=True).eval()
+            self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+            self.processor = transformers.CLIPImageProcessor.from_pretrained(str(folder), local_files_only=True)
         except (OSError, ValueError) as exc:
             raise ValueError(f"{folder}: not a CLIP model folder ({str(exc).splitlines()[0]})") from None
 

@@ -41,8 +41,6 @@ def as_image_tensor(images) -> torch.Tensor:
         x = images
         channel_last = False
     else:
-        import numpy as np
-
         arr = np.asarray(images)
         x = torch.from_numpy(np.ascontiguousarray(arr))
         channel_last = True

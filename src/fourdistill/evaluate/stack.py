@@ -16,8 +16,19 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import DDPMScheduler
+from PIL import Image
 
 from ..diffusion import DEFAULT_GUIDANCE, DEFAULT_STEPS
+from ..diffusion.guidance import resolve_guidance_rescale
+from ..diffusion.schedule import predicted_clean_latents
+from ..io import image_grid, save_image
+from ..teachers.ip_adapter import encode_image_prompts, per_prompt_image_embeds
+from ..teachers.train import stack_pipeline
+from ..world import DEFAULT_ORBIT, EVAL_SEEDS, TRAIN_SEEDS, make_scene, object_mask, render_view
+from .judge import attribute_accuracy, load_judge
 from .metrics import mse_numpy, psnr_from_mse, psnr_numpy
 
 
@@ -38,8 +49,6 @@ class HeldOut:
 def held_out_references(n: int, resolution: int = 64, seed: int = 0, world=None) -> HeldOut:
     """The first `n` EVAL_SEEDS scenes, one render each at a seeded DEFAULT_ORBIT camera and time.
     `world`: the WorldConfig the scenes are drawn from (None: the default)."""
-    from ..world import DEFAULT_ORBIT, EVAL_SEEDS, make_scene, render_view
-
     if n > len(EVAL_SEEDS):
         raise ValueError(f"at most {len(EVAL_SEEDS)} held-out scenes, asked for {n}")
     rng = np.random.default_rng([seed, 0xE7A1])
@@ -58,8 +67,6 @@ def held_out_references(n: int, resolution: int = 64, seed: int = 0, world=None)
 def _regions(scene, camera, time01: float, depth: np.ndarray) -> np.ndarray:
     """Per pixel of a view with `depth` (H, W): 0 sky, 1 ground, 2 an object (nearer than the
     ground seen without objects)."""
-    from ..world import object_mask
-
     out = np.zeros(depth.shape, dtype=np.uint8)
     out[np.isfinite(depth)] = 1
     out[object_mask(scene, [camera], [time01], depth[None])[0]] = 2
@@ -69,8 +76,6 @@ def _regions(scene, camera, time01: float, depth: np.ndarray) -> np.ndarray:
 def training_mean_image(resolution: int = 64, n: int = 256, seed: int = 0, world=None) -> np.ndarray:
     """The mean of `n` renders of training scenes at DEFAULT_ORBIT cameras and uniform times,
     (H, W, 3): the best image a generator that ignores its prompts could output, in PSNR."""
-    from ..world import DEFAULT_ORBIT, TRAIN_SEEDS, make_scene, render_view
-
     rng = np.random.default_rng([seed, 0x3EA7])
     total = np.zeros((resolution, resolution, 3), dtype=np.float64)
     for s in list(TRAIN_SEEDS)[:n]:
@@ -81,9 +86,6 @@ def training_mean_image(resolution: int = 64, n: int = 256, seed: int = 0, world
 
 def low_pass(images: np.ndarray, size: int) -> np.ndarray:
     """(N, H, W, 3) images averaged down to size x size and bilinearly resized back."""
-    import torch
-    import torch.nn.functional as F
-
     x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
     x = F.interpolate(F.adaptive_avg_pool2d(x, size), size=images.shape[1:3], mode="bilinear", align_corners=False)
     return x.permute(0, 2, 3, 1).numpy()
@@ -108,12 +110,6 @@ def generate(
     Returns (N, H, W, 3) float32 in [0, 1]. Each caption gets its own reference
     (per_prompt_image_embeds: the pipeline's own IP-Adapter input would give every caption of a
     batch all of the batch's references)."""
-    import torch
-    from PIL import Image
-
-    from ..diffusion.guidance import resolve_guidance_rescale
-    from ..teachers.ip_adapter import encode_image_prompts, per_prompt_image_embeds
-
     guidance_rescale = resolve_guidance_rescale(pipe.scheduler, guidance_rescale)
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     if references is None:
@@ -143,9 +139,6 @@ def generate(
 def write_sample_grid(stack, path: Path, seed: int = 0, n: int = 4, steps: int = 20, world=None) -> None:
     """PNG grid of an in-memory Stack (teachers.stack.Stack), one column per held-out scene:
     reference render / text + image prompt / text only."""
-    from ..io import image_grid, save_image
-    from ..teachers.train import stack_pipeline
-
     for m in (stack.unet, stack.text_encoder, stack.image_encoder):
         m.eval()
     pipe = stack_pipeline(stack)
@@ -204,12 +197,6 @@ def first_step_images(pipe, ref: HeldOut) -> dict:
     sampling starts), decoded by the VAE, with each prompt combination: {"text+image", "image",
     "text", "none"} -> (N, H, W, 3) in [0, 1]. A dropped text is the empty prompt and a dropped
     image the all-zero pixel tensor, as in training."""
-    import torch
-    from diffusers import DDPMScheduler
-
-    from ..diffusion.schedule import predicted_clean_latents
-    from ..teachers.ip_adapter import encode_image_prompts
-
     sched = DDPMScheduler.from_config(pipe.scheduler.config)
     n = len(ref.captions)
     t = torch.full((n,), sched.config.num_train_timesteps - 1)
@@ -245,11 +232,6 @@ def evaluate_stack(pipe, n: int = 64, seed: int = 0, steps: int = DEFAULT_STEPS,
     (skipped with None in the result when no judge is shipped). `world`: the WorldConfig the
     held-out scenes (and the mean-image yardstick) are drawn from; None: the default.
     guidance_rescale: None takes the stack's default (see `generate`)."""
-    import torch
-
-    from ..diffusion.guidance import resolve_guidance_rescale
-    from ..io import image_grid, save_image
-
     guidance_rescale = resolve_guidance_rescale(pipe.scheduler, guidance_rescale)
     ref = held_out_references(n, pipe.unet.config.sample_size * pipe.vae_scale_factor, seed, world)
     common = dict(steps=steps, guidance=guidance, guidance_rescale=guidance_rescale)
@@ -263,8 +245,6 @@ def evaluate_stack(pipe, n: int = 64, seed: int = 0, steps: int = DEFAULT_STEPS,
     recon = ((recon.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).numpy()
     accuracy = per_shape = ceiling = identity = None
     try:
-        from .judge import attribute_accuracy, load_judge
-
         judge = judge or load_judge()
     except (ImportError, FileNotFoundError):
         judge = None

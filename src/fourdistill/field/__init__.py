@@ -1,12 +1,18 @@
 """The 4D field: hash-grid encodings (static 3D, dynamic 4D), MLPs, occupancy, rendering.
 
-Importing this package is cheap (the `fourdistill` command registers its subcommands from
-here); torch loads when a name below is first used, and the CPU kernel of the hash grid is
-built on its first use. Importing it registers the fitted field as a kind of 4D source
-(fourdistill.sources.register_source; FieldSource loads only when a path is a field).
+This package's own import stays light because importing it registers the fitted field as a
+kind of 4D source (fourdistill.sources.register_source), which `open_source` does for every
+path it opens: detecting a field folder reads file names only, FieldSource (and torch with
+it) loads only when a path is a field, and the names below load on first use. The modules
+of the package import torch at their top.
 """
 
 from pathlib import Path
+
+from ..engine.checkpoint import clean_stale
+from ..sources import register_source
+
+META_NAME = "field.json"  # the metadata file that marks a field checkpoint folder (field/checkpoint.py)
 
 __all__ = ["HashGridConfig", "HashGridEncoding"]
 
@@ -22,9 +28,6 @@ def __getattr__(name):
 def _is_field(path: Path) -> bool:
     """A folder with field.json, or a run folder whose checkpoint/ has one (FieldSource then
     reports a field.json that is not a field checkpoint)."""
-    from ..engine.checkpoint import clean_stale
-    from .checkpoint import META_NAME
-
     path = Path(path)
     if not path.is_dir():
         return False
@@ -39,8 +42,6 @@ def _field_source():
 
 
 def _register() -> None:
-    from ..sources import register_source
-
     register_source("field", "a fitted 4D field (a reconstruct run folder or its checkpoint/)", _is_field, _field_source)
 
 

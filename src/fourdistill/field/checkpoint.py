@@ -12,8 +12,8 @@ field.safetensors and field.json are all that rendering needs (FieldSource). Fol
 before the engine (their train_state.pt held the optimizer itself and "elapsed_s") still load,
 and still resume: `load_training_state` reads both layouts.
 
-Importing this module is cheap (the sources registry asks `checkpoint_folder` whether a path
-is a field before anything heavy loads); torch loads inside the functions.
+Whether a folder is a field is decided in the package's __init__ (file names only, before
+torch loads); this module is what reads and writes one.
 """
 
 from __future__ import annotations
@@ -23,10 +23,26 @@ import json
 import math
 from pathlib import Path
 
+from ..cameras import OrbitRange
+from ..engine.checkpoint import (
+    OPTIMIZER_NAME,
+    STATE_NAME,
+    Checkpoint,
+    clean_stale,
+    load_checkpoint as load_engine_checkpoint,
+    load_torch_file,
+    load_weights,
+    read_meta,
+    save_checkpoint as save_engine_checkpoint,
+)
+from ..sources.base import SourceError
+from . import META_NAME
+from .field import Field4D, FieldConfig
+from .render import OccupancyConfig, OccupancyGrid, RenderConfig
+
 CHECKPOINT_FORMAT = "fourdistill.field"
 CHECKPOINT_VERSION = 1
 WEIGHTS_NAME = "field.safetensors"
-META_NAME = "field.json"
 
 
 def field_metadata(field_cfg, render, occupancy, **extra) -> dict:
@@ -47,8 +63,6 @@ def orbit_to_dict(orbit) -> dict:
 
 
 def orbit_from_dict(d: dict):
-    from ..cameras import OrbitRange
-
     return OrbitRange(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
@@ -74,8 +88,6 @@ def save_checkpoint(
     meta: field_metadata(...); step defaults to meta's "step" (else 0). optimizer, rng and
     extra (the trainer's state) make the checkpoint resumable.
     """
-    from ..engine.checkpoint import save_checkpoint as save_engine_checkpoint
-
     tensors = {k: v for k, v in field.state_dict().items()}
     tensors.update({f"occupancy.{k}": v for k, v in grid.state_dict().items()})
     step = int(meta.get("step", 0)) if step is None else int(step)
@@ -87,8 +99,6 @@ def save_checkpoint(
 
 def checkpoint_folder(path) -> Path | None:
     """The checkpoint folder at `path` (a checkpoint or a run folder holding checkpoint/), or None."""
-    from ..engine.checkpoint import clean_stale
-
     path = Path(path)
     for candidate in (path, path / "checkpoint"):
         if candidate.name == "checkpoint" and candidate.parent.is_dir():
@@ -110,11 +120,6 @@ def load_checkpoint(path, device="cpu"):
     field checkpoint, a wrong version, a bad configuration or weights that do not match raise
     SourceError; a damaged weights file raises CheckpointError; both name the file.
     """
-    from ..engine.checkpoint import load_weights
-    from ..sources.base import SourceError
-    from .field import Field4D, FieldConfig
-    from .render import OccupancyConfig, OccupancyGrid, RenderConfig
-
     folder = checkpoint_folder(path)
     if folder is None:
         raise SourceError(path, f"not a field checkpoint: no {META_NAME} with format {CHECKPOINT_FORMAT!r} here or in checkpoint/")
@@ -150,8 +155,6 @@ def load_training_state(path):
     checkpoint, for resuming. Reads folders written before the engine too: their
     train_state.pt held {"step", "optimizer", "generator", "history", "elapsed_s",
     "rays_per_step", "config"}, returned here as rng={"generators": {"train": ...}} and extra."""
-    from ..engine.checkpoint import OPTIMIZER_NAME, STATE_NAME, Checkpoint, load_checkpoint as load_engine_checkpoint, load_torch_file, read_meta
-
     folder = checkpoint_folder(path) or Path(path)
     if not (folder / OPTIMIZER_NAME).exists() and (folder / STATE_NAME).is_file():
         state = load_torch_file(folder / STATE_NAME, "training state")

@@ -33,9 +33,17 @@ import numpy as np
 import torch
 
 from ..cameras import Camera, OrbitRange, orbit_camera, spherical_coordinates
+from ..engine.cards import card_text, write_card
+from ..engine.checkpoint import capture_rng, restore_rng
+from ..engine.config import MAY_CHANGE, start_run
+from ..engine.loop import Loop, RunLog, check_finite
+from ..engine.schedules import exponential_decay
+from ..evaluate.metrics import masked_psnr, masked_ssim, psnr, ssim
+from ..io import image_grid, save_image, write_json, write_video as _write_video
+from ..sources import open_source
 from ..sources.base import Source, SourceError
-from .field import Field4D, FieldConfig, grid_summary
-from .hash_grid import HashGridConfig
+from ..sources.dnerf import DNeRFSource, split_files
+from . import losses
 from .checkpoint import (
     checkpoint_folder,
     field_metadata,
@@ -46,6 +54,8 @@ from .checkpoint import (
     save_checkpoint,
     step_size,
 )
+from .field import Field4D, FieldConfig, grid_summary
+from .hash_grid import HashGridConfig
 from .render import OccupancyConfig, OccupancyGrid, RenderConfig, camera_rays, ray_box, render_image, render_rays
 
 
@@ -227,9 +237,6 @@ def open_for_reconstruction(path, holdout_every: int = 8, background=(1.0, 1.0, 
     A D-NeRF folder gives its train split and its test split (val when there is no test). Any
     other source gives every frame but each `holdout_every`-th, which are held out for testing.
     """
-    from ..sources import open_source
-    from ..sources.dnerf import DNeRFSource, split_files
-
     splits = split_files(Path(path)) if not str(path).startswith("world:") and Path(path).is_dir() else {}
     if "train" in splits:
         train = DNeRFSource(path, "train", background=background)
@@ -276,8 +283,6 @@ def render_views(field, grid, cameras, times, render: RenderConfig, background=N
 
 def evaluate(field, grid, views: Views, render: RenderConfig, background=None) -> dict:
     """Test-view PSNR and SSIM (masked too, where masks exist), per view and mean."""
-    from ..evaluate.metrics import masked_psnr, masked_ssim, psnr, ssim
-
     out = render_views(field, grid, views.cameras, views.times.tolist(), render, background)
     pred = out["rgb"].permute(0, 3, 1, 2).clamp(0, 1)
     true = views.rgb.permute(0, 3, 1, 2)
@@ -334,12 +339,6 @@ def reconstruct(
     interruption would (the schedule still runs to `config.steps`; resume to finish).
     command: the command line, for the model card.
     """
-    from ..engine.checkpoint import capture_rng, restore_rng
-    from ..engine.config import MAY_CHANGE, start_run
-    from ..engine.loop import Loop, RunLog, check_finite
-    from ..engine.schedules import exponential_decay
-    from . import losses
-
     cfg = config or ReconstructConfig()
     out_dir = Path(out_dir)
     ckpt_dir = out_dir / "checkpoint"
@@ -503,12 +502,8 @@ def reconstruct(
         h, w = views.rgb.shape[1:3]
         cams, ts = novel_path(orbit, cfg.video_frames, w, h)
         frames = render_views(field, grid, cams, ts, cfg.render, bg)["rgb"].numpy()
-        from ..io import write_video as _write_video
-
         _write_video(out_dir / "video.mp4", frames, fps=cfg.video_fps)
         metrics["video"] = "video.mp4"
-    from ..io import write_json
-
     write_json(out_dir / "metrics.json", _json_safe(metrics))
     write_field_card(ckpt_dir, cfg, meta, metrics, command)
     return metrics
@@ -524,8 +519,6 @@ def _wall_key(row: dict) -> dict:
 
 def write_field_card(folder, cfg: ReconstructConfig, meta: dict, metrics: dict, command: str | None = None):
     """README.md of a fitted field: source, views, steps, wall time and the test views' scores."""
-    from ..engine.cards import card_text, write_card
-
     numbers = []
     if "test" in metrics:
         mean = metrics["test"]["mean"]
@@ -556,8 +549,6 @@ def write_field_card(folder, cfg: ReconstructConfig, meta: dict, metrics: dict, 
 
 def _write_comparison(path: Path, pred: torch.Tensor, true: torch.Tensor) -> None:
     """Rows of rendered test views over their ground truth: (N, H, W, 3) each."""
-    from ..io import image_grid, save_image
-
     n = min(len(pred), 10)
     images = torch.cat([pred[:n].clamp(0, 1), true[:n]]).numpy()
     save_image(path, image_grid(images, rows=2))

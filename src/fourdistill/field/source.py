@@ -17,6 +17,7 @@ import torch
 
 from ..cameras import Camera, OrbitRange, orbit_camera
 from ..sources.base import Frame, FrameInfo, Source
+from .checkpoint import checkpoint_folder, load_checkpoint, orbit_from_dict
 from .render import OccupancyGrid, RenderConfig, camera_rays, render_rays
 
 
@@ -31,8 +32,6 @@ class FieldSource(Source):
     renders_any_view = True
 
     def __init__(self, checkpoint, resolution: int | None = None, n_views: int = 8, n_times: int = 16, device: str = "cpu"):
-        from .checkpoint import checkpoint_folder, load_checkpoint, orbit_from_dict
-
         field, grid, meta = load_checkpoint(checkpoint, device)
         orbit = orbit_from_dict(meta["orbit"]) if meta.get("orbit") else OrbitRange()
         size = resolution or int((meta.get("resolution") or [64])[0])

@@ -12,6 +12,15 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from safetensors.torch import load_file, save_file
+
+from ..conditioning.processors import install_layer_processors
+from ..conditioning.text import TIME_TOKEN, VIEW_TOKEN, BypassConfig, MappedTextConditioner
+from ..engine.cards import card_text, write_card
+from ..engine.loop import read_rows
+from ..io import atomic_dir
+from .neti import MapperConfig, build_mapper
+
 FORMAT_VERSION = 1
 WEIGHTS_NAME = "mappers.safetensors"
 CONFIG_NAME = "mappers.json"
@@ -19,8 +28,6 @@ CONFIG_NAME = "mappers.json"
 
 def mapper_config(conditioner, layers: list[str], base_model: str, extra: dict | None = None) -> dict:
     """mappers.json's content: everything that rebuilds `conditioner`'s mappers, plus `extra`."""
-    from ..conditioning.text import TIME_TOKEN, VIEW_TOKEN
-
     return {
         "format_version": FORMAT_VERSION,
         "base_model": base_model,
@@ -35,10 +42,6 @@ def mapper_config(conditioner, layers: list[str], base_model: str, extra: dict |
 
 def save_mappers(folder, conditioner, layers: list[str], base_model: str, extra: dict | None = None, overwrite: bool = True) -> Path:
     """Write `conditioner`'s mappers and the config that rebuilds them into `folder`."""
-    from safetensors.torch import save_file
-
-    from ..io import atomic_dir
-
     config = mapper_config(conditioner, layers, base_model, extra)
     state = {k: v.detach().cpu().contiguous() for k, v in conditioner.state_dict().items()}
     with atomic_dir(folder, overwrite=overwrite) as tmp:
@@ -66,9 +69,6 @@ def read_mapper_config(folder) -> dict:
 
 def build_conditioner(config: dict, text_encoder, tokenizer, state_dict=None):
     """Rebuild a MappedTextConditioner from a saved config (and weights, if given)."""
-    from ..conditioning.text import BypassConfig, MappedTextConditioner
-    from .neti import MapperConfig, build_mapper
-
     mappers = {k: build_mapper(MapperConfig(**config[k])) if config[k] else None for k in ("time_mapper", "view_mapper")}
     cond = MappedTextConditioner(
         text_encoder,
@@ -110,10 +110,6 @@ def load_mappers(pipe, folder) -> LoadedMappers:
     Load the IP-Adapter first: `load_ip_adapter` replaces attention processors. Everything else
     is returned: generate with `ControlledPipeline(pipe, load_mappers(pipe, folder))`.
     """
-    from safetensors.torch import load_file
-
-    from ..conditioning.processors import install_layer_processors
-
     folder = Path(folder)
     config = read_mapper_config(folder)
     layers = install_layer_processors(pipe.unet)
@@ -139,9 +135,6 @@ def write_mapper_card(folder, loss_path=None, validation_path=None, evaluation: 
     run's curves; `evaluation` (markdown) is appended when given. The card's frame (command,
     wall time, sections) is the engine's (fourdistill.engine.cards); the lines here are the
     mappers' own."""
-    from ..engine.cards import card_text, write_card
-    from ..engine.loop import read_rows
-
     folder = Path(folder)
     config = read_mapper_config(folder)
     cfg = config.get("distill_config", {})

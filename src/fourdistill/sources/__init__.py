@@ -1,7 +1,9 @@
 """4D sources: one protocol (`Source`) for videos, D-NeRF folders, nerfstudio captures and the world.
 
-`open_source(path)` picks the reader from what the path is. Importing this package is cheap:
-the readers import PyAV and PIL only when they decode.
+`open_source(path)` picks the reader from what the path is. Importing this package is cheap,
+and so are the readers it imports (dnerf, images, nerfstudio, video): PyAV and PIL load only
+when a reader decodes, because every source is opened through this package, and the
+fitted-field package (light itself, see fourdistill.field) imports it to register its kind.
 
 Higher floors add kinds of their own through `register_source(kind, description, detect,
 reader)`: a fitted 4D field (fourdistill.field) is a source, but this package must not import

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..cameras import Camera, OrbitRange
+from ..cameras import Camera, OrbitRange, orbit_camera
+from ..world import DEFAULT_ORBIT, check_train_seeds, make_scene, render_view, render_views
 from .base import Frame, FrameInfo, Source
 
 
@@ -20,8 +21,6 @@ class WorldSource(Source):
     renders_any_view = True
 
     def __init__(self, scene, resolution: int = 64, n_views: int = 8, n_times: int = 16, orbit: OrbitRange | None = None):
-        from ..world import DEFAULT_ORBIT
-
         self.scene = scene
         self.name = f"world:{scene.seed}"
         self.caption = scene.caption
@@ -33,8 +32,6 @@ class WorldSource(Source):
     def infos(self) -> list[FrameInfo]:
         """The held frames, built on first use (pair sampling from the world never needs them)."""
         if self._infos is None:
-            from ..cameras import orbit_camera
-
             n_views, n_times = self._grid
             el = float(np.mean(self.orbit.elevation_deg))
             r = float(np.mean(self.orbit.radius))
@@ -53,14 +50,10 @@ class WorldSource(Source):
         return self.render(info.camera, info.time01)
 
     def render(self, camera: Camera, time01: float) -> Frame:
-        from ..world import render_view
-
         out = render_view(self.scene, camera, time01)
         return Frame(rgb=out["rgb"], time01=float(time01), camera=camera, mask=out["mask"], depth=out["depth"])
 
     def render_batch(self, cameras, times) -> dict[str, np.ndarray]:
-        from ..world import render_views
-
         return render_views(self.scene, cameras, times)
 
 
@@ -68,8 +61,6 @@ class WorldScenes:
     """A lazy sequence of world sources, one per seed, built when indexed."""
 
     def __init__(self, seeds, resolution: int = 64, config=None, allow_eval: bool = False):
-        from ..world import check_train_seeds
-
         self.seeds = list(seeds)
         if not allow_eval:
             check_train_seeds(self.seeds)
@@ -80,6 +71,4 @@ class WorldScenes:
         return len(self.seeds)
 
     def __getitem__(self, i: int) -> WorldSource:
-        from ..world import make_scene
-
         return WorldSource(make_scene(self.seeds[i], self.config), resolution=self.resolution)

@@ -16,14 +16,7 @@ from .scene import (
     make_scene,
 )
 from .render import object_mask, render_view, render_views
-
-
-def __getattr__(name):  # exporters pull in imaging libraries: load them on first use
-    if name in ("export_dnerf", "export_video", "orbit_path"):
-        from . import export
-
-        return getattr(export, name)
-    raise AttributeError(name)
+from .export import export_dnerf, export_video, orbit_path
 
 
 __all__ = [

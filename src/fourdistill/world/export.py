@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..cameras import Camera, OrbitRange, orbit_camera
+from ..io import atomic_dir, save_image, write_json, write_video
 from .render import render_views
 from .scene import DEFAULT_ORBIT, Scene
 
@@ -37,8 +38,6 @@ def export_video(
     cameras: list[Camera] | None = None,
 ) -> Path:
     """Render t = 0..1 (and optionally an orbit) to mp4 / webm / avi / gif, chosen by suffix."""
-    from ..io import write_video
-
     cameras = cameras or orbit_path(n_frames, resolution, azimuth_span_deg=azimuth_span_deg)
     if len(cameras) != n_frames:
         raise ValueError(f"got {len(cameras)} cameras for {n_frames} frames")
@@ -73,8 +72,6 @@ def export_dnerf(
     `orbit`. Alpha is the world's mask (objects and ground; the sky is transparent). The
     folder appears only when complete.
     """
-    from ..io import atomic_dir, save_image, write_json
-
     rng = np.random.default_rng([int(seed), int(scene.seed), 0xD7])
     with atomic_dir(folder, overwrite=overwrite) as tmp:
         for split, n in (("train", n_train), ("val", n_val), ("test", n_test)):

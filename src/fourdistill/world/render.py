@@ -15,6 +15,8 @@ batch, `render_view` for one image, `object_mask` for which pixels show an objec
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from .scene import GROUND_HALF, GROUND_Z, Scene
@@ -281,7 +283,5 @@ def render_view(scene: Scene, camera, time01: float) -> dict[str, np.ndarray]:
 def object_mask(scene: Scene, cameras, times, depth) -> np.ndarray:
     """Which pixels show an object: (B, H, W) bool, where `depth` (B, H, W), rendered at these
     cameras and times, is nearer than the scene without its objects (ground or sky)."""
-    from dataclasses import replace
-
     bare = render_views(replace(scene, objects=()), cameras, times)["depth"]
     return np.asarray(depth) < bare - 1e-4

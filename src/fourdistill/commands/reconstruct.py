@@ -11,30 +11,30 @@ def register(sub) -> None:
     parser = sub.add_parser(
         "reconstruct",
         help="fit a 4D hash-grid field to a D-NeRF folder or any posed, time-stamped source",
-        description="Fit the 4D field (static + dynamic hash grids, method notes 2.1) to posed, time-stamped "
+        description="Fit the 4D field (static + dynamic hash grids, as in 4D-fy) to posed, time-stamped "
         "images. Prints PSNR as it trains, writes resumable checkpoints to OUT/checkpoint, and at the end "
         "test-view PSNR/SSIM (OUT/metrics.json, OUT/test_views.png) and a video along a novel camera path "
         "through time (OUT/video.mp4). The checkpoint folder is itself a 4D source (fourdistill inspect OUT).",
     )
     parser.add_argument("path", metavar="PATH", help="D-NeRF folder, nerfstudio capture, world:SEED, or any posed source")
-    # ReconstructConfig's defaults, for the help (importing it here would import torch)
-    add_common_flags(parser, argparse.Namespace(steps=1500, seed=0), out_required=True)
-    parser.add_argument("--samples-per-step", type=int, default=None, help="field samples per step; the ray count adapts (default 131072)")
-    parser.add_argument("--samples", type=int, default=None, help="samples per ray across the scene box (default 128)")
+    add_common_flags(parser, "ReconstructConfig", out_required=True)
+    parser.add_argument("--samples-per-step", type=int, default=None, help="field samples per step; the ray count adapts (default: ReconstructConfig.samples_per_step)")
+    parser.add_argument("--samples", type=int, default=None, help="samples per ray across the scene box (default: ReconstructConfig.render.n_samples)")
     parser.add_argument(
         "--background", default="1,1,1", help="R,G,B in [0, 1] that RGBA images are composited over (default 1,1,1: white)"
     )
-    parser.add_argument("--holdout-every", type=int, default=None, help="sources without a test split: hold out every k-th frame (default 8)")
-    parser.add_argument("--eval-every", type=int, default=None, help="test PSNR every this many steps (default 500; 0: only at the end)")
-    parser.add_argument("--static-steps", type=int, default=None, help="first steps with the dynamic grid frozen (default from ReconstructConfig)")
-    parser.add_argument("--time-scale", type=float, default=None, help="time-axis resolution of the dynamic grid relative to space, in (0, 1] (default from ReconstructConfig)")
-    parser.add_argument("--time-smoothness", type=float, default=None, help="weight of the temporal smoothness of the dynamic grid (default from ReconstructConfig)")
+    parser.add_argument("--holdout-every", type=int, default=None, help="sources without a test split: hold out every k-th frame (default: ReconstructConfig.holdout_every)")
+    parser.add_argument("--eval-every", type=int, default=None, help="test PSNR every this many steps (default: ReconstructConfig.eval_every; 0: only at the end)")
+    parser.add_argument("--static-steps", type=int, default=None, help="first steps with the dynamic grid frozen (default: ReconstructConfig.static_steps)")
+    parser.add_argument("--time-scale", type=float, default=None, help="time-axis resolution of the dynamic grid relative to space, in (0, 1] (default: ReconstructConfig.field.time_scale)")
+    parser.add_argument("--time-smoothness", type=float, default=None, help="weight of the temporal smoothness of the dynamic grid (default: ReconstructConfig.time_smoothness_weight)")
     parser.add_argument("--no-video", action="store_true", help="skip the novel-path video")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.set_defaults(handler=_reconstruct)
+    parser.set_defaults(handler=reconstruct_main)
 
 
-def _background(text: str) -> tuple[float, float, float]:
+def background_color(text: str) -> tuple[float, float, float]:
+    """--background "R,G,B" as three floats in [0, 1]; ValueError naming the flag otherwise."""
     try:
         values = tuple(float(v) for v in text.split(","))
     except ValueError:
@@ -44,10 +44,10 @@ def _background(text: str) -> tuple[float, float, float]:
     return values
 
 
-def _reconstruct(args: argparse.Namespace) -> int:
+def reconstruct_main(args: argparse.Namespace) -> int:
     from ..engine.config import config_from_args
     from ..engine.run import invoked_command, set_threads
-    from .reconstruct import ReconstructConfig, open_for_reconstruction, reconstruct
+    from ..field.reconstruct import ReconstructConfig, open_for_reconstruction, reconstruct
 
     set_threads(args.threads)
     cfg = config_from_args(
@@ -63,7 +63,7 @@ def _reconstruct(args: argparse.Namespace) -> int:
             "render.n_samples": args.samples,
         },
     )
-    train, train_idx, test, test_idx = open_for_reconstruction(args.path, cfg.holdout_every, _background(args.background))
+    train, train_idx, test, test_idx = open_for_reconstruction(args.path, cfg.holdout_every, background_color(args.background))
     metrics = reconstruct(
         train, args.out, cfg, train_idx, test, test_idx, resume=args.resume, progress=not args.quiet, write_video=not args.no_video,
         command=invoked_command(),

@@ -1,8 +1,10 @@
-"""`fourdistill world ...` and `fourdistill demo`: render and export procedural scenes."""
+"""`fourdistill world show|export` and `fourdistill demo`: render and export procedural scenes."""
 
 from __future__ import annotations
 
 import argparse
+import time
+from pathlib import Path
 
 
 def register(sub) -> None:
@@ -20,7 +22,7 @@ def register(sub) -> None:
     show.add_argument("--resolution", type=int, default=96, help="pixels per grid cell (default 96)")
     show.add_argument("--times", type=int, default=5, help="columns: evenly spaced times in [0, 1] (default 5)")
     show.add_argument("--views", type=int, default=4, help="rows: evenly spaced azimuths (default 4)")
-    show.set_defaults(handler=_show)
+    show.set_defaults(handler=show_main)
 
     export = wsub.add_parser("export", help="export a scene to a D-NeRF folder and/or a video")
     export.add_argument("--seed", type=int, default=0, help="scene seed (default 0)")
@@ -34,7 +36,7 @@ def register(sub) -> None:
     export.add_argument("--fps", type=int, default=24, help="video frame rate (default 24)")
     export.add_argument("--orbit-deg", type=float, default=0.0, help="video camera sweep in azimuth degrees (default 0: fixed)")
     export.add_argument("--overwrite", action="store_true", help="replace an existing D-NeRF folder")
-    export.set_defaults(handler=_export)
+    export.set_defaults(handler=export_main)
 
     demo = sub.add_parser(
         "demo",
@@ -44,17 +46,18 @@ def register(sub) -> None:
     )
     demo.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
     demo.add_argument("--seed", type=int, default=None, help="scene seed (default: the first evaluation seed)")
-    demo.set_defaults(handler=_demo)
+    demo.set_defaults(handler=demo_main)
     world.set_defaults(handler=lambda args: world.print_help())
 
 
-def _grid(scene, resolution: int, n_times: int, n_views: int):
+def time_view_grid(scene, resolution: int, n_times: int, n_views: int):
+    """Renders of `scene` as one image: rows are views (azimuths 30 degrees apart from 30,
+    elevation 25), columns times evenly spaced over [0, 1]; each cell resolution x resolution."""
     import numpy as np
 
     from ..cameras import orbit_camera
     from ..io import image_grid
-    from .render import render_views
-    from .scene import DEFAULT_ORBIT
+    from ..world import DEFAULT_ORBIT, render_views
 
     r = float(np.mean(DEFAULT_ORBIT.radius))
     cams, times = [], []
@@ -65,27 +68,29 @@ def _grid(scene, resolution: int, n_times: int, n_views: int):
     return image_grid(render_views(scene, cams, times)["rgb"], rows=n_views)
 
 
-def _describe(scene) -> list[str]:
+def describe(scene) -> list[str]:
+    """A scene's seed, caption and objects, one line each."""
     lines = [f"seed:     {scene.seed}", f"caption:  {scene.caption}"]
     for o in scene.objects:
         lines.append(f"object:   {o.color_name} {o.shape}, {o.motion}, size {o.size:.2f}, at ({o.anchor[0]:+.2f}, {o.anchor[1]:+.2f})")
     return lines
 
 
-def _show(args: argparse.Namespace) -> int:
+def show_main(args: argparse.Namespace) -> int:
     from ..io import save_image
-    from . import make_scene
+    from ..world import make_scene
 
     scene = make_scene(args.seed)
     out = args.out or f"world_{args.seed}.png"
-    save_image(out, _grid(scene, args.resolution, args.times, args.views))
-    print("\n".join(_describe(scene)))
+    save_image(out, time_view_grid(scene, args.resolution, args.times, args.views))
+    print("\n".join(describe(scene)))
     print(f"grid:     {out} (rows: views, columns: time 0 -> 1)")
     return 0
 
 
-def _export(args: argparse.Namespace) -> int:
-    from . import export_dnerf, export_video, make_scene
+def export_main(args: argparse.Namespace) -> int:
+    from ..world import make_scene
+    from ..world.export import export_dnerf, export_video
 
     if not args.dnerf and not args.video:
         raise ValueError("nothing to export: pass --dnerf FOLDER and/or --video FILE")
@@ -99,26 +104,23 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo(args: argparse.Namespace) -> int:
-    import time
-    from pathlib import Path
-
+def demo_main(args: argparse.Namespace) -> int:
     from ..io import save_image
-    from . import EVAL_SEEDS, export_dnerf, export_video, make_scene
+    from ..sources import open_source
+    from ..world import EVAL_SEEDS, make_scene
+    from ..world.export import export_dnerf, export_video
 
     start = time.perf_counter()
     out = Path(args.out)
     seed = EVAL_SEEDS[0] if args.seed is None else args.seed
     scene = make_scene(seed)
-    print("\n".join(_describe(scene)))
-    save_image(out / "grid.png", _grid(scene, 96, 5, 4))
+    print("\n".join(describe(scene)))
+    save_image(out / "grid.png", time_view_grid(scene, 96, 5, 4))
     export_dnerf(scene, out / "dnerf", resolution=64, overwrite=True)
     export_video(scene, out / "scene.mp4", resolution=128)
     export_video(scene, out / "scene.gif", n_frames=24, fps=12, resolution=96, azimuth_span_deg=90.0)
     print(f"wrote:    {out / 'grid.png'} (rows: views, columns: time 0 -> 1)")
     print(f"wrote:    {out / 'dnerf'} (D-NeRF folder), {out / 'scene.mp4'}, {out / 'scene.gif'}")
-    from ..sources import open_source
-
     print("\nThe export read back as a 4D source:")
     print("\n".join(open_source(out / "dnerf").summary().lines()))
     print(f"\ndone in {time.perf_counter() - start:.1f} s")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 
 
 def register(sub) -> None:
@@ -17,14 +19,11 @@ def register(sub) -> None:
     parser.add_argument("--max-frames", type=int, default=None, help="videos and frame folders: keep at most this many frames")
     parser.add_argument("--stride", type=int, default=None, help="videos and frame folders: keep every k-th frame")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
-    parser.set_defaults(handler=_inspect)
+    parser.set_defaults(handler=inspect_main)
 
 
-def _inspect(args: argparse.Namespace) -> int:
-    import dataclasses
-    import json
-
-    from . import open_source
+def inspect_main(args: argparse.Namespace) -> int:
+    from ..sources import open_source
 
     options = {"split": args.split, "max_frames": args.max_frames, "stride": args.stride}
     source = open_source(args.path, **{k: v for k, v in options.items() if v is not None})

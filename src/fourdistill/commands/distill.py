@@ -1,0 +1,72 @@
+"""`fourdistill distill`: train Time / View Mappers from a 4D source."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..engine.config import add_common_flags
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "distill",
+        help="distil a 4D source into Time / View Mappers of a frozen diffusion model",
+        description="Train NeTI-style Time and View Mappers on pairs from a 4D source. Only the mappers train; "
+        "the VAE, U-Net, text encoder, image encoder and IP-Adapter stay frozen. Runs data-parallel under "
+        "`accelerate launch -m fourdistill.cli distill ...`.",
+    )
+    p.add_argument("--source", default=None, help="'world' (procedural scenes), a video, a D-NeRF or nerfstudio folder, or a fitted field (default: DistillConfig.source)")
+    p.add_argument("--mode", default=None, choices=("time", "view", "joint"), help="which control to learn (default: DistillConfig.mode)")
+    p.add_argument("--model", default=None, help="diffusion stack: a local folder or hub id (default: the embedded stack)")
+    add_common_flags(p, "DistillConfig")
+    p.add_argument("--batch-size", type=int, default=None, help="pairs per micro-batch (default: DistillConfig.batch_size)")
+    p.add_argument("--grad-accum", type=int, default=None, help="micro-batches per step (default: DistillConfig.grad_accum)")
+    p.add_argument("--lr", type=float, default=None, help="AdamW learning rate (default: DistillConfig.lr)")
+    p.add_argument("--mixed-precision", default=None, choices=["no", "fp16", "bf16"], help="GPU only (default: DistillConfig.mixed_precision)")
+    p.add_argument("--world-seeds", type=int, nargs=2, default=None, metavar=("START", "STOP"), help="training scenes for --source world (default: DistillConfig.world_seeds)")
+    p.add_argument("--ip-scale", type=float, default=None, help="IP-Adapter scale during distillation (default: DistillConfig.ip_adapter_scale, the reference's)")
+    p.add_argument("--time-alpha", type=float, default=None, help="bypass alpha of the time token (default: DistillConfig.time_alpha)")
+    p.add_argument("--view-alpha", type=float, default=None, help="bypass alpha of the view token (default: DistillConfig.view_alpha)")
+    p.add_argument("--nested-dropout", type=float, default=None, help="nested-dropout probability (default: DistillConfig.nested_dropout_p; 0 turns it off)")
+    p.add_argument("--view-condition", default=None, choices=["spherical", "matrix"], help="View Mapper input (default: DistillConfig.view_condition)")
+    p.add_argument("--save-every", type=int, default=None, help="checkpoint interval in steps (default: DistillConfig.save_every)")
+    p.add_argument("--validate-every", type=int, default=None, help="steps between validation grids in OUT/validation (default: DistillConfig.validate_every; 0: none)")
+    p.set_defaults(handler=distill_main)
+
+
+def distill_main(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ..distill import DistillConfig, run
+    from ..engine.config import config_from_args
+    from ..engine.run import invoked_command, set_threads
+
+    cfg = config_from_args(
+        DistillConfig,
+        args,
+        {
+            "source": args.source,
+            "mode": args.mode,
+            "model": args.model,
+            "batch_size": args.batch_size,
+            "grad_accum": args.grad_accum,
+            "lr": args.lr,
+            "mixed_precision": args.mixed_precision,
+            "world_seeds": args.world_seeds,
+            "view_condition": args.view_condition,
+            "save_every": args.save_every,
+            "validate_every": args.validate_every,
+            "ip_adapter_scale": args.ip_scale,
+            "time_alpha": args.time_alpha,
+            "view_alpha": args.view_alpha,
+            "nested_dropout_p": args.nested_dropout,
+        },
+    )
+    set_threads(args.threads)
+    summary = run(cfg, resume=args.resume, command=invoked_command())
+    losses = summary["losses"]
+    if losses:
+        k = max(1, len(losses) // 10)
+        print(f"loss: first {np.mean(losses[:k]):.4f} -> last {np.mean(losses[-k:]):.4f} over {len(losses)} steps")
+    print(f"checkpoint: {summary['checkpoint']} ({summary['wall_s']:.0f} s of training)")
+    return 0
