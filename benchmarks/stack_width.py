@@ -32,7 +32,7 @@ def main() -> None:
     from safetensors.torch import load_file
 
     from fourdistill.teachers.data import DataConfig
-    from fourdistill.teachers.train import TrainConfig, train
+    from fourdistill.teachers.image.train import TrainConfig, train
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from fourdistill.teachers.ip_adapter import IPAdapterFileError, clip_pixel_values
-from fourdistill.teachers.load import NO_NETWORK, SHIPPED_STACK, StackLoadError, load_stack
-from fourdistill.teachers.stack import IMAGE_ENCODER_SUBFOLDER, IP_ADAPTER_SUBFOLDER, IP_ADAPTER_WEIGHT_NAME, build_stack, save_stack
-from fourdistill.teachers.tokenizer import build_tokenizer
+from fourdistill.teachers.image.ip_adapter import IPAdapterFileError, clip_pixel_values
+from fourdistill.teachers.image.load import NO_NETWORK, SHIPPED_STACK, StackLoadError, load_stack
+from fourdistill.teachers.image.stack import IMAGE_ENCODER_SUBFOLDER, IP_ADAPTER_SUBFOLDER, IP_ADAPTER_WEIGHT_NAME, build_stack, save_stack
+from fourdistill.teachers.image.tokenizer import build_tokenizer
 from fourdistill.world import make_scene, object_mask, render_view, render_views
 
 from tiny_models import tiny_stack_config
@@ -150,7 +150,7 @@ def test_each_caption_of_a_batch_gets_its_own_image_prompt(tiny_folder):
 
 
 def test_per_prompt_image_embeds_refuses_a_batch_it_does_not_fit(tiny_folder):
-    from fourdistill.teachers.ip_adapter import encode_image_prompts, per_prompt_image_embeds
+    from fourdistill.teachers.image.ip_adapter import encode_image_prompts, per_prompt_image_embeds
 
     _, folder = tiny_folder
     pipe = _load_with_real_calls(folder)
@@ -256,7 +256,7 @@ def test_unreachable_hub_id_says_no_network():
 def test_training_command_runs_resumes_and_is_deterministic(tmp_path):
     from fourdistill.cli import main
     from fourdistill.teachers.data import DataConfig
-    from fourdistill.teachers.train import TrainConfig, train
+    from fourdistill.teachers.image.train import TrainConfig, train
 
     config = tmp_path / "tiny.json"
     config.write_text(json.dumps({"stack": TINY.to_dict(), "vae_batch": 2}))
@@ -297,7 +297,7 @@ def test_training_command_runs_resumes_and_is_deterministic(tmp_path):
 
 
 def test_resizing_image_tokens_keeps_the_learned_queries():
-    from fourdistill.teachers.train import resize_image_tokens
+    from fourdistill.teachers.image.train import resize_image_tokens
 
     q = torch.randn(1, 4, 8)
     grown = resize_image_tokens(q, 10)
@@ -307,7 +307,7 @@ def test_resizing_image_tokens_keeps_the_learned_queries():
 
 
 def test_high_noise_fraction_moves_that_share_of_timesteps_to_the_noisiest_range():
-    from fourdistill.teachers.train import TrainConfig, training_timesteps
+    from fourdistill.teachers.image.train import TrainConfig, training_timesteps
 
     plain = training_timesteps(TrainConfig(batch=64), 1000, torch.Generator().manual_seed(0))
     assert torch.equal(plain, torch.randint(0, 1000, (64,), generator=torch.Generator().manual_seed(0)))  # default: uniform, as before
@@ -319,7 +319,7 @@ def test_high_noise_fraction_moves_that_share_of_timesteps_to_the_noisiest_range
 
 def test_self_input_batch_starts_from_the_unets_own_first_step(tiny_folder):
     from fourdistill.diffusion.schedule import NoiseConfig, predicted_clean_latents, training_scheduler
-    from fourdistill.teachers.train import TrainConfig, self_input_batch, self_input_count, training_timesteps
+    from fourdistill.teachers.image.train import TrainConfig, self_input_batch, self_input_count, training_timesteps
 
     cfg = TrainConfig(batch=16, high_noise_fraction=0.25, high_noise_start=900, self_input_fraction=0.5, self_input_start=300, self_input_end=600)
     t = training_timesteps(cfg, 1000, torch.Generator().manual_seed(0))
@@ -366,9 +366,9 @@ def test_self_input_batch_starts_from_the_unets_own_first_step(tiny_folder):
 
 def test_a_stack_fine_tunes_to_v_prediction_and_the_pipeline_follows(tmp_path):
     from fourdistill.cli import main
-    from fourdistill.teachers.stack import read_stack_config
+    from fourdistill.teachers.image.stack import read_stack_config
     from fourdistill.teachers.data import DataConfig
-    from fourdistill.teachers.train import TrainConfig, train
+    from fourdistill.teachers.image.train import TrainConfig, train
 
     cfg = TrainConfig(data=DataConfig(n_scenes=4, views_per_scene=2), stack=TINY, vae_steps=2, vae_batch=2,
                       unet_steps=1, batch=2, sample_every=100, checkpoint_every=100)
@@ -415,7 +415,7 @@ def test_a_stack_fine_tunes_to_v_prediction_and_the_pipeline_follows(tmp_path):
 
 
 def test_learning_rate_warms_up_stays_then_cools_down_to_zero():
-    from fourdistill.teachers.train import _lr_lambda
+    from fourdistill.teachers.image.train import _lr_lambda
 
     f = _lr_lambda(warmup=10, total=100, cooldown=20)
     assert f(0) == pytest.approx(0.1) and f(9) == 1.0 and f(50) == 1.0 and f(79) == 1.0
@@ -434,10 +434,10 @@ def test_training_refuses_eval_seeds():
 def test_the_easier_world_draws_training_and_held_out_scenes_with_the_objects_asked_for():
     import argparse
 
-    from fourdistill.teachers.commands import object_range
+    from fourdistill.commands.teachers import object_range
     from fourdistill.evaluate.stack import held_out_references
     from fourdistill.teachers.data import DataConfig, render_world_set
-    from fourdistill.teachers.train import TrainConfig
+    from fourdistill.teachers.image.train import TrainConfig
     from fourdistill.world import WorldConfig, make_scene
 
     data = render_world_set(DataConfig(n_scenes=12, views_per_scene=1, n_objects=(1, 1)), 16, 0, progress=False)
@@ -464,7 +464,7 @@ def test_training_renders_carry_object_masks_and_the_vae_loss_can_weigh_them():
     from dataclasses import replace
 
     from fourdistill.teachers.data import DataConfig, render_world_set
-    from fourdistill.teachers.train import TrainConfig, vae_reconstruction_loss
+    from fourdistill.teachers.image.train import TrainConfig, vae_reconstruction_loss
     from fourdistill.world import DEFAULT_ORBIT, make_scene
 
     data = render_world_set(DataConfig(n_scenes=3, views_per_scene=2), 32, 0, progress=False)
@@ -495,7 +495,7 @@ def test_training_renders_carry_object_masks_and_the_vae_loss_can_weigh_them():
 
 def test_a_cached_render_without_object_masks_is_refused_when_they_are_needed(tmp_path):
     from fourdistill.teachers.data import DataConfig
-    from fourdistill.teachers.train import TrainConfig, load_or_render
+    from fourdistill.teachers.image.train import TrainConfig, load_or_render
 
     cfg = TrainConfig(data=DataConfig(n_scenes=2, views_per_scene=1), vae_object_weight=5.0)
     cfg.stack.resolution = 16
@@ -533,7 +533,7 @@ def test_shipped_stack_loads_with_real_calls_and_generates_in_seconds():
 
 
 def test_the_shipped_stack_carries_no_machine_paths():
-    from fourdistill.teachers.load import SHIPPED_STACK
+    from fourdistill.teachers.image.load import SHIPPED_STACK
 
     for path in SHIPPED_STACK.rglob("*.json"):
         assert "_name_or_path" not in path.read_text(), path
@@ -600,8 +600,8 @@ def test_first_step_psnr_reads_the_clean_image_out_of_either_target(tiny_folder,
 
 
 def test_stack_model_card_records_the_schedule_and_the_yardsticks():
-    from fourdistill.teachers.card import model_card
-    from fourdistill.teachers.train import TrainConfig
+    from fourdistill.teachers.image.card import model_card
+    from fourdistill.teachers.image.train import TrainConfig
 
     cfg = TrainConfig(unet_steps=6000, cooldown_steps=2000).to_dict()
     quality = {
@@ -640,7 +640,7 @@ def test_decoder_fine_tune_keeps_the_latents_and_the_unet(tmp_path):
 
     from fourdistill.cli import main
     from fourdistill.teachers.data import DataConfig
-    from fourdistill.teachers.train import TrainConfig, train
+    from fourdistill.teachers.image.train import TrainConfig, train
 
     cfg = TrainConfig(data=DataConfig(n_scenes=4, views_per_scene=2), stack=TINY, vae_steps=2, vae_batch=2,
                       unet_steps=1, batch=2, sample_every=100, checkpoint_every=100)
@@ -687,9 +687,9 @@ def test_a_fresh_run_takes_a_trained_vae_and_builds_a_wider_unet(tmp_path):
     from safetensors.torch import load_file
 
     from fourdistill.cli import main
-    from fourdistill.teachers.stack import read_stack_config
+    from fourdistill.teachers.image.stack import read_stack_config
     from fourdistill.teachers.data import DataConfig
-    from fourdistill.teachers.train import TrainConfig, train
+    from fourdistill.teachers.image.train import TrainConfig, train
 
     cfg = TrainConfig(data=DataConfig(n_scenes=4, views_per_scene=2), stack=TINY, vae_steps=2, vae_batch=2,
                       unet_steps=1, batch=2, sample_every=100, checkpoint_every=100)
@@ -717,7 +717,7 @@ def test_a_fresh_run_takes_a_trained_vae_and_builds_a_wider_unet(tmp_path):
 
 
 def test_self_input_samples_can_keep_their_image_prompt():
-    from fourdistill.teachers.train import TrainConfig, prompt_dropout
+    from fourdistill.teachers.image.train import TrainConfig, prompt_dropout
 
     def drops(**kw):
         cfg = TrainConfig(batch=8, text_dropout=0.5, image_dropout=1.0, self_input_fraction=0.5, **kw)
@@ -735,7 +735,7 @@ def test_image_path_only_leaves_text_to_image_untouched(tmp_path):
     from safetensors.torch import load_file
 
     from fourdistill.teachers.data import DataConfig
-    from fourdistill.teachers.train import TrainConfig, train
+    from fourdistill.teachers.image.train import TrainConfig, train
 
     cfg = TrainConfig(data=DataConfig(n_scenes=4, views_per_scene=2), stack=TINY, vae_steps=2, vae_batch=2,
                       unet_steps=1, batch=2, sample_every=100, checkpoint_every=100)
@@ -759,7 +759,7 @@ def test_image_path_only_leaves_text_to_image_untouched(tmp_path):
 def test_preserve_text_holds_text_alone_to_the_init_stack(tmp_path):
     from fourdistill.diffusion.schedule import training_scheduler
     from fourdistill.teachers.data import DataConfig
-    from fourdistill.teachers.train import TrainConfig, load_stack_for_training, preserve_text_count, text_preservation_batch, train
+    from fourdistill.teachers.image.train import TrainConfig, load_stack_for_training, preserve_text_count, text_preservation_batch, train
 
     with pytest.raises(ValueError, match="needs init_from"):
         TrainConfig(preserve_text_fraction=0.25)

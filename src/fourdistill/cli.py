@@ -17,7 +17,7 @@ COMMAND_MODULES = (
     "fourdistill.sources.commands",
     "fourdistill.field.commands",
     "fourdistill.evaluate.commands",
-    "fourdistill.teachers.commands",
+    "fourdistill.commands.teachers",
     "fourdistill.distill",
     "fourdistill.generate",
 )

@@ -118,7 +118,7 @@ class Distiller:
         device = self.accelerator.device
         weight_dtype = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[cfg.mixed_precision]
         if pipe is None:
-            from .teachers.load import load_stack
+            from .teachers.image.load import load_stack
 
             pipe = load_stack(cfg.model, ip_adapter=True, device=device, dtype=weight_dtype)
         pipe.set_ip_adapter_scale(cfg.ip_adapter_scale)
@@ -187,7 +187,7 @@ class Distiller:
         """IP-Adapter image inputs for references (B, 3, H, W) in [-1, 1]: a list with one (B, 1, ...) tensor."""
         import torch
 
-        from .teachers.ip_adapter import encode_image_prompts
+        from .teachers.image.ip_adapter import encode_image_prompts
 
         images = ((reference.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
         embeds, _ = encode_image_prompts(self.pipe, list(images))

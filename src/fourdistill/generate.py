@@ -150,7 +150,7 @@ class ControlledPipeline:
     def from_pretrained(cls, model: str | None = None, mappers=None, device="cpu", dtype=None) -> "ControlledPipeline":
         """The stack (embedded by default, a folder or a hub id) with its IP-Adapter, and mappers
         (the shipped ones by default)."""
-        from .teachers.load import load_stack
+        from .teachers.image.load import load_stack
 
         pipe = load_stack(model, ip_adapter=True, device=device, dtype=dtype)
         pipe.set_progress_bar_config(disable=True)
@@ -246,7 +246,7 @@ class ControlledPipeline:
         negative half first (see per_prompt_image_embeds)."""
         import torch
 
-        from .teachers.ip_adapter import encode_image_prompts
+        from .teachers.image.ip_adapter import encode_image_prompts
 
         embeds, negative = encode_image_prompts(self.pipe, references)
         embeds = embeds.unsqueeze(1)
@@ -294,7 +294,7 @@ class ControlledPipeline:
         import torch
         from PIL import Image
 
-        from .teachers.ip_adapter import per_prompt_image_embeds
+        from .teachers.image.ip_adapter import per_prompt_image_embeds
         from .diffusion.guidance import resolve_guidance_rescale
 
         pipe = self.pipe

@@ -7,7 +7,7 @@
 
 Generation uses the shipped sampler: the stack's DPM-Solver multistep scheduler,
 fourdistill.diffusion.DEFAULT_STEPS steps at guidance DEFAULT_GUIDANCE. `write_sample_grid` is
-what stack training draws its progress samples with (teachers.train.train's sample_grid).
+what stack training draws its progress samples with (teachers.image.train.train's sample_grid).
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ def generate(
     from PIL import Image
 
     from ..diffusion.guidance import resolve_guidance_rescale
-    from ..teachers.ip_adapter import encode_image_prompts, per_prompt_image_embeds
+    from ..teachers.image.ip_adapter import encode_image_prompts, per_prompt_image_embeds
 
     guidance_rescale = resolve_guidance_rescale(pipe.scheduler, guidance_rescale)
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
@@ -141,10 +141,10 @@ def generate(
 
 
 def write_sample_grid(stack, path: Path, seed: int = 0, n: int = 4, steps: int = 20, world=None) -> None:
-    """PNG grid of an in-memory Stack (teachers.stack.Stack), one column per held-out scene:
+    """PNG grid of an in-memory Stack (teachers.image.stack.Stack), one column per held-out scene:
     reference render / text + image prompt / text only."""
     from ..io import image_grid, save_image
-    from ..teachers.train import stack_pipeline
+    from ..teachers.image.train import stack_pipeline
 
     for m in (stack.unet, stack.text_encoder, stack.image_encoder):
         m.eval()
@@ -208,7 +208,7 @@ def first_step_images(pipe, ref: HeldOut) -> dict:
     from diffusers import DDPMScheduler
 
     from ..diffusion.schedule import predicted_clean_latents
-    from ..teachers.ip_adapter import encode_image_prompts
+    from ..teachers.image.ip_adapter import encode_image_prompts
 
     sched = DDPMScheduler.from_config(pipe.scheduler.config)
     n = len(ref.captions)

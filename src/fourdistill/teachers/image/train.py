@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import DataConfig, render_world_set
+from ..data import DataConfig, render_world_set
 from .stack import StackConfig
 
 
@@ -161,7 +161,7 @@ class TrainConfig:
 
 
 def load_or_render(run: Path, cfg: TrainConfig) -> dict:
-    from ..io import atomic_path
+    from ...io import atomic_path
 
     path = run / "data.npz"
     if path.exists():
@@ -205,7 +205,7 @@ def write_checkpoint(run: Path, phase: str, step: int, stack, optimizer, extra: 
     Atomic: a crash mid-write leaves the previous checkpoint intact."""
     import torch
 
-    from ..io import atomic_dir
+    from ...io import atomic_dir
     from .stack import save_stack
 
     with atomic_dir(run / "checkpoint", overwrite=True) as tmp:
@@ -260,7 +260,7 @@ def _init_stack_config(folder: Path, requested: StackConfig, ip_tokens: int | No
     keeps it v."""
     import dataclasses
 
-    from ..diffusion.schedule import NoiseConfig
+    from ...diffusion.schedule import NoiseConfig
     from .load import check_stack_folder
     from .stack import read_stack_config
 
@@ -347,7 +347,7 @@ def train(
     zero; the decay must start at or after the step the run resumes from."""
     import torch
 
-    from ..io import write_json
+    from ...io import write_json
     from .stack import build_stack, read_stack_config, save_stack
     from .tokenizer import build_tokenizer
 
@@ -556,7 +556,7 @@ def training_timesteps(cfg: TrainConfig, n_train: int, gen):
     then the last self_input_count(cfg) uniform over [cfg.self_input_start, cfg.self_input_end)."""
     import torch
 
-    from ..diffusion.schedule import sample_timesteps
+    from ...diffusion.schedule import sample_timesteps
 
     t = sample_timesteps(cfg.batch, n_train, gen, cfg.high_noise_fraction, cfg.high_noise_start)
     k = self_input_count(cfg)
@@ -596,8 +596,8 @@ def sampler_input(unet, noise_scheduler, noise, timesteps, text_states, image_to
     caption's states; the image prompt is the same on both sides)."""
     import torch
 
-    from ..diffusion.guidance import predict
-    from ..diffusion.schedule import alphas_at, predicted_clean_latents
+    from ...diffusion.guidance import predict
+    from ...diffusion.schedule import alphas_at, predicted_clean_latents
 
     if jumps < 1:
         raise ValueError(f"sampler_input: jumps must be >= 1, got {jumps}")
@@ -622,7 +622,7 @@ def self_input_batch(unet, noise_scheduler, latents, noise, timesteps, text_stat
     """Inputs and targets that teach the U-Net to keep what its earlier steps drew: the input
     the sampler gives at each timestep (sampler_input), and as target the output that denoises
     it to the true `latents`. Returns (noisy, target)."""
-    from ..diffusion.schedule import target_for_clean
+    from ...diffusion.schedule import target_for_clean
 
     x = sampler_input(unet, noise_scheduler, noise, timesteps, text_states, image_tokens, jumps)
     return x, target_for_clean(noise_scheduler, x, latents, timesteps)
@@ -636,7 +636,7 @@ def text_preservation_batch(frozen, noise_scheduler, ids, noise, timesteps, jump
     guided and unconditional outputs. Returns (noisy, target), or (noisy, guided, uncond)."""
     import torch
 
-    from ..diffusion.guidance import guide, predict
+    from ...diffusion.guidance import guide, predict
 
     with torch.no_grad():
         text = frozen.text_encoder(ids).last_hidden_state
@@ -680,8 +680,8 @@ def _train_unet(run: Path, cfg: TrainConfig, stack, data: dict, state, progress:
     from torch.utils.tensorboard import SummaryWriter
     from tqdm import tqdm
 
-    from ..diffusion.guidance import guide
-    from ..diffusion.schedule import clean_error_weight, prediction_target, training_scheduler
+    from ...diffusion.guidance import guide
+    from ...diffusion.schedule import clean_error_weight, prediction_target, training_scheduler
     from .ip_adapter import clip_pixel_values
 
     if cfg.unet_steps == 0:  # e.g. a decoder fine-tune alone; --resume --unet-steps N can add U-Net steps later
@@ -815,7 +815,7 @@ def stack_pipeline(stack):
     from diffusers import StableDiffusionPipeline
     from transformers import CLIPImageProcessor
 
-    from ..diffusion.schedule import inference_scheduler
+    from ...diffusion.schedule import inference_scheduler
 
     size = stack.config.resolution
     pipe = StableDiffusionPipeline(

@@ -129,7 +129,7 @@ def _train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..evaluate.stack import write_sample_grid
-    from .train import TrainConfig, train
+    from ..teachers.image.train import TrainConfig, train
 
     cfg = TrainConfig()
     if args.config:
@@ -218,7 +218,7 @@ def object_range(text: str) -> tuple[int, int]:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from .load import describe_stack, load_stack
+    from ..teachers.image.load import describe_stack, load_stack
 
     pipe = load_stack(args.model)
     for line in describe_stack(pipe):
@@ -232,7 +232,7 @@ def _sample(args: argparse.Namespace) -> int:
     from ..io import image_grid, save_image
     from ..world import WorldConfig
     from ..evaluate.stack import evaluate_stack, generate, held_out_references
-    from .load import load_stack
+    from ..teachers.image.load import load_stack
 
     world = None if args.objects is None else WorldConfig(n_objects=args.objects)
     if args.threads is not None:

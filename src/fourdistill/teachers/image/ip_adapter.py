@@ -147,7 +147,7 @@ def save_ip_adapter(folder, state: dict, image_encoder, weight_name: str | None 
     """Write `folder/weight_name` (safetensors, prefixed keys) and `folder/image_encoder/`."""
     from safetensors.torch import save_file
 
-    from ..io import atomic_path
+    from ...io import atomic_path
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..diffusion.schedule import NoiseConfig  # part of the saved StackConfig
+from ...diffusion.schedule import NoiseConfig  # part of the saved StackConfig
 from .ip_adapter import IMAGE_ENCODER_SUBFOLDER, IP_ADAPTER_WEIGHT_NAME  # noqa: F401  (the IP-Adapter's files, inside IP_ADAPTER_SUBFOLDER)
 
 IP_ADAPTER_SUBFOLDER = "models"
@@ -230,8 +230,8 @@ def save_stack(stack: Stack, folder) -> Path:
     import torch
     from diffusers import StableDiffusionPipeline
 
-    from ..diffusion.schedule import inference_scheduler
-    from ..io import atomic_dir, write_json
+    from ...diffusion.schedule import inference_scheduler
+    from ...io import atomic_dir, write_json
     from .ip_adapter import ip_adapter_state_dict, save_ip_adapter
     from .tokenizer import write_vocab_files
 

@@ -51,7 +51,7 @@ def model_card(summary: dict, quality: dict, command: str, steps_done: dict, mac
         "pipe = StableDiffusionPipeline.from_pretrained(folder)",
         'pipe.load_ip_adapter(folder, subfolder="models", weight_name="ip-adapter-plus_tiny.safetensors")',
         "```",
-        "or `fourdistill.teachers.load.load_stack()` (the same two calls, DPM-Solver multistep).",
+        "or `fourdistill.teachers.image.load.load_stack()` (the same two calls, DPM-Solver multistep).",
         "",
         "## Parts",
         "",
@@ -117,7 +117,7 @@ def model_card(summary: dict, quality: dict, command: str, steps_done: dict, mac
 
 
 def write_model_card(folder, text: str) -> Path:
-    from ..io import atomic_path
+    from ...io import atomic_path
 
     path = Path(folder) / "README.md"
     with atomic_path(path) as tmp:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .stack import IMAGE_ENCODER_SUBFOLDER, IP_ADAPTER_SUBFOLDER, IP_ADAPTER_WEIGHT_NAME
 
-SHIPPED_STACK = Path(__file__).resolve().parent.parent / "assets" / "stack"
+SHIPPED_STACK = Path(__file__).resolve().parents[2] / "assets" / "stack"
 EMBEDDED = "embedded"
 
 # The real IP-Adapter for SD 1.5 (method notes 1.6).
