@@ -47,7 +47,7 @@ def main() -> None:
             for steps in (5, args.steps):
                 run = Path(tmp) / f"w{k}_{steps}"
                 stack_folder = train(run, TrainConfig.from_dict({**cfg.to_dict(), "unet_steps": steps}), progress=False, log=lambda *a, **kw: None)
-                unet_s.append(json.loads((run / "train_summary.json").read_text())["wall_s"]["unet_s"])
+                unet_s.append(json.loads((run / "train_summary.json").read_text())["phase_wall_s"]["unet"])
             per_step = (unet_s[1] - unet_s[0]) / (args.steps - 5)
             params = sum(v.numel() for v in load_file(str(stack_folder / "unet" / "diffusion_pytorch_model.safetensors")).values())
             rows.append((w, params, per_step))
