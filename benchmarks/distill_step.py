@@ -62,7 +62,7 @@ def sd15_models():
 
 
 def embedded_models():
-    from fourdistill.teachers.load import load_stack
+    from fourdistill.teachers.image.load import load_stack
 
     pipe = load_stack(None, ip_adapter=False)
     return pipe.unet, pipe.text_encoder, pipe.tokenizer.model_max_length

@@ -60,7 +60,7 @@ def main() -> int:
     import torch
 
     from fourdistill.generate import SHIPPED_MAPPERS, ControlledPipeline, ViewChange, world_reference
-    from fourdistill.teachers.load import load_stack
+    from fourdistill.teachers.image.load import load_stack
 
     if args.device == "cpu":
         torch.set_num_threads(args.threads)

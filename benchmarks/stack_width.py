@@ -36,7 +36,7 @@ def main() -> None:
     from safetensors.torch import load_file
 
     from fourdistill.teachers.data import DataConfig
-    from fourdistill.teachers.train import TrainConfig, train
+    from fourdistill.teachers.image.train import TrainConfig, train
 
     with tempfile.TemporaryDirectory() as tmp:
         runs = iter(range(10**9))
@@ -54,7 +54,7 @@ def main() -> None:
                 for steps in (5, args.steps):
                     folder = Path(tmp) / f"run{next(runs)}"
                     stack = train(folder, TrainConfig.from_dict({**cfg.to_dict(), "unet_steps": steps}), progress=False, log=lambda *a, **kw: None)
-                    unet_s.append(json.loads((folder / "train_summary.json").read_text())["wall_s"]["unet_s"])
+                    unet_s.append(json.loads((folder / "train_summary.json").read_text())["phase_wall_s"]["unet"])
                     params[channels] = sum(v.numel() for v in load_file(str(stack / "unet" / "diffusion_pytorch_model.safetensors")).values())
                 return float((unet_s[1] - unet_s[0]) / (args.steps - 5))
 

@@ -6,7 +6,7 @@ import torch
 
 from fourdistill.distill import DistillConfig, Distiller, run
 from fourdistill.mappers.checkpoint import load_mappers
-from fourdistill.teachers.load import load_stack
+from fourdistill.teachers.image.load import load_stack
 
 from tiny_models import tiny_stack_folder
 
@@ -40,8 +40,8 @@ def test_only_the_mappers_train_and_the_step_is_the_documented_loss(tmp_path, st
 def test_a_v_prediction_teacher_is_distilled_against_v(tmp_path):
     """SD 2.x 768-v predicts v, not the noise: the mapper loss follows the teacher's scheduler."""
     from fourdistill.diffusion.schedule import NoiseConfig
-    from fourdistill.teachers.stack import build_stack, save_stack
-    from fourdistill.teachers.tokenizer import build_tokenizer
+    from fourdistill.teachers.image.stack import build_stack, save_stack
+    from fourdistill.teachers.image.tokenizer import build_tokenizer
 
     from tiny_models import tiny_stack_config
 

@@ -197,7 +197,7 @@ def _direct(stack_folder, folder, bypass_alphas=None):
 
     from fourdistill.conditioning.processors import install_layer_processors
     from fourdistill.mappers.checkpoint import WEIGHTS_NAME, build_conditioner, read_mapper_config
-    from fourdistill.teachers.load import load_stack
+    from fourdistill.teachers.image.load import load_stack
 
     pipe = load_stack(str(stack_folder), ip_adapter=True)
     pipe.set_progress_bar_config(disable=True)
@@ -211,7 +211,7 @@ def _direct(stack_folder, folder, bypass_alphas=None):
 
 def test_load_mappers_returns_what_it_builds_and_generates_as_a_direct_construction(stack_folder, joint_folder, reference):
     from fourdistill.mappers.checkpoint import LoadedMappers, load_mappers
-    from fourdistill.teachers.load import load_stack
+    from fourdistill.teachers.image.load import load_stack
 
     pipe = load_stack(str(stack_folder), ip_adapter=True)
     pipe.set_progress_bar_config(disable=True)

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from fourdistill.teachers.ip_adapter import IPAdapterFileError, clip_pixel_values
-from fourdistill.teachers.load import NO_NETWORK, SHIPPED_STACK, StackLoadError, load_stack
-from fourdistill.teachers.stack import IMAGE_ENCODER_SUBFOLDER, IP_ADAPTER_SUBFOLDER, IP_ADAPTER_WEIGHT_NAME, build_stack, save_stack
-from fourdistill.teachers.tokenizer import build_tokenizer
+from fourdistill.teachers.image.ip_adapter import IPAdapterFileError, clip_pixel_values
+from fourdistill.teachers.image.load import NO_NETWORK, SHIPPED_STACK, StackLoadError, load_stack
+from fourdistill.teachers.image.stack import IMAGE_ENCODER_SUBFOLDER, IP_ADAPTER_SUBFOLDER, IP_ADAPTER_WEIGHT_NAME, build_stack, save_stack
+from fourdistill.teachers.image.tokenizer import build_tokenizer
 from fourdistill.world import make_scene, object_mask, render_view, render_views
 
 from tiny_models import tiny_stack_config
@@ -150,7 +150,7 @@ def test_each_caption_of_a_batch_gets_its_own_image_prompt(tiny_folder):
 
 
 def test_per_prompt_image_embeds_refuses_a_batch_it_does_not_fit(tiny_folder):
-    from fourdistill.teachers.ip_adapter import encode_image_prompts, per_prompt_image_embeds
+    from fourdistill.teachers.image.ip_adapter import encode_image_prompts, per_prompt_image_embeds
 
     _, folder = tiny_folder
     pipe = _load_with_real_calls(folder)
@@ -253,61 +253,144 @@ def test_unreachable_hub_id_says_no_network():
 # ------------------------------------------------------------------------------------- training
 
 
-def test_training_command_runs_resumes_and_is_deterministic(tmp_path):
+def test_training_command_runs_resumes_and_is_deterministic(tmp_path, capsys):
     from fourdistill.cli import main
+    from fourdistill.engine.config import RunFolderError
     from fourdistill.teachers.data import DataConfig
-    from fourdistill.teachers.train import TrainConfig, train
+    from fourdistill.teachers.image.train import TrainConfig, read_checkpoint_phase, train
 
     config = tmp_path / "tiny.json"
-    config.write_text(json.dumps({"stack": TINY.to_dict(), "vae_batch": 2}))
-    args = ["teachers", "train", "--out", str(tmp_path / "cli"), "--config", str(config), "--scenes", "6", "--views", "2", "--vae-steps", "2",
-            "--unet-steps", "3", "--batch", "4", "--sample-every", "3", "--checkpoint-every", "2", "--no-progress"]
+    config.write_text(json.dumps({"stack": TINY.to_dict(), "vae_batch": 2, "data": {"n_scenes": 6, "views_per_scene": 2}, "vae_steps": 2,
+                                  "sample_every": 3, "checkpoint_every": 2}))
+    args = ["teachers", "train", "--out", str(tmp_path / "cli"), "--config", str(config), "--unet-steps", "3", "--batch", "4", "--no-progress"]
     assert main(args) == 0
     run = tmp_path / "cli"
     assert (run / "samples" / "step_000003.png").is_file()
-    assert (run / "checkpoint" / "trainer.pt").is_file()
+    assert (run / "checkpoint" / "train_state.pt").is_file() and (run / "checkpoint" / "stack" / "model_index.json").is_file()
     assert any((run / "tensorboard").iterdir())
+    rows = [json.loads(line) for line in (run / "unet.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3] and all("wall_s" in r and "loss" in r for r in rows)
+    assert [r["step"] for r in (json.loads(line) for line in (run / "vae.jsonl").read_text().splitlines())][:2] == [1, 2]
     pipe = load_stack(str(run / "stack"))
     assert pipe.vae.config.scaling_factor != 1.0  # measured after VAE training
     assert pipe.text_encoder.config.hidden_size == TINY.text.hidden_size  # the --config file was used
-    assert torch.load(run / "checkpoint" / "trainer.pt", weights_only=False)["step"] == 3
+    assert (run / "stack" / "README.md").is_file() and "3 of 3 planned steps" in (run / "stack" / "README.md").read_text()
+    assert read_checkpoint_phase(run) == ("unet", 3)
     assert main(["teachers", "train", "--out", str(run), "--resume", "--unet-steps", "4", "--no-progress"]) == 0
-    assert torch.load(run / "checkpoint" / "trainer.pt", weights_only=False)["step"] == 4
-    assert json.loads((run / "train_config.json").read_text())["unet_steps"] == 4
+    assert read_checkpoint_phase(run) == ("unet", 4)
+    assert json.loads((run / "config.json").read_text())["config"]["unet_steps"] == 4
     assert main(["teachers", "train", "--out", str(run), "--resume", "--unet-steps", "2", "--no-progress"]) == 2  # cannot shrink
     # a cool-down may end the run only from where it resumes: 4 -> 6 with 3 decay steps would start at 3
     assert main(["teachers", "train", "--out", str(run), "--resume", "--unet-steps", "6", "--cooldown", "3", "--no-progress"]) == 2
     assert main(["teachers", "train", "--out", str(run), "--resume", "--unet-steps", "6", "--cooldown", "2", "--no-progress"]) == 0
-    saved = json.loads((run / "train_config.json").read_text())
+    saved = json.loads((run / "config.json").read_text())["config"]
     assert (saved["unet_steps"], saved["cooldown_steps"]) == (6, 2)
-    with pytest.raises(FileExistsError):
+    capsys.readouterr()
+    # any other setting cannot change on resume, and the error names it
+    assert main(["teachers", "train", "--out", str(run), "--resume", "--batch", "8", "--no-progress"]) == 2
+    assert "batch" in capsys.readouterr().err
+    assert main(args) == 2  # a fresh run refuses a folder holding one
+    with pytest.raises(RunFolderError):
         train(run, TrainConfig(), progress=False)
 
     cfg = TrainConfig(data=DataConfig(n_scenes=4, views_per_scene=2), stack=TINY, vae_steps=2, vae_batch=2,
-                      unet_steps=2, batch=2, sample_every=100, checkpoint_every=100)
+                      unet_steps=3, batch=2, sample_every=100, checkpoint_every=100, self_input_fraction=0.5, high_noise_fraction=0.5)
     a = train(tmp_path / "a", cfg, progress=False, log=lambda *_: None)
     b = train(tmp_path / "b", cfg, progress=False, log=lambda *_: None)
+    # interrupted after one U-Net step, then resumed: the same weights as the uninterrupted run
+    assert train(tmp_path / "c", cfg, progress=False, log=lambda *_: None, stop_at=1) is None
+    assert read_checkpoint_phase(tmp_path / "c") == ("unet", 1) and not (tmp_path / "c" / "stack").exists()
+    c = train(tmp_path / "c", cfg, resume=True, progress=False, log=lambda *_: None)
+    assert [r["step"] for r in (json.loads(line) for line in (tmp_path / "c" / "unet.jsonl").read_text().splitlines())] == [1, 2, 3]
+    _assert_same_weights(a, b)
+    _assert_same_weights(a, c)
     from safetensors.torch import load_file
 
-    wa = load_file(str(a / "unet" / "diffusion_pytorch_model.safetensors"))
-    wb = load_file(str(b / "unet" / "diffusion_pytorch_model.safetensors"))
-    assert all(torch.equal(wa[k], wb[k]) for k in wa)
     w0 = load_file(str(a / "models" / IP_ADAPTER_WEIGHT_NAME))
     assert any(k.startswith("ip_adapter.") for k in w0)
 
 
-def test_resizing_image_tokens_keeps_the_learned_queries():
-    from fourdistill.teachers.train import resize_image_tokens
+def _assert_same_weights(a, b):
+    from safetensors.torch import load_file
 
-    q = torch.randn(1, 4, 8)
-    grown = resize_image_tokens(q, 10)
-    assert grown.shape == (1, 10, 8) and torch.equal(grown[:, :4], q)
-    assert torch.allclose(grown[:, 4:8], q, atol=0.2) and not torch.equal(grown[:, 4:8], q)  # near copies, not equal
-    assert torch.equal(resize_image_tokens(q, 2), q[:, :2])
+    files = sorted(p.relative_to(a) for p in a.rglob("*.safetensors"))
+    assert files and files == sorted(p.relative_to(b) for p in b.rglob("*.safetensors"))
+    for f in files:
+        wa, wb = load_file(str(a / f)), load_file(str(b / f))
+        assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa), f
+
+
+def test_a_recipe_runs_its_runs_in_order_and_resumes_bit_for_bit(tmp_path, capsys):
+    import yaml
+
+    from fourdistill.cli import main
+    from fourdistill.engine.config import ConfigError
+    from fourdistill.teachers.image.recipe import load_recipe, run_recipe
+    from fourdistill.teachers.image.train import read_checkpoint_phase
+
+    common = {"data": {"n_scenes": 4, "views_per_scene": 2}, "batch": 2, "sample_every": 100, "checkpoint_every": 100}
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({"runs": {
+        "first": {**common, "stack": TINY.to_dict(), "vae_steps": 2, "vae_batch": 2, "unet_steps": 2},
+        "second": {**common, "init_from": "run:first", "unet_steps": 3, "cooldown_steps": 1, "image_dropout": 0.5},
+    }}))
+    quiet = dict(progress=False, log=lambda *_: None)
+    whole = run_recipe(recipe, tmp_path / "whole", **quiet)
+    assert whole == tmp_path / "whole" / "second" / "stack" and (tmp_path / "whole" / "first" / "stack" / "model_index.json").is_file()
+    saved = json.loads((tmp_path / "whole" / "second" / "config.json").read_text())["config"]
+    assert saved["init_from"] == str(tmp_path / "whole" / "first" / "stack") and saved["stack"]["unet"] == json.loads(json.dumps(TINY.to_dict()))["unet"]
+    # interrupted in the second run, then resumed: the first run is skipped, the second continues
+    assert run_recipe(recipe, tmp_path / "cut", stop_at=("second", 1), **quiet) is None
+    assert read_checkpoint_phase(tmp_path / "cut" / "second") == ("unet", 1)
+    lines = []
+    assert run_recipe(recipe, tmp_path / "cut", resume=True, progress=False, log=lines.append) == tmp_path / "cut" / "second" / "stack"
+    assert "first: finished, skipped" in lines
+    for name in ("first", "second"):
+        _assert_same_weights(tmp_path / "whole" / name / "stack", tmp_path / "cut" / name / "stack")
+    # through the command: a fresh run refuses an OUT holding the recipe's runs; --resume skips what is done
+    assert main(["teachers", "train", "--config", str(recipe), "--out", str(tmp_path / "whole"), "--no-progress"]) == 2
+    assert main(["teachers", "train", "--config", str(recipe), "--out", str(tmp_path / "whole"), "--resume", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["teachers", "train", "--config", str(recipe), "--out", str(tmp_path / "x"), "--batch", "4", "--no-progress"]) == 2
+    assert "batch" in capsys.readouterr().err  # flags are for a single run; a recipe's settings live in the file
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"runs": {"first": {"unet_steps": 1, "learning_rate": 0.1}}}))
+    with pytest.raises(ConfigError, match=r"bad.yaml: unknown key 'runs.first.learning_rate'"):
+        load_recipe(bad)
+    bad.write_text(yaml.safe_dump({"runs": {"first": {"unet_steps": 1}, "second": {"init_from": "run:frist"}}}))
+    with pytest.raises(ConfigError, match=r"bad.yaml: runs.second.init_from: 'run:frist' names no earlier run"):
+        load_recipe(bad)
+    bad.write_text(yaml.safe_dump({"runs": {"first": {"vae_from": "run:first"}}}))
+    with pytest.raises(ConfigError, match=r"runs.first.vae_from"):
+        load_recipe(bad)
+    bad.write_text(yaml.safe_dump({"runs": {"first": {}}, "seed": 1}))
+    with pytest.raises(ConfigError, match=r"bad.yaml: unknown key 'seed'"):
+        load_recipe(bad)
+    capsys.readouterr()
+    assert main(["teachers", "train", "--config", str(bad), "--out", str(tmp_path / "y"), "--no-progress"]) == 2
+    assert "bad.yaml" in capsys.readouterr().err
+
+
+def test_the_shipped_recipe_loads_and_ends_at_the_shipped_stacks_sizes():
+    from pathlib import Path
+
+    from fourdistill.teachers.image.load import SHIPPED_STACK
+    from fourdistill.teachers.image.recipe import load_recipe
+    from fourdistill.teachers.image.stack import read_stack_config
+
+    runs = load_recipe(Path(__file__).resolve().parents[1] / "configs" / "teachers" / "stack.yaml")
+    names = [name for name, _ in runs]
+    assert names == ["vae", "decoder", "wide", "v", "h", "h2"]
+    cfg = dict(runs)
+    shipped = read_stack_config(SHIPPED_STACK)
+    assert tuple(cfg["wide"].stack.unet.block_out_channels) == shipped.unet.block_out_channels and cfg["wide"].vae_from == "run:decoder"
+    assert cfg["v"].stack.noise == shipped.noise and cfg["v"].init_from == "run:wide"
+    assert cfg["h2"].init_from == "run:h" and (cfg["h2"].unet_steps, cfg["h2"].cooldown_steps, cfg["h2"].image_dropout) == (600, 200, 0.5)
 
 
 def test_high_noise_fraction_moves_that_share_of_timesteps_to_the_noisiest_range():
-    from fourdistill.teachers.train import TrainConfig, training_timesteps
+    from fourdistill.teachers.image.train import TrainConfig, training_timesteps
 
     plain = training_timesteps(TrainConfig(batch=64), 1000, torch.Generator().manual_seed(0))
     assert torch.equal(plain, torch.randint(0, 1000, (64,), generator=torch.Generator().manual_seed(0)))  # default: uniform, as before
@@ -319,7 +402,7 @@ def test_high_noise_fraction_moves_that_share_of_timesteps_to_the_noisiest_range
 
 def test_self_input_batch_starts_from_the_unets_own_first_step(tiny_folder):
     from fourdistill.diffusion.schedule import NoiseConfig, predicted_clean_latents, training_scheduler
-    from fourdistill.teachers.train import TrainConfig, self_input_batch, self_input_count, training_timesteps
+    from fourdistill.teachers.image.train import TrainConfig, self_input_batch, self_input_count, training_timesteps
 
     cfg = TrainConfig(batch=16, high_noise_fraction=0.25, high_noise_start=900, self_input_fraction=0.5, self_input_start=300, self_input_end=600)
     t = training_timesteps(cfg, 1000, torch.Generator().manual_seed(0))
@@ -366,20 +449,23 @@ def test_self_input_batch_starts_from_the_unets_own_first_step(tiny_folder):
 
 def test_a_stack_fine_tunes_to_v_prediction_and_the_pipeline_follows(tmp_path):
     from fourdistill.cli import main
-    from fourdistill.teachers.stack import read_stack_config
+    from fourdistill.teachers.image.stack import read_stack_config
     from fourdistill.teachers.data import DataConfig
-    from fourdistill.teachers.train import TrainConfig, train
+    from fourdistill.teachers.image.train import TrainConfig, read_checkpoint_phase, train
 
     cfg = TrainConfig(data=DataConfig(n_scenes=4, views_per_scene=2), stack=TINY, vae_steps=2, vae_batch=2,
                       unet_steps=1, batch=2, sample_every=100, checkpoint_every=100)
     base = train(tmp_path / "base", cfg, progress=False, log=lambda *_: None)
-    args = ["teachers", "train", "--out", str(tmp_path / "v"), "--init", str(base), "--prediction", "v_prediction", "--zero-terminal-snr",
-            "--ip-tokens", "6", "--high-noise-fraction", "0.5", "--self-input-fraction", "0.5", "--self-input-clean-loss", "--self-input-keep-image", "--scenes", "4", "--views", "2", "--unet-steps", "2", "--batch", "2", "--sample-every", "2", "--no-progress"]
+    data = {"data": {"n_scenes": 4, "views_per_scene": 2}}
+    (tmp_path / "v.json").write_text(json.dumps({**data, "stack": {"noise": {"prediction_type": "v_prediction", "zero_terminal_snr": True}},
+                                                 "high_noise_fraction": 0.5, "self_input_fraction": 0.5, "self_input_keep_image": True, "sample_every": 2}))
+    (tmp_path / "data.json").write_text(json.dumps(data))
+    args = ["teachers", "train", "--out", str(tmp_path / "v"), "--init", str(base), "--config", str(tmp_path / "v.json"), "--unet-steps", "2", "--batch", "2", "--no-progress"]
     assert main(args) == 0
     run = tmp_path / "v"
-    saved = json.loads((run / "train_config.json").read_text())
-    assert saved["high_noise_fraction"] == 0.5 and saved["self_input_fraction"] == 0.5 and saved["self_input_clean_loss"] and saved["self_input_keep_image"] and saved["init_from"] == str(base) and saved["stack"]["noise"] == {"prediction_type": "v_prediction", "zero_terminal_snr": True}
-    assert not (run / "checkpoint" / "trainer.pt").exists() or torch.load(run / "checkpoint" / "trainer.pt", weights_only=False)["step"] == 2
+    saved = json.loads((run / "config.json").read_text())["config"]
+    assert saved["high_noise_fraction"] == 0.5 and saved["self_input_fraction"] == 0.5 and saved["self_input_keep_image"] and saved["init_from"] == str(base) and saved["stack"]["noise"] == {"prediction_type": "v_prediction", "zero_terminal_snr": True}
+    assert read_checkpoint_phase(run) == ("unet", 2)
     from safetensors.torch import load_file
 
     vae_base = load_file(str(base / "vae" / "diffusion_pytorch_model.safetensors"))
@@ -388,10 +474,7 @@ def test_a_stack_fine_tunes_to_v_prediction_and_the_pipeline_follows(tmp_path):
     sched = json.loads((run / "stack" / "scheduler" / "scheduler_config.json").read_text())
     assert (sched["prediction_type"], sched["rescale_betas_zero_snr"], sched["timestep_spacing"]) == ("v_prediction", True, "trailing")
     assert read_stack_config(run / "stack").noise.prediction_type == "v_prediction"
-    assert read_stack_config(run / "stack").ip_adapter.num_tokens == 6  # grown from TINY's 4
-    grown = load_file(str(run / "stack" / "models" / IP_ADAPTER_WEIGHT_NAME))["image_proj.latents"]
-    first = load_file(str(base / "models" / IP_ADAPTER_WEIGHT_NAME))["image_proj.latents"]
-    assert grown.shape[1] == 6 and first.shape[1] == 4
+    assert read_stack_config(run / "stack").ip_adapter.num_tokens == TINY.ip_adapter.num_tokens  # the init stack's sizes
     pipe = _load_with_real_calls(run / "stack")
     assert pipe.scheduler.config.prediction_type == "v_prediction"
     image = pipe("a red cube", ip_adapter_image=_reference(), num_inference_steps=4, height=TINY.resolution, width=TINY.resolution, output_type="np").images
@@ -408,20 +491,20 @@ def test_a_stack_fine_tunes_to_v_prediction_and_the_pipeline_follows(tmp_path):
     with pytest.raises(ValueError, match="guidance_rescale"):
         sample(guidance_rescale=1.5)
     # fine-tuning the v stack again without naming a target keeps v
-    assert main(args[:3] + [str(tmp_path / "again"), "--init", str(run / "stack"), "--scenes", "4", "--views", "2", "--unet-steps", "1",
+    assert main(args[:3] + [str(tmp_path / "again"), "--init", str(run / "stack"), "--config", str(tmp_path / "data.json"), "--unet-steps", "1",
                              "--batch", "2", "--no-progress"]) == 0
     assert read_stack_config(tmp_path / "again" / "stack").noise.prediction_type == "v_prediction"
     assert main(args[:3] + [str(tmp_path / "bad"), "--init", str(tmp_path), "--no-progress"]) == 2  # not a stack folder: a clear error
 
 
 def test_learning_rate_warms_up_stays_then_cools_down_to_zero():
-    from fourdistill.teachers.train import _lr_lambda
+    from fourdistill.engine.schedules import warmup_cooldown  # the schedule of every stack phase
 
-    f = _lr_lambda(warmup=10, total=100, cooldown=20)
+    f = warmup_cooldown(warmup=10, total=100, cooldown=20)
     assert f(0) == pytest.approx(0.1) and f(9) == 1.0 and f(50) == 1.0 and f(79) == 1.0
     assert f(80) == 1.0 and f(90) == pytest.approx(0.5) and f(99) == pytest.approx(0.05)
     assert all(f(s) >= f(s + 1) for s in range(10, 99))
-    assert _lr_lambda(10)(10_000) == 1.0  # no cool-down: constant, so a run extends cleanly
+    assert warmup_cooldown(10)(10_000) == 1.0  # no cool-down: constant, so a run extends cleanly
 
 
 def test_training_refuses_eval_seeds():
@@ -432,12 +515,9 @@ def test_training_refuses_eval_seeds():
 
 
 def test_the_easier_world_draws_training_and_held_out_scenes_with_the_objects_asked_for():
-    import argparse
-
-    from fourdistill.teachers.commands import object_range
     from fourdistill.evaluate.stack import held_out_references
     from fourdistill.teachers.data import DataConfig, render_world_set
-    from fourdistill.teachers.train import TrainConfig
+    from fourdistill.teachers.image.train import TrainConfig
     from fourdistill.world import WorldConfig, make_scene
 
     data = render_world_set(DataConfig(n_scenes=12, views_per_scene=1, n_objects=(1, 1)), 16, 0, progress=False)
@@ -454,17 +534,13 @@ def test_the_easier_world_draws_training_and_held_out_scenes_with_the_objects_as
     assert cfg.data.world().n_objects == (1, 1) and TrainConfig.from_dict(cfg.to_dict()).data.world().n_objects == (1, 1)
     with pytest.raises(ValueError, match="n_objects"):
         TrainConfig.from_dict({"data": {"n_objects": [2, 1]}})
-    assert object_range("1") == (1, 1) and object_range("1-2") == (1, 2)
-    for bad in ("0", "3-1", "one", "1-5"):
-        with pytest.raises(argparse.ArgumentTypeError, match=bad):
-            object_range(bad)
 
 
-def test_training_renders_carry_object_masks_and_the_vae_loss_can_weigh_them():
+def test_training_renders_carry_object_masks():
     from dataclasses import replace
 
     from fourdistill.teachers.data import DataConfig, render_world_set
-    from fourdistill.teachers.train import TrainConfig, vae_reconstruction_loss
+    from fourdistill.teachers.image.train import vae_reconstruction_loss
     from fourdistill.world import DEFAULT_ORBIT, make_scene
 
     data = render_world_set(DataConfig(n_scenes=3, views_per_scene=2), 32, 0, progress=False)
@@ -476,43 +552,13 @@ def test_training_renders_carry_object_masks_and_the_vae_loss_can_weigh_them():
     empty = replace(scene, objects=())
     assert not object_mask(empty, cams, [0.5], render_views(empty, cams, [0.5])["depth"]).any()
     assert object_mask(scene, cams, [0.5], render_views(scene, cams, [0.5])["depth"]).any()
-    # an error on object pixels only weighs (1 + W) / mean weight as much with the weighting
+    # the VAE's loss: MSE + L1 weight x L1 over every pixel
     x = torch.zeros(2, 3, 8, 8)
     objects = np.zeros((2, 8, 8), dtype=bool)
     objects[:, 2:4, 2:4] = True
     recon = x + torch.from_numpy(objects)[:, None].float()
-    plain = TrainConfig(vae_l1_weight=0.0)
-    weighted = TrainConfig(vae_l1_weight=0.0, vae_object_weight=9.0)
-    base = float(vae_reconstruction_loss(recon, x, None, plain))
-    assert base == pytest.approx(float(objects.mean()))
-    mean_w = 1.0 + 9.0 * objects.mean()
-    assert float(vae_reconstruction_loss(recon, x, objects, weighted)) == pytest.approx(base * 10.0 / mean_w)
-    # uniform error: the weights average to one, so the loss keeps its scale
-    assert float(vae_reconstruction_loss(x + 0.5, x, objects, weighted)) == pytest.approx(0.25)
-    with pytest.raises(ValueError, match="vae_object_weight"):
-        TrainConfig(vae_object_weight=-1.0)
-
-
-def test_a_cached_render_without_object_masks_is_refused_when_they_are_needed(tmp_path):
-    from fourdistill.teachers.data import DataConfig
-    from fourdistill.teachers.train import TrainConfig, load_or_render
-
-    cfg = TrainConfig(data=DataConfig(n_scenes=2, views_per_scene=1), vae_object_weight=5.0)
-    cfg.stack.resolution = 16
-    data = load_or_render(tmp_path, cfg)
-    assert "objects" in data
-    np.savez(tmp_path / "data.npz", **{k: v for k, v in data.items() if k != "objects"})
-    with pytest.raises(ValueError, match="data.npz.*object masks"):
-        load_or_render(tmp_path, cfg)
-    cfg.vae_object_weight = 0.0
-    assert "objects" not in load_or_render(tmp_path, cfg)
-
-
-def test_objects_cannot_change_a_run_being_resumed(tmp_path, capsys):
-    from fourdistill.cli import main
-
-    assert main(["teachers", "train", "--out", str(tmp_path), "--resume", "--objects", "1"]) == 2
-    assert "--objects" in capsys.readouterr().err
+    assert float(vae_reconstruction_loss(recon, x, 0.0)) == pytest.approx(float(objects.mean()))
+    assert float(vae_reconstruction_loss(x + 0.5, x, 0.5)) == pytest.approx(0.25 + 0.25)
 
 
 # --------------------------------------------------------------------------------- shipped stack
@@ -533,7 +579,7 @@ def test_shipped_stack_loads_with_real_calls_and_generates_in_seconds():
 
 
 def test_the_shipped_stack_carries_no_machine_paths():
-    from fourdistill.teachers.load import SHIPPED_STACK
+    from fourdistill.teachers.image.load import SHIPPED_STACK
 
     for path in SHIPPED_STACK.rglob("*.json"):
         assert "_name_or_path" not in path.read_text(), path
@@ -600,8 +646,8 @@ def test_first_step_psnr_reads_the_clean_image_out_of_either_target(tiny_folder,
 
 
 def test_stack_model_card_records_the_schedule_and_the_yardsticks():
-    from fourdistill.teachers.card import model_card
-    from fourdistill.teachers.train import TrainConfig
+    from fourdistill.teachers.image.card import model_card
+    from fourdistill.teachers.image.train import TrainConfig
 
     cfg = TrainConfig(unet_steps=6000, cooldown_steps=2000).to_dict()
     quality = {
@@ -610,14 +656,14 @@ def test_stack_model_card_records_the_schedule_and_the_yardsticks():
         "image_prompt_by_region": {"sky": {"pixels": 0.6, "psnr_db": 18.0}, "ground": {"pixels": 0.4, "psnr_db": 12.0}},
         "n_scenes": 64, "steps": 30, "guidance": 5.0, "first_step_psnr_db": {"text+image": 18.05, "none": 15.38},
     }
-    text = model_card({"config": cfg, "wall_s": {"vae_s": 60, "unet_s": 600}}, quality, "fourdistill teachers train --out run", {"vae": 700, "unet": 6000}, "a CPU")
+    text = model_card({"config": cfg, "wall_s": 660, "phase_wall_s": {"vae": 60, "unet": 600}}, quality, "fourdistill teachers train --out run", {"vae": 700, "unet": 6000}, "a CPU")
     assert "linear decay to zero over the last 2000" in text
     assert "decoder fine-tune" not in text and "on the VAE's reconstructions of the references | not measured |" in text
     assert "spread of two samples" not in text and "against the reference's objects" not in text
     quality["reference_vae_text_to_image_accuracy"] = 0.9375
     quality["image_prompt_spread_db"], quality["image_prompt_consistent_db"] = 26.36, 19.82
     quality["image_prompt_identity"] = 0.8125
-    text = model_card({"config": cfg, "wall_s": {"vae_s": 60, "unet_s": 600}}, quality, "fourdistill teachers train --out run", {"vae": 700, "unet": 6000}, "a CPU",
+    text = model_card({"config": cfg, "wall_s": 660, "phase_wall_s": {"vae": 60, "unet": 600}}, quality, "fourdistill teachers train --out run", {"vae": 700, "unet": 6000}, "a CPU",
                       decoder={"steps": 3000, "batch": 16, "lr": 5e-4, "l1_weight": 0.5, "wall_s": 120})
     assert "VAE decoder fine-tune (encoder frozen, so the latents and the U-Net's work are unchanged): 3000 steps, batch 16, lr 0.0005, MSE + 0.5 L1, 2.0 min" in text
     assert "reconstructions of the references | 0.938 |" in text
@@ -627,9 +673,9 @@ def test_stack_model_card_records_the_schedule_and_the_yardsticks():
     assert "epsilon prediction" in text and "text+image 18.05 dB, none 15.38 dB" in text
     v = TrainConfig()
     v.stack.noise.prediction_type, v.stack.noise.zero_terminal_snr = "v_prediction", True
-    text = model_card({"config": v.to_dict(), "wall_s": {}}, quality, "fourdistill teachers train --out run", {"vae": 0, "unet": 10}, "a CPU")
+    text = model_card({"config": v.to_dict(), "wall_s": 0.0}, quality, "fourdistill teachers train --out run", {"vae": 0, "unet": 10}, "a CPU")
     assert "v prediction, rescaled to zero terminal SNR" in text
-    text = model_card({"config": cfg, "wall_s": {"unet_s": 600}}, quality, "fourdistill teachers train --out run --vae-from embedded", {"vae": 0, "unet": 6000}, "a CPU",
+    text = model_card({"config": cfg, "wall_s": 600, "phase_wall_s": {"unet": 600}}, quality, "fourdistill teachers train --out run --vae-from embedded", {"vae": 0, "unet": 6000}, "a CPU",
                       vae_source="700 steps, then its decoder 3000")
     assert "- VAE: taken unchanged from another stack (vae_from, no VAE phase in this run): 700 steps, then its decoder 3000" in text
     assert "- VAE: 0 steps" not in text
@@ -640,14 +686,14 @@ def test_decoder_fine_tune_keeps_the_latents_and_the_unet(tmp_path):
 
     from fourdistill.cli import main
     from fourdistill.teachers.data import DataConfig
-    from fourdistill.teachers.train import TrainConfig, train
+    from fourdistill.teachers.image.train import TrainConfig, read_checkpoint_phase, train
 
     cfg = TrainConfig(data=DataConfig(n_scenes=4, views_per_scene=2), stack=TINY, vae_steps=2, vae_batch=2,
                       unet_steps=1, batch=2, sample_every=100, checkpoint_every=100)
     base = train(tmp_path / "base", cfg, progress=False, log=lambda *_: None)
     run = tmp_path / "dec"
-    args = ["teachers", "train", "--out", str(run), "--init", str(base), "--decoder-steps", "3", "--unet-steps", "0",
-            "--scenes", "4", "--views", "2", "--checkpoint-every", "2", "--vae-object-weight", "10", "--no-progress"]
+    (tmp_path / "dec.json").write_text(json.dumps({"data": {"n_scenes": 4, "views_per_scene": 2}, "decoder_steps": 3, "checkpoint_every": 2, "vae_batch": 2}))
+    args = ["teachers", "train", "--out", str(run), "--init", str(base), "--config", str(tmp_path / "dec.json"), "--unet-steps", "0", "--no-progress"]
     assert main(args) == 0
     old = load_file(str(base / "vae" / "diffusion_pytorch_model.safetensors"))
     new = load_file(str(run / "stack" / "vae" / "diffusion_pytorch_model.safetensors"))
@@ -662,23 +708,16 @@ def test_decoder_fine_tune_keeps_the_latents_and_the_unet(tmp_path):
     scale = lambda folder: json.loads((folder / "vae" / "config.json").read_text())["scaling_factor"]  # noqa: E731
     assert scale(run / "stack") == scale(base)
     summary = json.loads((run / "train_summary.json").read_text())
-    assert summary["wall_s"]["decoder_s"] > 0 and "unet_s" not in summary["wall_s"]
+    assert summary["phase_wall_s"]["decoder"] > 0 and "unet" not in summary["phase_wall_s"]
+    assert "VAE decoder fine-tune (encoder frozen" in (run / "stack" / "README.md").read_text()
     # the decoder-only run extends into U-Net steps on the same latents
+    assert main(["teachers", "train", "--out", str(run), "--resume", "--unet-steps", "1", "--batch", "2", "--no-progress"]) == 2  # batch is the run's
     assert main(["teachers", "train", "--out", str(run), "--resume", "--unet-steps", "1", "--no-progress"]) == 0
-    assert torch.load(run / "checkpoint" / "trainer.pt", weights_only=False)["step"] == 1
+    assert read_checkpoint_phase(run) == ("unet", 1)
     again = load_file(str(run / "stack" / "vae" / "diffusion_pytorch_model.safetensors"))
     assert all(torch.equal(again[k], new[k]) for k in new)
     # without a stack to start from there is no decoder to fine-tune
-    assert main(["teachers", "train", "--out", str(tmp_path / "bad"), "--decoder-steps", "2", "--no-progress"]) == 2
-    # the whole VAE: the encoder moves and the scaling factor is measured again, then the U-Net follows
-    whole = tmp_path / "whole"
-    assert main(["teachers", "train", "--out", str(whole), "--init", str(base), "--vae-finetune-steps", "2", "--unet-steps", "1",
-                 "--scenes", "4", "--views", "2", "--batch", "2", "--sample-every", "100", "--no-progress"]) == 0
-    moved = load_file(str(whole / "stack" / "vae" / "diffusion_pytorch_model.safetensors"))
-    assert any(not torch.equal(old[k], moved[k]) for k in frozen)
-    assert scale(whole / "stack") != scale(base)
-    assert set(json.loads((whole / "train_summary.json").read_text())["wall_s"]) == {"vae_s", "unet_s"}
-    assert main(["teachers", "train", "--out", str(tmp_path / "both"), "--init", str(base), "--decoder-steps", "1", "--vae-finetune-steps", "1", "--no-progress"]) == 2
+    assert main(["teachers", "train", "--out", str(tmp_path / "bad"), "--config", str(tmp_path / "dec.json"), "--no-progress"]) == 2
 
 
 def test_a_fresh_run_takes_a_trained_vae_and_builds_a_wider_unet(tmp_path):
@@ -687,19 +726,19 @@ def test_a_fresh_run_takes_a_trained_vae_and_builds_a_wider_unet(tmp_path):
     from safetensors.torch import load_file
 
     from fourdistill.cli import main
-    from fourdistill.teachers.stack import read_stack_config
+    from fourdistill.teachers.image.stack import read_stack_config
     from fourdistill.teachers.data import DataConfig
-    from fourdistill.teachers.train import TrainConfig, train
+    from fourdistill.teachers.image.train import TrainConfig, read_checkpoint_phase, train
 
     cfg = TrainConfig(data=DataConfig(n_scenes=4, views_per_scene=2), stack=TINY, vae_steps=2, vae_batch=2,
                       unet_steps=1, batch=2, sample_every=100, checkpoint_every=100)
     base = train(tmp_path / "base", cfg, progress=False, log=lambda *_: None)
     wide = [2 * c for c in TINY.unet.block_out_channels]
     stack = replace(TINY, unet=replace(TINY.unet, block_out_channels=tuple(wide)), vae=replace(TINY.vae, block_out_channels=(8, 8)))
-    (tmp_path / "wide.json").write_text(json.dumps({"stack": stack.to_dict()}))
+    (tmp_path / "wide.json").write_text(json.dumps({"stack": stack.to_dict(), "data": {"n_scenes": 4, "views_per_scene": 2}, "sample_every": 100}))
     run = tmp_path / "wide"
     args = ["teachers", "train", "--out", str(run), "--config", str(tmp_path / "wide.json"), "--vae-from", str(base),
-            "--unet-steps", "2", "--batch", "2", "--scenes", "4", "--views", "2", "--sample-every", "100", "--no-progress"]
+            "--unet-steps", "2", "--batch", "2", "--no-progress"]
     assert main(args) == 0
     old = load_file(str(base / "vae" / "diffusion_pytorch_model.safetensors"))
     new = load_file(str(run / "stack" / "vae" / "diffusion_pytorch_model.safetensors"))
@@ -707,17 +746,17 @@ def test_a_fresh_run_takes_a_trained_vae_and_builds_a_wider_unet(tmp_path):
     assert read_stack_config(run / "stack").unet.block_out_channels == tuple(wide)
     assert read_stack_config(run / "stack").vae == TINY.vae
     summary = json.loads((run / "train_summary.json").read_text())
-    assert set(summary["wall_s"]) == {"unet_s"} and summary["config"]["vae_from"] == str(base)
-    assert torch.load(run / "checkpoint" / "trainer.pt", weights_only=False)["step"] == 2
+    assert set(summary["phase_wall_s"]) == {"unet"} and summary["config"]["vae_from"] == str(base)
+    assert read_checkpoint_phase(run) == ("unet", 2)
     assert main(["teachers", "train", "--out", str(run), "--resume", "--unet-steps", "3", "--no-progress"]) == 0
     assert all(torch.equal(old[k], v) for k, v in load_file(str(run / "stack" / "vae" / "diffusion_pytorch_model.safetensors")).items())
     # the VAE comes from one place only
     assert main(["teachers", "train", "--out", str(tmp_path / "both"), "--init", str(base), "--vae-from", str(base), "--no-progress"]) == 2
-    assert main(["teachers", "train", "--out", str(run), "--resume", "--vae-from", str(base), "--no-progress"]) == 2
+    assert main(["teachers", "train", "--out", str(run), "--resume", "--vae-from", "embedded", "--no-progress"]) == 2
 
 
 def test_self_input_samples_can_keep_their_image_prompt():
-    from fourdistill.teachers.train import TrainConfig, prompt_dropout
+    from fourdistill.teachers.image.train import TrainConfig, prompt_dropout
 
     def drops(**kw):
         cfg = TrainConfig(batch=8, text_dropout=0.5, image_dropout=1.0, self_input_fraction=0.5, **kw)
@@ -731,35 +770,10 @@ def test_self_input_samples_can_keep_their_image_prompt():
     assert TrainConfig.from_dict(TrainConfig(self_input_keep_image=True).to_dict()).self_input_keep_image
 
 
-def test_image_path_only_leaves_text_to_image_untouched(tmp_path):
-    from safetensors.torch import load_file
-
-    from fourdistill.teachers.data import DataConfig
-    from fourdistill.teachers.train import TrainConfig, train
-
-    cfg = TrainConfig(data=DataConfig(n_scenes=4, views_per_scene=2), stack=TINY, vae_steps=2, vae_batch=2,
-                      unet_steps=1, batch=2, sample_every=100, checkpoint_every=100)
-    base = train(tmp_path / "base", cfg, progress=False, log=lambda *_: None)
-    tuned = train(tmp_path / "tuned", TrainConfig(data=cfg.data, stack=TINY, unet_steps=3, batch=2, sample_every=100, checkpoint_every=100, lr=0.01,
-                                                 init_from=str(base), image_path_only=True), progress=False, log=lambda *_: None)
-
-    def weights(folder, part):
-        name = {"unet": "unet/diffusion_pytorch_model.safetensors", "text": "text_encoder/model.safetensors",
-                "image": f"models/{IMAGE_ENCODER_SUBFOLDER}/model.safetensors", "adapter": f"models/{IP_ADAPTER_WEIGHT_NAME}"}[part]
-        return load_file(str(folder / name))
-
-    # the U-Net file holds everything but the image path (that is the IP-Adapter file): unchanged, as the text encoder
-    for part in ("unet", "text"):
-        before, after = weights(base, part), weights(tuned, part)
-        assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before), part
-    assert any(not torch.equal(a, weights(tuned, "adapter")[k]) for k, a in weights(base, "adapter").items())
-    assert any(not torch.equal(a, weights(tuned, "image")[k]) for k, a in weights(base, "image").items())
-
-
 def test_preserve_text_holds_text_alone_to_the_init_stack(tmp_path):
     from fourdistill.diffusion.schedule import training_scheduler
     from fourdistill.teachers.data import DataConfig
-    from fourdistill.teachers.train import TrainConfig, load_stack_for_training, preserve_text_count, text_preservation_batch, train
+    from fourdistill.teachers.image.train import TrainConfig, load_stack_for_training, preserve_text_count, text_preservation_batch, train
 
     with pytest.raises(ValueError, match="needs init_from"):
         TrainConfig(preserve_text_fraction=0.25)

@@ -94,7 +94,7 @@ def tiny_pipeline(folder):
 
 def tiny_stack_config():
     """The StackConfig of a tiny embedded-layout stack (seconds to build and run on a CPU)."""
-    from fourdistill.teachers.stack import ImageEncoderConfig, IPAdapterConfig, StackConfig, TextEncoderConfig, UNetConfig, VaeConfig
+    from fourdistill.teachers.image.stack import ImageEncoderConfig, IPAdapterConfig, StackConfig, TextEncoderConfig, UNetConfig, VaeConfig
 
     return StackConfig(
         text=TextEncoderConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2),
@@ -107,8 +107,8 @@ def tiny_stack_config():
 
 def tiny_stack_folder(folder):
     """A randomly initialised embedded-layout stack (SD folder + h94 IP-Adapter files) in `folder`."""
-    from fourdistill.teachers.stack import build_stack, save_stack
-    from fourdistill.teachers.tokenizer import build_tokenizer
+    from fourdistill.teachers.image.stack import build_stack, save_stack
+    from fourdistill.teachers.image.tokenizer import build_tokenizer
 
     tokenizer = build_tokenizer(folder / "tokenizer-src")
     return save_stack(build_stack(tiny_stack_config(), tokenizer, seed=0), folder / "stack")

@@ -22,7 +22,7 @@ COMMAND_MODULES = (
     "fourdistill.commands.reconstruct",
     "fourdistill.commands.judge",
     "fourdistill.commands.evaluate",
-    "fourdistill.teachers.commands",
+    "fourdistill.commands.teachers",
     "fourdistill.commands.distill",
     "fourdistill.commands.generate",
 )

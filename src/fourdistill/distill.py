@@ -65,8 +65,8 @@ from .mappers.neti import MapperConfig, TimeMapper, ViewMapper
 from .pairs import PairConfig, PairSampler
 from .sources import open_source
 from .sources.world import WorldScenes
-from .teachers.ip_adapter import encode_image_prompts
-from .teachers.load import load_stack
+from .teachers.image.ip_adapter import encode_image_prompts
+from .teachers.image.load import load_stack
 
 MODES = ("time", "view", "joint")
 

@@ -38,8 +38,8 @@ from .diffusion import DEFAULT_GUIDANCE, DEFAULT_STEPS
 from .diffusion.guidance import resolve_guidance_rescale
 from .io import image_grid
 from .mappers.checkpoint import LoadedMappers, load_mappers
-from .teachers.ip_adapter import encode_image_prompts, per_prompt_image_embeds
-from .teachers.load import load_stack
+from .teachers.image.ip_adapter import encode_image_prompts, per_prompt_image_embeds
+from .teachers.image.load import load_stack
 from .world import DEFAULT_ORBIT, make_scene, render_view
 
 SHIPPED_MAPPERS = Path(__file__).resolve().parent / "assets" / "mappers"

@@ -7,7 +7,7 @@
 
 Generation uses the shipped sampler: the stack's DPM-Solver multistep scheduler,
 fourdistill.diffusion.DEFAULT_STEPS steps at guidance DEFAULT_GUIDANCE. `write_sample_grid` is
-what stack training draws its progress samples with (teachers.train.train's sample_grid).
+what stack training draws its progress samples with (teachers.image.train.train's sample_grid).
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from ..diffusion import DEFAULT_GUIDANCE, DEFAULT_STEPS
 from ..diffusion.guidance import resolve_guidance_rescale
 from ..diffusion.schedule import predicted_clean_latents
 from ..io import image_grid, save_image
-from ..teachers.ip_adapter import encode_image_prompts, per_prompt_image_embeds
-from ..teachers.train import stack_pipeline
+from ..teachers.image.ip_adapter import encode_image_prompts, per_prompt_image_embeds
+from ..teachers.image.train import stack_pipeline
 from ..world import DEFAULT_ORBIT, EVAL_SEEDS, TRAIN_SEEDS, make_scene, object_mask, render_view
 from .judge import attribute_accuracy, load_judge
 from .metrics import mse_numpy, psnr_from_mse, psnr_numpy
@@ -137,7 +137,7 @@ def generate(
 
 
 def write_sample_grid(stack, path: Path, seed: int = 0, n: int = 4, steps: int = 20, world=None) -> None:
-    """PNG grid of an in-memory Stack (teachers.stack.Stack), one column per held-out scene:
+    """PNG grid of an in-memory Stack (teachers.image.stack.Stack), one column per held-out scene:
     reference render / text + image prompt / text only."""
     for m in (stack.unet, stack.text_encoder, stack.image_encoder):
         m.eval()

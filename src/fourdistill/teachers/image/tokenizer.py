@@ -14,6 +14,11 @@ import json
 from collections import Counter
 from pathlib import Path
 
+from transformers import CLIPTokenizer
+
+from ...io import atomic_path
+from ...world.scene import COLORS, MOTION_VERBS, SHAPE_NOUNS
+
 BOS = "<|startoftext|>"
 EOS = "<|endoftext|>"
 END_OF_WORD = "</w>"
@@ -67,8 +72,6 @@ def byte_alphabet() -> dict[int, str]:
 
 def world_words() -> list[str]:
     """The words of every caption the world can produce."""
-    from ..world.scene import COLORS, MOTION_VERBS, SHAPE_NOUNS
-
     words = ["a", "an", "next", "to", "and"] + list(COLORS) + list(SHAPE_NOUNS.values())
     words += [v for v in MOTION_VERBS.values() if v]
     return words
@@ -144,7 +147,6 @@ def write_vocab_files(folder) -> None:
 
 
 def _write_vocab(folder: Path, vocab: dict[str, int], merges: list[tuple[str, str]]) -> None:
-    from ..io import atomic_path
 
     with atomic_path(folder / "vocab.json") as tmp:
         tmp.write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
@@ -157,9 +159,7 @@ def build_tokenizer(folder, words: list[str] | None = None, model_max_length: in
 
     model_max_length 77: CLIP's context length (Stable Diffusion 1.x/2.x).
     """
-    from transformers import CLIPTokenizer
 
-    from ..io import atomic_path
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -23,6 +23,14 @@ from __future__ import annotations
 from contextlib import contextmanager
 from pathlib import Path
 
+import torch
+from diffusers.loaders import IPAdapterMixin
+from diffusers.models.embeddings import ImageProjection, IPAdapterPlusImageProjection
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from ...io import atomic_path
+
 IP_ADAPTER_WEIGHT_NAME = "ip-adapter-plus_tiny.safetensors"
 IMAGE_ENCODER_SUBFOLDER = "image_encoder"  # beside the weight file, as in h94/IP-Adapter's models/
 
@@ -33,7 +41,6 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 class IPAdapterFileError(ValueError):
     """An IP-Adapter weight file that is missing or does not match the U-Net. Names the file."""
-
     def __init__(self, path, problem: str):
         super().__init__(f"{path}: {problem}")
 
@@ -50,8 +57,6 @@ def init_ip_adapter_state(unet, embed_dims: int, cfg, seed: int = 0) -> dict[str
 
     embed_dims: the image encoder's hidden size. cfg: IPAdapterConfig.
     """
-    import torch
-    from diffusers.models.embeddings import IPAdapterPlusImageProjection
 
     if cfg.hidden_dims % 64:
         raise ValueError(f"IPAdapterConfig.hidden_dims must be a multiple of 64 (heads of 64 channels), got {cfg.hidden_dims}")
@@ -85,7 +90,6 @@ def install_ip_adapter(unet, state: dict) -> torch.nn.Module:
     installs IP-Adapter attention processors and `encoder_hid_proj` exactly as loading the file
     into a pipeline does.
     """
-    from diffusers.loaders import IPAdapterMixin
 
     class UNetOnly(IPAdapterMixin):  # what load_ip_adapter reads of a pipeline, given a state dict
         def __init__(self, unet):
@@ -98,8 +102,6 @@ def install_ip_adapter(unet, state: dict) -> torch.nn.Module:
 
 def _resampler_to_file_keys(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """diffusers' IPAdapterPlusImageProjection names -> the original Resampler's names."""
-    import torch
-
     out = {}
     for key, value in sd.items():
         parts = key.split(".")
@@ -145,9 +147,7 @@ def ip_adapter_state_dict(unet, image_proj) -> dict[str, dict[str, torch.Tensor]
 
 def save_ip_adapter(folder, state: dict, image_encoder, weight_name: str | None = None) -> Path:
     """Write `folder/weight_name` (safetensors, prefixed keys) and `folder/image_encoder/`."""
-    from safetensors.torch import save_file
 
-    from ..io import atomic_path
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -162,9 +162,6 @@ def save_ip_adapter(folder, state: dict, image_encoder, weight_name: str | None 
 
 def read_ip_adapter_file(path) -> dict[str, dict[str, torch.Tensor]]:
     """Read a safetensors IP-Adapter file into {"image_proj": {...}, "ip_adapter": {...}}."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     path = Path(path)
     if not path.is_file():
         raise IPAdapterFileError(path, "IP-Adapter weight file not found")
@@ -223,8 +220,6 @@ def check_ip_adapter_state(state: dict, unet, path) -> None:
 def clip_pixel_values(images: torch.Tensor) -> torch.Tensor:
     """(B, H, W, 3) or (B, 3, H, W) float in [0, 1] at the encoder's size -> (B, 3, H, W) CLIP-normalised,
     what CLIPImageProcessor produces for an image already at the encoder's size."""
-    import torch
-
     if images.shape[-1] == 3:
         images = images.permute(0, 3, 1, 2)
     mean = torch.tensor(CLIP_MEAN, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
@@ -243,9 +238,6 @@ def encode_image_prompts(pipe, images: list) -> tuple[torch.Tensor, torch.Tensor
     (embeds, negative), each (B, ...). IP-Adapter-Plus reads the encoder's penultimate hidden
     states, the plain IP-Adapter its projected embedding; negative is the encoding of all-zero
     pixels, the pipeline's unconditional image prompt."""
-    import torch
-    from diffusers.models.embeddings import ImageProjection
-
     plain = isinstance(pipe.unet.encoder_hid_proj.image_projection_layers[0], ImageProjection)
     with torch.no_grad():
         return pipe.encode_image(list(images), pipe.image_encoder.device, 1, output_hidden_states=not plain)

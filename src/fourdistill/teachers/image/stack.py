@@ -19,19 +19,27 @@ the same two calls that load SD 1.5 and h94/IP-Adapter.
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..diffusion.schedule import NoiseConfig  # part of the saved StackConfig
+import torch
+from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers.models.attention_processor import AttnProcessor2_0
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+from ...diffusion.schedule import NoiseConfig, inference_scheduler  # NoiseConfig: part of the saved StackConfig
+from ...io import atomic_dir, write_json
 from .ip_adapter import IMAGE_ENCODER_SUBFOLDER, IP_ADAPTER_WEIGHT_NAME  # noqa: F401  (the IP-Adapter's files, inside IP_ADAPTER_SUBFOLDER)
+from .ip_adapter import init_ip_adapter_state, install_ip_adapter, ip_adapter_state_dict, save_ip_adapter
+from .tokenizer import write_vocab_files
 
 IP_ADAPTER_SUBFOLDER = "models"
 
 @dataclass
 class TextEncoderConfig:
     """A small CLIPTextModel. hidden_size is the word dimension the mappers write (SD 1.x: 768)."""
-
     hidden_size: int = 128
     intermediate_size: int = 512
     num_hidden_layers: int = 4
@@ -42,7 +50,6 @@ class TextEncoderConfig:
 @dataclass
 class VaeConfig:
     """AutoencoderKL with two downsamplings: 64x64 images <-> 4x16x16 latents."""
-
     block_out_channels: tuple[int, ...] = (16, 32, 64)
     layers_per_block: int = 1
     latent_channels: int = 4
@@ -53,7 +60,6 @@ class VaeConfig:
 class UNetConfig:
     """UNet2DConditionModel with SD's cross-attention blocks (CrossAttnDownBlock2D,
     UNetMidBlock2DCrossAttn, CrossAttnUpBlock2D) on 16x16 latents."""
-
     block_out_channels: tuple[int, ...] = (32, 64, 64)
     down_block_types: tuple[str, ...] = ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D")
     up_block_types: tuple[str, ...] = ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D")
@@ -65,7 +71,6 @@ class UNetConfig:
 @dataclass
 class ImageEncoderConfig:
     """A small CLIPVisionModelWithProjection on 64x64 images (8x8 patches -> 64 tokens + CLS)."""
-
     hidden_size: int = 128
     intermediate_size: int = 512
     num_hidden_layers: int = 4
@@ -116,8 +121,6 @@ class StackConfig:
 
 
 def build_text_encoder(cfg: TextEncoderConfig, tokenizer):
-    from transformers import CLIPTextConfig, CLIPTextModel
-
     return CLIPTextModel(
         CLIPTextConfig(
             vocab_size=len(tokenizer),
@@ -135,8 +138,6 @@ def build_text_encoder(cfg: TextEncoderConfig, tokenizer):
 
 
 def build_vae(cfg: VaeConfig, resolution: int):
-    from diffusers import AutoencoderKL
-
     n = len(cfg.block_out_channels)
     return AutoencoderKL(
         in_channels=3,
@@ -153,8 +154,6 @@ def build_vae(cfg: VaeConfig, resolution: int):
 
 
 def build_unet(cfg: UNetConfig, latent_size: int, cross_attention_dim: int):
-    from diffusers import UNet2DConditionModel
-
     return UNet2DConditionModel(
         sample_size=latent_size,
         in_channels=4,
@@ -171,8 +170,6 @@ def build_unet(cfg: UNetConfig, latent_size: int, cross_attention_dim: int):
 
 
 def build_image_encoder(cfg: ImageEncoderConfig, resolution: int, projection_dim: int):
-    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
-
     return CLIPVisionModelWithProjection(
         CLIPVisionConfig(
             hidden_size=cfg.hidden_size,
@@ -194,7 +191,6 @@ def latent_size(cfg: StackConfig) -> int:
 class Stack:
     """The trainable parts, in memory. `image_proj` and the U-Net's IP-Adapter processors hold
     the IP-Adapter weights in diffusers' own modules."""
-
     config: StackConfig
     tokenizer: object
     text_encoder: object
@@ -210,9 +206,7 @@ class Stack:
 
 def build_stack(cfg: StackConfig, tokenizer, seed: int = 0) -> Stack:
     """A freshly initialised stack (seeded), with the IP-Adapter installed in the U-Net."""
-    import torch
 
-    from .ip_adapter import init_ip_adapter_state, install_ip_adapter
 
     torch.manual_seed(seed)
     text_encoder = build_text_encoder(cfg.text, tokenizer)
@@ -227,13 +221,7 @@ def build_stack(cfg: StackConfig, tokenizer, seed: int = 0) -> Stack:
 def save_stack(stack: Stack, folder) -> Path:
     """Write the stack in the Stable Diffusion + h94/IP-Adapter layout (atomically: the folder
     appears complete or not at all). Returns the folder."""
-    import torch
-    from diffusers import StableDiffusionPipeline
 
-    from ..diffusion.schedule import inference_scheduler
-    from ..io import atomic_dir, write_json
-    from .ip_adapter import ip_adapter_state_dict, save_ip_adapter
-    from .tokenizer import write_vocab_files
 
     folder = Path(folder)
     with atomic_dir(folder, overwrite=True) as tmp:
@@ -272,9 +260,7 @@ def _drop_source_paths(folder: Path) -> None:
 def _unet_without_ip_adapter(unet):
     """A copy of the U-Net with plain attention processors: the IP-Adapter weights live in
     models/, not in the U-Net's own file, exactly as with SD 1.5 and h94/IP-Adapter."""
-    import copy
 
-    from diffusers.models.attention_processor import AttnProcessor2_0
 
     plain = copy.deepcopy(unet)
     plain.set_attn_processor(AttnProcessor2_0())

@@ -1,4 +1,4 @@
-"""Training the tiny stack on the world: VAE first, then U-Net + text encoder + IP-Adapter jointly.
+"""Training the image teacher on the world: VAE, then U-Net + text encoder + IP-Adapter jointly.
 
 Data: renders of training-seed scenes at random orbit cameras and times, with their captions,
 rendered once per run into `data.npz` in the run folder. The image prompt is the render itself
@@ -19,25 +19,76 @@ with text dropout and image dropout (p = 0.1 each) so classifier-free guidance w
 The image encoder trains through the IP-Adapter path, plus a small CLIP contrastive term
 between its projected embedding and the text encoder's pooled output.
 
-`init_from` starts the U-Net phase from another stack's weights (its sizes, VAE and tokenizer),
-e.g. to fine-tune a stack with another prediction target, as SD 2.0-v was from an epsilon model.
+`init_from` starts from another stack's weights (its sizes, VAE and tokenizer; no VAE phase),
+e.g. to fine-tune a stack with another prediction target, as SD 2.0-v was from an epsilon model;
+`vae_from` builds a fresh stack around another stack's trained VAE.
 
-Checkpoints (`checkpoint/`: the stack in its shipped layout, optimizer and RNG states) are
-written atomically every `checkpoint_every` steps; `--resume` continues from the last one.
+The loop, checkpoints, logs, card and the --resume rule are the engine's (fourdistill.engine).
+Run layout under `run`:
+
+    config.json               the TrainConfig (compared on --resume; unet_steps, cooldown_steps,
+                              sample_every and the engine's intervals may change)
+    data.npz                  the training renders
+    tokenizer/                the tokenizer a fresh stack was built with
+    checkpoint/stack/         the stack in its shipped layout (load_stack reads it)
+    checkpoint/checkpoint.json   phase ("vae", "decoder" or "unet"), step within it, wall_s
+    checkpoint/optimizer.pt   the phase's optimizer state
+    checkpoint/train_state.pt step, wall_s, RNG states (torch, numpy, python, the phase's own
+                              generators), each phase's wall time
+    vae.jsonl, decoder.jsonl, unet.jsonl   {"step", "wall_s", losses} per step of each phase
+    tensorboard/              the same scalars ("vae/mse", "unet/loss", ...)
+    samples/step_NNNNNN.png   sample grids every `sample_every` U-Net steps
+    stack/                    the finished stack, with its model card (README.md)
+    train_summary.json        config, wall_s (all phases) and phase_wall_s
+
+A checkpoint is written atomically every `checkpoint_every` steps of a phase; resuming
+continues bit for bit (same weights as the uninterrupted run).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
+from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection
 
-from .data import DataConfig, render_world_set
-from .stack import StackConfig
+from ...diffusion.guidance import guide, predict
+from ...diffusion.schedule import (
+    NoiseConfig,
+    alphas_at,
+    inference_scheduler,
+    predicted_clean_latents,
+    prediction_target,
+    sample_timesteps,
+    target_for_clean,
+    training_scheduler,
+)
+from ...engine.checkpoint import capture_rng, load_checkpoint, read_meta, restore_rng, save_checkpoint
+from ...engine.config import MAY_CHANGE, RUN_CONFIG_NAME, config_from_dict, config_to_dict, start_run
+from ...engine.loop import Loop, RunLog, read_rows
+from ...engine.schedules import warmup_cooldown
+from ...io import atomic_path, write_json
+from ..data import DataConfig, render_world_set
+from .card import model_card, write_model_card
+from .ip_adapter import clip_pixel_values, install_ip_adapter, read_ip_adapter_file
+from .load import check_stack_folder, resolve_model
+from .stack import IMAGE_ENCODER_SUBFOLDER, IP_ADAPTER_SUBFOLDER, IP_ADAPTER_WEIGHT_NAME, Stack, StackConfig, build_stack, read_stack_config, save_stack
+from .tokenizer import build_tokenizer
+
+CHECKPOINT = "checkpoint"
+SUMMARY_NAME = "train_summary.json"
+PHASES = ("vae", "decoder", "unet")
+# what may change when a run is resumed: how long the U-Net trains and how its decay ends
+# (train checks that a new cool-down starts at or after the step the run resumes from), and
+# how often it saves and samples
+MAY_CHANGE_HERE = MAY_CHANGE + ("unet_steps", "cooldown_steps", "sample_every")
 
 
 @dataclass
@@ -50,18 +101,12 @@ class TrainConfig:
     vae_lr: float = 5e-4
     vae_kl_weight: float = 1e-6  # "a little KL": latents stay close to the reconstruction optimum
     vae_l1_weight: float = 0.5  # L1 next to the MSE: sharper edges on the small objects
-    # the VAE phases weigh each object pixel's error 1 + this (sky and ground: 1): objects are
-    # under a tenth of the pixels but all of what the captions name
-    vae_object_weight: float = 0.0
     # the VAE phases end with a linear decay of the learning rate to zero over this fraction of
     # their steps
     vae_cooldown_fraction: float = 0.3
     # with init_from: train the stack's VAE decoder (encoder frozen, so the latents and the
     # U-Net's work on them are unchanged) for this many steps before the U-Net phase
     decoder_steps: int = 0
-    # with init_from: train that stack's whole VAE on (encoder too, then the scaling factor is
-    # measured again) for this many steps; the latents move, so the U-Net phase has to follow
-    vae_finetune_steps: int = 0
     unet_steps: int = 1300
     batch: int = 32
     lr: float = 8e-4
@@ -77,9 +122,10 @@ class TrainConfig:
     checkpoint_every: int = 100
     sample_every: int = 250
     threads: int = 1  # torch threads: on a shared CPU one thread beats two by a wide margin
-    init_from: str | None = None  # a stack folder to start the U-Net phase from (no VAE phase)
-    init_ip_tokens: int | None = None  # with init_from: grow/shrink the Resampler to this many image tokens
-    # a stack folder whose trained VAE a fresh run takes instead of training one (no VAE phase);
+    # a stack to start from ('embedded' or a folder trained here): its sizes, VAE, tokenizer
+    # and (unless stack.noise asks for another) prediction target; no VAE phase
+    init_from: str | None = None
+    # a stack whose trained VAE a fresh run takes instead of training one (no VAE phase);
     # everything else is built fresh at this config's sizes, e.g. a wider U-Net
     vae_from: str | None = None
     # this fraction of each batch draws its timestep from [high_noise_start, 1000) instead of
@@ -96,15 +142,8 @@ class TrainConfig:
     self_input_start: int = 200
     self_input_end: int = 800
     self_input_jumps: int = 1
-    # score those samples on the clean latents their output implies instead of on the prediction
-    # target: the target's weight on the clean-image error grows as 1 / (1 - abar), over 1000 at
-    # t = 0, and a self-input's missing detail cannot be predicted, so near t = 0 it would swamp
-    # the batch
-    self_input_clean_loss: bool = False
     # never drop the image prompt of a self-input sample (see prompt_dropout)
     self_input_keep_image: bool = False
-    # train only the image prompt's path (see unet_parameters): text alone keeps what it drew
-    image_path_only: bool = False
     # with init_from: each step adds round(preserve_text_fraction * batch) text-alone samples
     # (no image prompt) on the input the init stack's own sampler gives (self_input_jumps DDIM
     # steps from pure noise, timesteps over [0, 1000)), scored against the init stack's output
@@ -119,7 +158,7 @@ class TrainConfig:
     preserve_text_guidance: float = 0.0
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return config_to_dict(self)
 
     def __post_init__(self):
         if not 0.0 <= self.high_noise_fraction <= 1.0 or not 0 <= self.high_noise_start < 1000:
@@ -134,43 +173,32 @@ class TrainConfig:
             raise ValueError("TrainConfig: preserve_text_fraction, preserve_text_weight and preserve_text_guidance must be >= 0")
         if self.preserve_text_fraction and self.init_from is None:
             raise ValueError("TrainConfig: preserve_text_fraction holds text alone to the stack it starts from; it needs init_from")
-        if self.init_ip_tokens is not None and (self.init_from is None or self.init_ip_tokens < 1):
-            raise ValueError("TrainConfig: init_ip_tokens needs init_from and must be >= 1")
-        for name in ("decoder_steps", "vae_finetune_steps"):
-            if getattr(self, name) < 0 or (getattr(self, name) and self.init_from is None):
-                raise ValueError(f"TrainConfig: {name} fine-tunes the VAE of the stack given by init_from (a fresh run trains the whole VAE: vae_steps); it needs init_from and must be >= 0")
+        if self.decoder_steps < 0 or (self.decoder_steps and self.init_from is None):
+            raise ValueError("TrainConfig: decoder_steps fine-tunes the VAE of the stack given by init_from (a fresh run trains the whole VAE: vae_steps); it needs init_from and must be >= 0")
         if self.vae_from is not None and self.init_from is not None:
             raise ValueError("TrainConfig: vae_from and init_from exclude each other (init_from brings its own VAE)")
-        if self.decoder_steps and self.vae_finetune_steps:
-            raise ValueError("TrainConfig: decoder_steps and vae_finetune_steps exclude each other (the decoder alone, or the whole VAE)")
-        if not 0.0 <= self.vae_cooldown_fraction <= 1.0 or self.vae_l1_weight < 0.0 or self.vae_object_weight < 0.0:
-            raise ValueError("TrainConfig: vae_cooldown_fraction must be in [0, 1], vae_l1_weight and vae_object_weight >= 0")
-        if self.unet_steps < 0 or self.vae_steps < 0:
-            raise ValueError("TrainConfig: unet_steps and vae_steps must be >= 0")
+        if not 0.0 <= self.vae_cooldown_fraction <= 1.0 or self.vae_l1_weight < 0.0:
+            raise ValueError("TrainConfig: vae_cooldown_fraction must be in [0, 1] and vae_l1_weight >= 0")
+        if self.unet_steps < 0 or self.vae_steps < 0 or self.cooldown_steps < 0:
+            raise ValueError("TrainConfig: unet_steps, vae_steps and cooldown_steps must be >= 0")
         self.data.world()  # checks data.n_objects
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        d = dict(d)
-        data = DataConfig(**d.pop("data", {}))
-        stack = StackConfig.from_dict(d.pop("stack", {}))
-        return cls(data=data, stack=stack, **d)
+    def from_dict(cls, d: dict, where: str = "config") -> "TrainConfig":
+        """From a (nested) dict, every key and value type checked (engine.config.config_from_dict)."""
+        return config_from_dict(cls, d, where)
 
 
 # ----------------------------------------------------------------------------------------- data
 
 
 def load_or_render(run: Path, cfg: TrainConfig) -> dict:
-    from ..io import atomic_path
-
     path = run / "data.npz"
     if path.exists():
         with np.load(path) as f:
             data = {k: f[k] for k in f.files}
         if len(data["seeds"]) != cfg.data.n_scenes or data["images"].shape[1] != cfg.stack.resolution:
             raise ValueError(f"{path}: cached renders do not match the config (delete it to re-render)")
-        if cfg.vae_object_weight and "objects" not in data:
-            raise ValueError(f"{path}: cached renders have no object masks, which vae_object_weight needs (delete it to re-render)")
         return data
     data = render_world_set(cfg.data, cfg.stack.resolution, cfg.seed, mode="images")
     with atomic_path(path) as tmp:
@@ -182,65 +210,39 @@ def load_or_render(run: Path, cfg: TrainConfig) -> dict:
 # ---------------------------------------------------------------------------------- checkpoints
 
 
-def _rng_state() -> dict:
-    import random
-
-    import torch
-
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-
-
-def _set_rng_state(state: dict) -> None:
-    import random
-
-    import torch
-
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-
-
-def write_checkpoint(run: Path, phase: str, step: int, stack, optimizer, extra: dict | None = None) -> None:
-    """run/checkpoint/: the stack in its shipped layout + trainer.pt (optimizer, RNG, step).
-    Atomic: a crash mid-write leaves the previous checkpoint intact."""
-    import torch
-
-    from ..io import atomic_dir
-    from .stack import save_stack
-
-    with atomic_dir(run / "checkpoint", overwrite=True) as tmp:
-        save_stack(stack, tmp / "stack")
-        torch.save({"phase": phase, "step": step, "optimizer": optimizer.state_dict(), "rng": _rng_state(), **(extra or {})}, tmp / "trainer.pt")
+def write_checkpoint(run: Path, phase: str, step: int, stack: Stack, optimizer, phase_wall_s: dict, np_rng=None, generators=None) -> None:
+    """run/checkpoint/ (engine.checkpoint.save_checkpoint): the stack in its shipped layout, the
+    optimizer, the RNG states (the global ones, the phase's numpy generator `np_rng` and torch
+    `generators`), the phase, its step and every phase's wall time. Atomic: a crash mid-write
+    leaves the previous checkpoint intact."""
+    save_checkpoint(
+        run / CHECKPOINT,
+        step=step,
+        wall_s=sum(phase_wall_s.values()),
+        optimizer=optimizer.state_dict(),
+        rng=capture_rng(generators),
+        extra={"phase": phase, "phase_wall_s": dict(phase_wall_s), "np_rng": None if np_rng is None else json.dumps(np_rng.bit_generator.state)},
+        meta={"phase": phase},
+        write=lambda tmp: save_stack(stack, tmp / "stack"),
+    )
 
 
-def resize_image_tokens(latents, n: int, seed: int = 0):
-    """The Resampler's learned queries (1, m, D) -> (1, n, D): each old query repeated in turn,
-    plus a little noise (2% of their spread) so the copies can part ways; the first m queries
-    keep their values when growing."""
-    import torch
-
-    m = latents.shape[1]
-    out = latents[:, torch.arange(n) % m].clone()
-    if n > m:
-        g = torch.Generator().manual_seed(seed)
-        out[:, m:] += 0.02 * latents.std() * torch.randn(out[:, m:].shape, generator=g, dtype=out.dtype)
-    return out
+def read_checkpoint_phase(run) -> tuple[str, int]:
+    """(phase, step within it) of the run's last checkpoint."""
+    meta = read_meta(Path(run) / CHECKPOINT)
+    return meta["phase"], int(meta["step"])
 
 
-def load_stack_for_training(folder: Path, cfg: StackConfig, resize_tokens: bool = False):
-    """A Stack (trainable modules) from a saved folder, with its IP-Adapter installed.
-    resize_tokens: fit the Resampler's queries to cfg.ip_adapter.num_tokens (resize_image_tokens)."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection
+def _restore_np_rng(rng: np.random.Generator, state: str | None) -> None:
+    if state is not None:
+        rng.bit_generator.state = json.loads(state)
 
-    from .ip_adapter import install_ip_adapter, read_ip_adapter_file
-    from .stack import IMAGE_ENCODER_SUBFOLDER, IP_ADAPTER_SUBFOLDER, IP_ADAPTER_WEIGHT_NAME, Stack
 
+def load_stack_for_training(folder: Path, cfg: StackConfig) -> Stack:
+    """A Stack (trainable modules) from a saved folder, with its IP-Adapter installed."""
     folder = Path(folder)
     unet = UNet2DConditionModel.from_pretrained(folder / "unet")
     state = read_ip_adapter_file(folder / IP_ADAPTER_SUBFOLDER / IP_ADAPTER_WEIGHT_NAME)
-    if resize_tokens and state["image_proj"]["latents"].shape[1] != cfg.ip_adapter.num_tokens:
-        state["image_proj"]["latents"] = resize_image_tokens(state["image_proj"]["latents"], cfg.ip_adapter.num_tokens)
     image_proj = install_ip_adapter(unet, state)
     return Stack(
         config=cfg,
@@ -253,59 +255,48 @@ def load_stack_for_training(folder: Path, cfg: StackConfig, resize_tokens: bool 
     )
 
 
-def _init_stack_config(folder: Path, requested: StackConfig, ip_tokens: int | None = None) -> StackConfig:
-    """The sizes of the stack in `folder` (what its weights fit) and, if given, another number of
-    image tokens. Its prediction target and schedule ending too, unless `requested` asks for
-    something other than the default (SD 1.x's epsilon): fine-tuning a v stack without saying so
-    keeps it v."""
-    import dataclasses
-
-    from ..diffusion.schedule import NoiseConfig
-    from .load import check_stack_folder
-    from .stack import read_stack_config
-
+def _init_stack_config(folder: Path, requested: StackConfig) -> StackConfig:
+    """The sizes of the stack in `folder` (what its weights fit). Its prediction target and
+    schedule ending too, unless `requested` asks for something other than the default (SD 1.x's
+    epsilon): fine-tuning a v stack without saying so keeps it v."""
     check_stack_folder(folder)  # a clear error for anything that is not a stack folder
     if not (folder / "fourdistill_stack.json").is_file():
         raise FileNotFoundError(f"{folder / 'fourdistill_stack.json'}: init_from needs a stack trained by this command (its sizes are read from that file)")
     found = read_stack_config(folder)
-    tokens = dataclasses.replace(found.ip_adapter, num_tokens=ip_tokens) if ip_tokens else found.ip_adapter
     noise = found.noise if requested.noise == NoiseConfig() else requested.noise
-    return dataclasses.replace(found, noise=noise, ip_adapter=tokens)
+    return dataclasses.replace(found, noise=noise)
 
 
-# -------------------------------------------------------------------------------------- trainer
+def _local_stack_folder(model: str, field_name: str) -> str:
+    """'embedded' or a local stack folder, as a path string; a hub id is refused (training needs files)."""
+    where, local = resolve_model(model)  # "embedded" -> the shipped folder
+    if not local:
+        raise ValueError(f"{field_name} {model!r}: pass 'embedded' or a local stack folder")
+    return str(where)
 
 
-def _lr_lambda(warmup: int, total: int | None = None, cooldown: int = 0):
-    """Learning-rate factor at a step: linear warmup, constant, then (with `cooldown` > 0) linear
-    decay to zero over the last `cooldown` of `total` steps."""
+def resolve_config(cfg: TrainConfig) -> TrainConfig:
+    """`cfg` with init_from / vae_from as local folders and the stack sizes they fix: an
+    init_from stack's sizes (and target, unless cfg asks for one), a vae_from stack's VAE and
+    resolution. What a run records in its config.json; resolving twice changes nothing."""
+    cfg = dataclasses.replace(cfg)
+    if cfg.init_from is not None:
+        cfg.init_from = _local_stack_folder(cfg.init_from, "init_from")
+        cfg.stack = _init_stack_config(Path(cfg.init_from), cfg.stack)
+    if cfg.vae_from is not None:
+        cfg.vae_from = _local_stack_folder(cfg.vae_from, "vae_from")
+        given = read_stack_config(Path(cfg.vae_from))
+        cfg.stack = dataclasses.replace(cfg.stack, vae=given.vae, resolution=given.resolution)
+    return cfg
 
-    def factor(step: int) -> float:
-        f = min(1.0, (step + 1) / max(1, warmup))
-        if cooldown > 0 and total is not None and step >= total - cooldown:
-            f *= max(0.0, (total - step) / cooldown)
-        return f
 
-    return factor
-
-
-def unet_parameters(stack, image_path_only: bool = False) -> list:
-    """What the U-Net phase trains, in a fixed order (the optimizer state depends on it).
-    image_path_only: only the image prompt's path (image encoder, Resampler, the decoupled
-    key/value projections), as IP-Adapter itself is trained on a frozen U-Net; the rest is
-    frozen (requires_grad off), so text alone generates exactly what it did before."""
-    if image_path_only:
-        params = list(stack.unet.encoder_hid_proj.parameters())
-        params += [p for proc in stack.ip_attn_processors().values() for p in proc.parameters()]
-        params += list(stack.image_encoder.parameters())
-        keep = {id(p) for p in params}
-        for module in (stack.unet, stack.text_encoder):
-            for p in module.parameters():
-                p.requires_grad_(id(p) in keep)
-    else:
-        params = list(stack.unet.parameters())  # includes the Resampler (encoder_hid_proj)
-        params += [p for proc in stack.ip_attn_processors().values() for p in proc.parameters() if not any(p is q for q in params)]
-        params += list(stack.text_encoder.parameters()) + list(stack.image_encoder.parameters())
+def unet_parameters(stack: Stack) -> list:
+    """What the U-Net phase trains, in a fixed order (the optimizer state depends on it): the
+    U-Net (with the Resampler, encoder_hid_proj), the IP-Adapter's key/value projections, the
+    text encoder and the image encoder."""
+    params = list(stack.unet.parameters())  # includes the Resampler (encoder_hid_proj)
+    params += [p for proc in stack.ip_attn_processors().values() for p in proc.parameters() if not any(p is q for q in params)]
+    params += list(stack.text_encoder.parameters()) + list(stack.image_encoder.parameters())
     seen, out = set(), []
     for p in params:
         if id(p) not in seen:
@@ -314,14 +305,7 @@ def unet_parameters(stack, image_path_only: bool = False) -> list:
     return out
 
 
-def _local_stack_folder(model: str, field_name: str) -> str:
-    """'embedded' or a local stack folder, as a path string; a hub id is refused (training needs files)."""
-    from .load import resolve_model
-
-    where, local = resolve_model(model)  # "embedded" -> the shipped folder
-    if not local:
-        raise ValueError(f"{field_name} {model!r}: pass 'embedded' or a local stack folder")
-    return str(where)
+# -------------------------------------------------------------------------------------- trainer
 
 
 def train(
@@ -330,118 +314,171 @@ def train(
     resume: bool = False,
     progress: bool = True,
     log=print,
-    extend_unet_steps: int | None = None,
-    cooldown_steps: int | None = None,
     sample_grid=None,
-) -> Path:
+    command: str | None = None,
+    stop_at: int | None = None,
+) -> Path | None:
     """Train (or resume) a stack into `run`; the finished stack is `run/stack`. Returns it.
+
+    The engine's --resume rule (engine.config.start_run): a fresh run refuses a `run` holding
+    one; a resumed run continues from run/checkpoint and refuses any setting that differs from
+    the run's config.json, naming it, but for MAY_CHANGE_HERE: `unet_steps` may grow (the
+    learning rate is constant after warmup, so a run extends cleanly) and `cooldown_steps` may
+    be set, if the decay starts at or after the U-Net step the run resumes from. cfg None with
+    `resume`: the run's own config.
 
     sample_grid(stack, path, seed=, world=): writes a PNG of samples every `sample_every` U-Net
     steps and at the end, as run/samples/step_NNNNNN.png (None: no samples). The command passes
     fourdistill.evaluate.stack.write_sample_grid; sampling on held-out scenes is evaluation,
     which this package does not import.
 
-    extend_unet_steps (resume only): train the U-Net to this many steps instead of the run's
-    planned count (the learning rate is constant after warmup, so a run extends cleanly).
-    cooldown_steps (resume only): end the extended run with this many steps of linear decay to
-    zero; the decay must start at or after the step the run resumes from."""
-    import torch
-
-    from ..io import write_json
-    from .stack import build_stack, read_stack_config, save_stack
-    from .tokenizer import build_tokenizer
-
+    command: the command line, for config.json and the model card. stop_at: checkpoint and
+    return None after this many U-Net steps, as an interruption would (resume to finish)."""
     run = Path(run)
-    cfg_path = run / "train_config.json"
-    trainer_path = run / "checkpoint" / "trainer.pt"
-    state = torch.load(trainer_path, weights_only=False) if resume and trainer_path.exists() else None
-    if resume:
-        if not cfg_path.exists():
-            raise FileNotFoundError(f"{cfg_path}: nothing to resume (no training config in {run})")
-        cfg = TrainConfig.from_dict(json.loads(cfg_path.read_text()))
-        if extend_unet_steps is not None:
-            if extend_unet_steps < cfg.unet_steps:
-                raise ValueError(f"--unet-steps {extend_unet_steps} is below the run's {cfg.unet_steps}; a resumed run can only be extended")
-            cfg.unet_steps = extend_unet_steps
-        if cooldown_steps is not None:
-            done = int(state["step"]) if state is not None and state["phase"] == "unet" else 0  # a VAE-phase checkpoint has no U-Net steps yet
-            if cooldown_steps < 0 or cfg.unet_steps - cooldown_steps < done:
-                raise ValueError(
-                    f"--cooldown {cooldown_steps}: the decay would start at U-Net step {cfg.unet_steps - cooldown_steps}, "
-                    f"before step {done} where {run} resumes; extend --unet-steps or shorten the cool-down"
-                )
-            cfg.cooldown_steps = cooldown_steps
-        if extend_unet_steps is not None or cooldown_steps is not None:
-            write_json(cfg_path, cfg.to_dict())
-    else:
-        cfg = cfg or TrainConfig()
-        if (run / "checkpoint").exists():
-            raise FileExistsError(f"{run} already holds a training run; pass --resume to continue it or choose another folder")
-        if cfg.init_from is not None:
-            cfg.init_from = _local_stack_folder(cfg.init_from, "init_from")
-            cfg.stack = _init_stack_config(Path(cfg.init_from), cfg.stack, cfg.init_ip_tokens)
-        if cfg.vae_from is not None:
-            cfg.vae_from = _local_stack_folder(cfg.vae_from, "vae_from")
-            given = read_stack_config(Path(cfg.vae_from))
-            cfg.stack.vae, cfg.stack.resolution = given.vae, given.resolution
-        run.mkdir(parents=True, exist_ok=True)
-        write_json(cfg_path, cfg.to_dict())
+    saved = _saved_config(run) if resume else None
+    if cfg is None:
+        if saved is None:
+            raise FileNotFoundError(f"{run / RUN_CONFIG_NAME}: nothing to resume (no training config in {run})")
+        cfg = TrainConfig.from_dict(saved, str(run / RUN_CONFIG_NAME))
+    cfg = resolve_config(cfg)
+    has_ckpt = resume and (run / CHECKPOINT / "checkpoint.json").is_file()
+    ckpt = load_checkpoint(run / CHECKPOINT, model=False) if has_ckpt else None
+    if saved is not None:
+        _check_extension(run, TrainConfig.from_dict(saved, str(run / RUN_CONFIG_NAME)), cfg, ckpt)
+    start_run(run, cfg, resume, may_change=MAY_CHANGE_HERE, command=command)
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
 
     data = load_or_render(run, cfg)
-    if state is not None:
-        stack = load_stack_for_training(run / "checkpoint" / "stack", cfg.stack)
-        _set_rng_state(state["rng"])
-        log(f"resuming phase {state['phase']} at step {state['step']}")
+    if ckpt is not None:
+        stack = load_stack_for_training(run / CHECKPOINT / "stack", cfg.stack)
+        _match_memory_of_start(stack, cfg)
+        restore_rng({k: v for k, v in ckpt.rng.items() if k != "generators"})
+        phase, phase_wall = ckpt.extra["phase"], dict(ckpt.extra["phase_wall_s"])
+        log(f"resuming phase {phase} at step {ckpt.step}")
     elif cfg.init_from is not None:
-        stack = load_stack_for_training(cfg.init_from, cfg.stack, resize_tokens=True)
-        state = {"phase": "decoder" if cfg.decoder_steps else "vae" if cfg.vae_finetune_steps else "unet", "step": 0, "wall": {}}
+        stack = load_stack_for_training(cfg.init_from, cfg.stack)
+        phase, phase_wall = ("decoder" if cfg.decoder_steps else "unet"), {}
         log(f"starting from the stack in {cfg.init_from}")
     else:
         tokenizer = build_tokenizer(run / "tokenizer")
         stack = build_stack(cfg.stack, tokenizer, seed=cfg.seed)
+        phase, phase_wall = "vae", {}
         if cfg.vae_from is not None:
-            from diffusers import AutoencoderKL
-
             stack.vae = AutoencoderKL.from_pretrained(Path(cfg.vae_from) / "vae")
-            state = {"phase": "unet", "step": 0, "wall": {}}
+            phase = "unet"
             log(f"the VAE comes from {cfg.vae_from}: no VAE phase")
 
-    started = time.time()
-    wall = dict(state.get("wall", {})) if state else {}
-    if state is None or state["phase"] in ("vae", "decoder"):
-        decoder_only = state is not None and state["phase"] == "decoder"
-        _train_vae(run, cfg, stack, data, state, progress, log, wall, decoder_only)  # adds its time to wall
-        state = None
-        write_checkpoint(run, "unet", 0, stack, _fresh_unet_optimizer(stack, cfg), {"wall": wall})
-    _train_unet(run, cfg, stack, data, state, progress, log, wall, sample_grid)  # adds its time to wall["unet_s"]
+    run_log = RunLog(run, main="log")
+    if phase in ("vae", "decoder"):
+        _train_vae(run, cfg, stack, data, ckpt, progress, log, phase_wall, run_log, decoder_only=phase == "decoder")
+        ckpt = None
+        write_checkpoint(run, "unet", 0, stack, _fresh_unet_optimizer(stack, cfg), phase_wall)
+    done = _train_unet(run, cfg, stack, data, ckpt, progress, log, phase_wall, run_log, sample_grid, stop_at)
+    run_log.close()
+    if not done:
+        return None
     save_stack(stack, run / "stack")
-    write_json(run / "train_summary.json", {"config": cfg.to_dict(), "wall_s": wall, "this_invocation_s": time.time() - started})
-    times = ", ".join(f"{name} {wall[key] / 60:.1f} min" for name, key in (("vae", "vae_s"), ("decoder", "decoder_s"), ("unet", "unet_s")) if key in wall)
+    summary = {"config": cfg.to_dict(), "wall_s": sum(phase_wall.values()), "phase_wall_s": phase_wall}
+    write_json(run / SUMMARY_NAME, summary)
+    write_model_card(run / "stack", training_card(cfg, summary, command))
+    times = ", ".join(f"{name} {phase_wall[name] / 60:.1f} min" for name in PHASES if name in phase_wall)
     log(f"done: {run / 'stack'} ({times or 'nothing left to train'})")
     return run / "stack"
 
 
-def _images_tensor(data: dict, idx: np.ndarray):
-    import torch
+def training_card(cfg: TrainConfig, summary: dict, command: str | None = None) -> str:
+    """The model card the trainer writes into a finished stack: parts and training, without the
+    held-out quality numbers (fourdistill teachers sample --evaluate measures those)."""
+    phase_wall = summary["phase_wall_s"]
+    decoder = None
+    if cfg.decoder_steps:
+        decoder = {"steps": cfg.decoder_steps, "batch": cfg.vae_batch, "lr": cfg.vae_lr, "l1_weight": cfg.vae_l1_weight, "wall_s": phase_wall.get("decoder", 0.0)}
+    source = cfg.init_from or cfg.vae_from
+    vae_source = None if source is None else f"the VAE of the stack given by {'init_from' if cfg.init_from else 'vae_from'} (the run's config.json)"
+    steps = {"vae": 0 if source else cfg.vae_steps, "unet": cfg.unet_steps}
+    return model_card(summary, None, command or "fourdistill teachers train (library call)", steps, "cpu", decoder=decoder, vae_source=vae_source)
 
+
+def _match_memory_of_start(stack: Stack, cfg: TrainConfig) -> None:
+    """Give the parts of a stack loaded from a checkpoint the memory the run's first invocation
+    gave them, so that resuming computes bit for bit what the uninterrupted run computes.
+
+    Weights read from a safetensors file sit at the file's offsets (most not 64-byte aligned),
+    and the CPU matmul and convolution kernels round differently on unaligned operands. A part
+    the run built fresh had freshly allocated (aligned) memory, so it is copied into fresh
+    memory; a part it loaded from a stack (init_from: all of them; vae_from: the VAE) stays as
+    loaded, since the checkpoint's files have the same layout, and so the same offsets, as the
+    stack it was loaded from."""
+    if cfg.init_from is not None:
+        return
+    parts = [stack.unet, stack.text_encoder, stack.image_encoder]
+    if cfg.vae_from is None:
+        parts.append(stack.vae)
+    with torch.no_grad():
+        for module in parts:
+            for p in module.parameters():
+                p.data = p.data.clone()
+            for b in module.buffers():
+                b.data = b.data.clone()
+
+
+def _saved_config(run: Path) -> dict | None:
+    path = run / RUN_CONFIG_NAME
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text())["config"]
+
+
+def saved_config(run) -> TrainConfig:
+    """The settings a run recorded (OUT/config.json); FileNotFoundError when it holds none."""
+    run = Path(run)
+    saved = _saved_config(run)
+    if saved is None:
+        raise FileNotFoundError(f"{run / RUN_CONFIG_NAME}: nothing to resume (no training config in {run})")
+    return TrainConfig.from_dict(saved, str(run / RUN_CONFIG_NAME))
+
+
+def _check_extension(run: Path, saved: TrainConfig, cfg: TrainConfig, ckpt) -> None:
+    """A resumed run may grow unet_steps and set a cool-down that starts at or after the U-Net
+    step it resumes from; ValueError otherwise."""
+    if cfg.unet_steps < saved.unet_steps:
+        raise ValueError(f"{run}: unet_steps {cfg.unet_steps} is below the run's {saved.unet_steps}; a resumed run can only be extended")
+    if (cfg.unet_steps, cfg.cooldown_steps) == (saved.unet_steps, saved.cooldown_steps) or not cfg.cooldown_steps:
+        return
+    done = ckpt.step if ckpt is not None and ckpt.extra.get("phase") == "unet" else 0  # a VAE-phase checkpoint has no U-Net steps yet
+    if cfg.unet_steps - cfg.cooldown_steps < done:
+        raise ValueError(
+            f"{run}: cooldown_steps {cfg.cooldown_steps}: the decay would start at U-Net step {cfg.unet_steps - cfg.cooldown_steps}, "
+            f"before step {done} where the run resumes; extend unet_steps or shorten the cool-down"
+        )
+
+
+def _images_tensor(data: dict, idx: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(data["images"][idx]).float().div_(255.0).permute(0, 3, 1, 2).contiguous()
 
 
-def _train_vae(run: Path, cfg: TrainConfig, stack, data: dict, state, progress: bool, log, wall: dict, decoder_only: bool = False) -> None:
-    """Phase "vae" (the whole AutoencoderKL, then its scaling factor; vae_steps from scratch, or
-    vae_finetune_steps from init_from's VAE) or, with `decoder_only`, phase "decoder" (encoder
-    frozen: the latents, and so the scaling factor, do not move).
-    Adds its time to wall["vae_s"] or wall["decoder_s"]."""
-    import torch
-    import torch.nn.functional as F
-    from torch.utils.tensorboard import SummaryWriter
-    from tqdm import tqdm
+def _truncate_stream(run_log: RunLog, stream: str, step: int) -> None:
+    """Drop the rows of one phase's stream past `step` (where a resumed phase continues)."""
+    path = run_log.path(stream)
+    rows = read_rows(path)
+    kept = [r for r in rows if r["step"] <= step]
+    if len(kept) != len(rows):
+        path.write_text("".join(json.dumps(r) + "\n" for r in kept))
 
-    phase, steps = ("decoder", cfg.decoder_steps) if decoder_only else ("vae", cfg.vae_finetune_steps if cfg.init_from else cfg.vae_steps)
-    wall_key = f"{phase}_s"
+
+def _set_lr(optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def _train_vae(run: Path, cfg: TrainConfig, stack: Stack, data: dict, ckpt, progress: bool, log, phase_wall: dict, run_log: RunLog,
+               decoder_only: bool = False) -> None:
+    """Phase "vae" (the whole AutoencoderKL, then its scaling factor) or, with `decoder_only`,
+    phase "decoder" (encoder frozen: the latents, and so the scaling factor, do not move).
+    Records its time in phase_wall[phase]."""
+    phase, steps = ("decoder", cfg.decoder_steps) if decoder_only else ("vae", cfg.vae_steps)
     vae = stack.vae.train()
     if decoder_only:
         vae.encoder.requires_grad_(False)
@@ -450,20 +487,24 @@ def _train_vae(run: Path, cfg: TrainConfig, stack, data: dict, state, progress: 
     else:
         params = list(vae.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.vae_lr, weight_decay=0.0)
+    rng = np.random.default_rng([cfg.seed, 0xAE if phase == "vae" else 0xDEC, 0])
     start = 0
-    if state is not None and state["step"] > 0:
-        opt.load_state_dict(state["optimizer"])
-        start = state["step"]
-    cooldown = round(cfg.vae_cooldown_fraction * steps)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg.warmup_steps, steps, cooldown), last_epoch=-1)
-    for _ in range(start):
-        sched.step()
-    rng = np.random.default_rng([cfg.seed, 0xAE if phase == "vae" else 0xDEC, start])
-    writer = SummaryWriter(str(run / "tensorboard"))
+    if ckpt is not None and ckpt.step > 0:
+        opt.load_state_dict(ckpt.optimizer)
+        _restore_np_rng(rng, ckpt.extra["np_rng"])
+        start = ckpt.step
+    factor_at = warmup_cooldown(cfg.warmup_steps, steps, round(cfg.vae_cooldown_fraction * steps))
+    _truncate_stream(run_log, phase, start)
     n = len(data["images"])
-    bar = tqdm(range(start, steps), desc=phase, disable=not progress, initial=start, total=steps)
-    t_begin, before = time.time(), wall.get(wall_key, 0.0)
-    for step in bar:
+
+    def save(done: int) -> None:
+        if done < steps:  # after the last step the U-Net phase's first checkpoint follows
+            write_checkpoint(run, phase, done, stack, opt, {**phase_wall, phase: loop.wall_s}, np_rng=rng)
+
+    loop = Loop(steps, start_step=start, wall_s=phase_wall.get(phase, 0.0), desc=phase, progress=progress, log=run_log,
+                save=save, save_every=cfg.checkpoint_every)
+    for step in loop:
+        _set_lr(opt, cfg.vae_lr * factor_at(step))
         idx = rng.integers(0, n, cfg.vae_batch)
         x = _images_tensor(data, idx) * 2.0 - 1.0
         with torch.set_grad_enabled(not decoder_only):
@@ -471,53 +512,41 @@ def _train_vae(run: Path, cfg: TrainConfig, stack, data: dict, state, progress: 
             z = posterior.sample()
         recon = vae.decode(z).sample
         mse = F.mse_loss(recon, x)
-        loss = vae_reconstruction_loss(recon, x, data["objects"][idx] if cfg.vae_object_weight else None, cfg)
+        loss = vae_reconstruction_loss(recon, x, cfg.vae_l1_weight)
+        kl = None
         if not decoder_only:
             kl = posterior.kl().mean()
             loss = loss + cfg.vae_kl_weight * kl
-            writer.add_scalar("vae/kl", kl.item(), step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        sched.step()
-        psnr = 10 * math.log10(4.0 / max(mse.item(), 1e-10))  # images in [-1, 1]: peak-to-peak 2
-        bar.set_postfix(mse=f"{mse.item():.4f}", psnr=f"{psnr:.1f}")
-        writer.add_scalar(f"{phase}/mse", mse.item(), step)
-        writer.add_scalar(f"{phase}/psnr", psnr, step)
-        if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < steps:
-            wall[wall_key] = before + time.time() - t_begin
-            write_checkpoint(run, phase, step + 1, stack, opt, {"wall": wall})
-    wall[wall_key] = before + time.time() - t_begin
-    writer.flush()
+        # images in [-1, 1]: peak-to-peak 2, so PSNR = 10 log10(2^2 / MSE) (evaluate.metrics.psnr_from_mse
+        # with data_range 2; written out here because the teachers sit below evaluation)
+        psnr = 10 * math.log10(4.0 / max(mse.item(), 1e-10))
+        scalars = {"mse": mse.item(), "psnr": psnr, **({"kl": kl.item()} if kl is not None else {})}
+        shown = {"mse": f"{mse.item():.4f}", "psnr": f"{psnr:.1f}"}
+        loop.log(step + 1, stream=phase, postfix=shown, **scalars)
+        loop.set_postfix(**shown)
+    phase_wall[phase] = loop.wall_s
     vae.eval().requires_grad_(True)
     if decoder_only:
         log(f"decoder done: {steps} steps, the encoder and scaling factor ({vae.config.scaling_factor:.4f}) unchanged")
         return
     factor = set_vae_scaling_factor(stack.vae, data)
-    writer.add_scalar("vae/scaling_factor", factor, steps)
+    run_log.write(steps, loop.wall_s, phase, scaling_factor=factor)
     log(f"vae done: scaling factor {factor:.4f}")
 
 
-def vae_reconstruction_loss(recon, x, objects, cfg: TrainConfig):
-    """MSE + vae_l1_weight * L1 of a reconstruction, each pixel weighted 1 + vae_object_weight
-    where `objects` (B, H, W) bool marks an object (None: every pixel 1). The weights are
-    normalised to mean 1 over the batch, so the loss keeps its scale (and learning rate)."""
-    import torch
-
+def vae_reconstruction_loss(recon: torch.Tensor, x: torch.Tensor, l1_weight: float) -> torch.Tensor:
+    """MSE + l1_weight * L1 of a reconstruction (both means over every pixel and channel)."""
     err = recon - x
-    weight = 1.0
-    if objects is not None:
-        weight = 1.0 + cfg.vae_object_weight * torch.as_tensor(objects).float()[:, None]
-        weight = weight / weight.mean()
-    return (weight * err.square()).mean() + cfg.vae_l1_weight * (weight * err.abs()).mean()
+    return err.square().mean() + l1_weight * err.abs().mean()
 
 
 def set_vae_scaling_factor(vae, data: dict, n: int = 1024, seed: int = 0) -> float:
     """Set the VAE's scaling_factor to 1 / std of latent means over `n` training images, so the
     U-Net sees unit-variance latents (how SD's 0.18215 was chosen). Returns it."""
-    import torch
-
     idx = np.random.default_rng(seed).choice(len(data["images"]), size=min(n, len(data["images"])), replace=False)
     with torch.no_grad():
         means = torch.cat([vae.encode(_images_tensor(data, idx[i : i + 128]) * 2 - 1).latent_dist.mean for i in range(0, len(idx), 128)])
@@ -526,10 +555,8 @@ def set_vae_scaling_factor(vae, data: dict, n: int = 1024, seed: int = 0) -> flo
     return factor
 
 
-def encode_latents(vae, data: dict, batch: int = 128):
+def encode_latents(vae, data: dict, batch: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
     """Latent mean and std (N, 4, h, w) of every training image, unscaled."""
-    import torch
-
     means, stds = [], []
     with torch.no_grad():
         for i in range(0, len(data["images"]), batch):
@@ -542,8 +569,6 @@ def encode_latents(vae, data: dict, batch: int = 128):
 def contrastive_loss(image_embeds, text_embeds, caption_ids, temperature: float = 0.07):
     """Symmetric CLIP loss; rows sharing a caption are all positives. temperature 0.07: CLIP's
     initial value. image_embeds, text_embeds (B, C); caption_ids (B,)."""
-    import torch.nn.functional as F
-
     logits = F.normalize(image_embeds, dim=-1) @ F.normalize(text_embeds, dim=-1).T / temperature
     same = (caption_ids[:, None] == caption_ids[None, :]).float()
     target = same / same.sum(dim=1, keepdim=True)
@@ -554,10 +579,6 @@ def training_timesteps(cfg: TrainConfig, n_train: int, gen):
     """cfg.batch training timesteps: diffusion.schedule.sample_timesteps (uniform over
     [0, n_train), the first cfg.high_noise_fraction of them over [cfg.high_noise_start, n_train)),
     then the last self_input_count(cfg) uniform over [cfg.self_input_start, cfg.self_input_end)."""
-    import torch
-
-    from ..diffusion.schedule import sample_timesteps
-
     t = sample_timesteps(cfg.batch, n_train, gen, cfg.high_noise_fraction, cfg.high_noise_start)
     k = self_input_count(cfg)
     if k > 0:
@@ -572,8 +593,6 @@ def prompt_dropout(cfg: TrainConfig, gen):
     they teach the U-Net to keep; from text alone the first step is a blur, and training the
     later steps to turn that blur into one particular image teaches them to blur. The draws are
     the same either way, so the rest of the run's randomness does not move."""
-    import torch
-
     drop_text = torch.rand(cfg.batch, generator=gen) < cfg.text_dropout
     drop_image = torch.rand(cfg.batch, generator=gen) < cfg.image_dropout
     k = self_input_count(cfg)
@@ -594,11 +613,6 @@ def sampler_input(unet, noise_scheduler, noise, timesteps, text_states, image_to
     holds what the prompts alone say (the layout of an image prompt, blurred). With guidance > 0
     each step uses the classifier-free guided prediction against `uncond_states` (the empty
     caption's states; the image prompt is the same on both sides)."""
-    import torch
-
-    from ..diffusion.guidance import predict
-    from ..diffusion.schedule import alphas_at, predicted_clean_latents
-
     if jumps < 1:
         raise ValueError(f"sampler_input: jumps must be >= 1, got {jumps}")
     if guidance > 0 and uncond_states is None:
@@ -622,8 +636,6 @@ def self_input_batch(unet, noise_scheduler, latents, noise, timesteps, text_stat
     """Inputs and targets that teach the U-Net to keep what its earlier steps drew: the input
     the sampler gives at each timestep (sampler_input), and as target the output that denoises
     it to the true `latents`. Returns (noisy, target)."""
-    from ..diffusion.schedule import target_for_clean
-
     x = sampler_input(unet, noise_scheduler, noise, timesteps, text_states, image_tokens, jumps)
     return x, target_for_clean(noise_scheduler, x, latents, timesteps)
 
@@ -634,10 +646,6 @@ def text_preservation_batch(frozen, noise_scheduler, ids, noise, timesteps, jump
     prompt (empty_image_tokens), and its own output there. With guidance > 0 the sampler is
     guided against the empty caption `empty_ids` (1, L), and the targets are the frozen stack's
     guided and unconditional outputs. Returns (noisy, target), or (noisy, guided, uncond)."""
-    import torch
-
-    from ..diffusion.guidance import guide, predict
-
     with torch.no_grad():
         text = frozen.text_encoder(ids).last_hidden_state
         tokens = empty_image_tokens(frozen.image_encoder, len(ids))
@@ -656,8 +664,6 @@ def text_preservation_batch(frozen, noise_scheduler, ids, noise, timesteps, jump
 def empty_image_tokens(image_encoder, n: int):
     """The pipeline's unconditional image prompt, the encoder's tokens for all-zero pixels, for
     n samples: (n, 1 + patches, C)."""
-    import torch
-
     size = image_encoder.config.image_size
     return image_encoder(torch.zeros(1, 3, size, size), output_hidden_states=True).hidden_states[-2].expand(n, -1, -1)
 
@@ -667,26 +673,15 @@ def preserve_text_count(cfg: TrainConfig) -> int:
     return int(round(cfg.preserve_text_fraction * cfg.batch))
 
 
-def _fresh_unet_optimizer(stack, cfg: TrainConfig):
-    import torch
-
-    return torch.optim.AdamW(unet_parameters(stack, cfg.image_path_only), lr=cfg.lr, weight_decay=cfg.weight_decay)
+def _fresh_unet_optimizer(stack: Stack, cfg: TrainConfig) -> torch.optim.AdamW:
+    return torch.optim.AdamW(unet_parameters(stack), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def _train_unet(run: Path, cfg: TrainConfig, stack, data: dict, state, progress: bool, log, wall: dict, sample_grid=None) -> None:
-    import torch
-    import torch.nn.functional as F
-    from accelerate import Accelerator
-    from torch.utils.tensorboard import SummaryWriter
-    from tqdm import tqdm
-
-    from ..diffusion.guidance import guide
-    from ..diffusion.schedule import clean_error_weight, prediction_target, training_scheduler
-    from .ip_adapter import clip_pixel_values
-
-    if cfg.unet_steps == 0:  # e.g. a decoder fine-tune alone; --resume --unet-steps N can add U-Net steps later
-        return
-    accelerator = Accelerator(cpu=True)
+def _train_unet(run: Path, cfg: TrainConfig, stack: Stack, data: dict, ckpt, progress: bool, log, phase_wall: dict, run_log: RunLog,
+                sample_grid=None, stop_at: int | None = None) -> bool:
+    """Phase "unet". Records its time in phase_wall["unet"]; False when stop_at ended it early."""
+    if cfg.unet_steps == 0:  # e.g. a decoder fine-tune alone; resuming with more unet_steps adds U-Net steps later
+        return True
     stack.vae.eval().requires_grad_(False)
     lat_mean, lat_std = encode_latents(stack.vae, data)
     scale = stack.vae.config.scaling_factor
@@ -696,20 +691,18 @@ def _train_unet(run: Path, cfg: TrainConfig, stack, data: dict, state, progress:
     empty_ids = tok([""], padding="max_length", max_length=max_len, return_tensors="pt").input_ids
     scene_of = torch.from_numpy(data["scene"])
 
-    params = unet_parameters(stack, cfg.image_path_only)
+    params = unet_parameters(stack)
     opt = _fresh_unet_optimizer(stack, cfg)
-    start = 0
-    if state is not None and state["step"] > 0:
-        opt.load_state_dict(state["optimizer"])
-        start = state["step"]
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg.warmup_steps, cfg.unet_steps, cfg.cooldown_steps))
-    for _ in range(start):
-        sched.step()
-    opt, sched = accelerator.prepare(opt, sched)
-    noise_scheduler = training_scheduler(cfg.stack.noise)
-    rng = np.random.default_rng([cfg.seed, 0x0E7, start])
+    rng = np.random.default_rng([cfg.seed, 0x0E7, 0])
     gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
-    writer = SummaryWriter(str(run / "tensorboard"))
+    start = 0
+    if ckpt is not None and ckpt.step > 0:
+        opt.load_state_dict(ckpt.optimizer)
+        _restore_np_rng(rng, ckpt.extra["np_rng"])
+        restore_rng({"generators": ckpt.rng["generators"]}, {"unet": gen})
+        start = ckpt.step
+    factor_at = warmup_cooldown(cfg.warmup_steps, cfg.unet_steps, cfg.cooldown_steps)
+    noise_scheduler = training_scheduler(cfg.stack.noise)
     for m in (stack.unet, stack.text_encoder, stack.image_encoder):
         m.train()
     n = len(data["images"])
@@ -718,13 +711,19 @@ def _train_unet(run: Path, cfg: TrainConfig, stack, data: dict, state, progress:
     g_keep = cfg.preserve_text_guidance
     n_held = k_keep * (2 if g_keep > 0 else 1)  # a guided hold runs each sample on its caption and on the empty one
     if k_keep:  # text alone is held to the stack the run started from
-        frozen = load_stack_for_training(cfg.init_from, cfg.stack, resize_tokens=True)
+        frozen = load_stack_for_training(cfg.init_from, cfg.stack)
         for m in (frozen.unet, frozen.text_encoder, frozen.image_encoder):
             m.eval().requires_grad_(False)
-    bar = tqdm(range(start, cfg.unet_steps), desc="unet", disable=not progress, initial=start, total=cfg.unet_steps)
-    t_last = t_begin = time.time()
-    unet_s_before = wall.get("unet_s", 0.0)  # U-Net time before this resume
-    for step in bar:
+    _truncate_stream(run_log, "unet", start)
+
+    def save(done: int) -> None:
+        write_checkpoint(run, "unet", done, stack, opt, {**phase_wall, "unet": loop.wall_s}, np_rng=rng, generators={"unet": gen})
+
+    loop = Loop(cfg.unet_steps, start_step=start, wall_s=phase_wall.get("unet", 0.0), desc="unet", progress=progress, log=run_log,
+                save=save, save_every=cfg.checkpoint_every, stop_at=stop_at)
+    t_last = loop.wall_s
+    for step in loop:
+        _set_lr(opt, cfg.lr * factor_at(step))
         idx = rng.integers(0, n, cfg.batch)
         idx_t = torch.from_numpy(idx)
         latents = (lat_mean[idx_t] + lat_std[idx_t] * torch.randn(lat_mean[idx_t].shape, generator=gen)) * scale
@@ -770,53 +769,40 @@ def _train_unet(run: Path, cfg: TrainConfig, stack, data: dict, state, progress:
         elif k_keep:
             preserve = F.mse_loss(pred[cfg.batch :], held[1])
         pred = pred[: cfg.batch]
-        if k_self and cfg.self_input_clean_loss:
-            per = ((pred - target) ** 2).mean(dim=(1, 2, 3))
-            w = torch.ones_like(per)
-            w[cfg.batch - k_self :] = clean_error_weight(noise_scheduler, t[cfg.batch - k_self :], per[cfg.batch - k_self :])
-            diffusion = (w * per).mean()
-        else:
-            diffusion = F.mse_loss(pred, target)
+        diffusion = F.mse_loss(pred, target)
         keep = ~(drop_text | drop_image)
         clip = contrastive_loss(vision.image_embeds[keep], text_out.pooler_output[keep], scene_of[idx_t][keep]) if keep.sum() > 1 else diffusion * 0
         loss = diffusion + cfg.contrastive_weight * clip
         if preserve is not None:
             loss = loss + cfg.preserve_text_weight * preserve
-            writer.add_scalar("unet/preserve_text", preserve.item(), step)
         opt.zero_grad(set_to_none=True)
-        accelerator.backward(loss)
-        accelerator.clip_grad_norm_(params, 1.0)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        sched.step()
-        now = time.time()
-        postfix = {"loss": f"{diffusion.item():.4f}", "clip": f"{clip.item():.3f}"}
-        if preserve is not None:
-            postfix["keep"] = f"{preserve.item():.4f}"
-        bar.set_postfix(**postfix, samples_s=f"{(cfg.batch + n_held) / max(now - t_last, 1e-9):.1f}")
-        t_last = now
-        writer.add_scalar("unet/loss", diffusion.item(), step)
-        writer.add_scalar("unet/contrastive", clip.item(), step)
-        writer.add_scalar("unet/lr", sched.get_last_lr()[0], step)
         done = step + 1
+        now = loop.wall_s
+        shown = {"loss": f"{diffusion.item():.4f}", "clip": f"{clip.item():.3f}"}
+        scalars = {"loss": diffusion.item(), "contrastive": clip.item(), "lr": opt.param_groups[0]["lr"]}
+        if preserve is not None:
+            shown["keep"] = f"{preserve.item():.4f}"
+            scalars["preserve_text"] = preserve.item()
+        shown["samples_s"] = f"{(cfg.batch + n_held) / max(now - t_last, 1e-9):.1f}"
+        t_last = now
+        loop.log(done, stream="unet", postfix=shown, **scalars)
+        loop.set_postfix(**shown)
         if sample_grid is not None and (done % cfg.sample_every == 0 or done == cfg.unet_steps):
-            sample_grid(stack, run / "samples" / f"step_{done:06d}.png", seed=cfg.seed, world=cfg.data.world())
-            for m in (stack.unet, stack.text_encoder, stack.image_encoder):
-                m.train()
-        wall["unet_s"] = unet_s_before + time.time() - t_begin
-        if done % cfg.checkpoint_every == 0 or done == cfg.unet_steps:
-            write_checkpoint(run, "unet", done, stack, opt, {"wall": wall})
-    writer.flush()
+            with loop.paused():
+                sample_grid(stack, run / "samples" / f"step_{done:06d}.png", seed=cfg.seed, world=cfg.data.world())
+                for m in (stack.unet, stack.text_encoder, stack.image_encoder):
+                    m.train()
+    phase_wall["unet"] = loop.wall_s
     for m in (stack.unet, stack.text_encoder, stack.image_encoder):
         m.eval()
+    return not loop.stopped
 
 
-def stack_pipeline(stack):
+def stack_pipeline(stack: Stack) -> StableDiffusionPipeline:
     """A StableDiffusionPipeline over the in-memory stack (IP-Adapter installed), for sampling."""
-    from diffusers import StableDiffusionPipeline
-    from transformers import CLIPImageProcessor
-
-    from ..diffusion.schedule import inference_scheduler
-
     size = stack.config.resolution
     pipe = StableDiffusionPipeline(
         vae=stack.vae,
@@ -831,4 +817,3 @@ def stack_pipeline(stack):
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe
-

@@ -14,9 +14,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
+
+from .ip_adapter import check_ip_adapter_state, read_ip_adapter_file
 from .stack import IMAGE_ENCODER_SUBFOLDER, IP_ADAPTER_SUBFOLDER, IP_ADAPTER_WEIGHT_NAME
 
-SHIPPED_STACK = Path(__file__).resolve().parent.parent / "assets" / "stack"
+SHIPPED_STACK = Path(__file__).resolve().parents[2] / "assets" / "stack"
 EMBEDDED = "embedded"
 
 # The real IP-Adapter for SD 1.5 (method notes 1.6).
@@ -35,7 +39,6 @@ _REQUIRED_PARTS = {
 
 class StackLoadError(ValueError):
     """A stack that cannot be loaded. The message names the folder, file or id and the problem."""
-
     def __init__(self, where, problem: str):
         super().__init__(f"{where}: {problem}")
 
@@ -76,8 +79,6 @@ def check_stack_folder(folder) -> None:
 def check_ip_adapter_folder(folder, weight_name: str, unet) -> None:
     """Raise a clear error unless folder/weight_name is an IP-Adapter-Plus file for `unet` and
     folder/image_encoder holds a CLIPVisionModelWithProjection."""
-    from .ip_adapter import check_ip_adapter_state, read_ip_adapter_file
-
     folder = Path(folder)
     check_ip_adapter_state(read_ip_adapter_file(folder / weight_name), unet, folder / weight_name)
     enc = folder / IMAGE_ENCODER_SUBFOLDER
@@ -101,8 +102,6 @@ def load_stack(
     ip_adapter_model / ip_adapter_weight: where the IP-Adapter comes from. Default: the stack's
     own `models/` folder when it has one, else h94/IP-Adapter's ip-adapter-plus_sd15.
     """
-    import torch
-    from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
 
     dtype = dtype or torch.float32
     where, local = resolve_model(model)
@@ -156,7 +155,6 @@ def _from_hub(fn, model_id: str):
 
 def describe_stack(pipe) -> list[str]:
     """Lines for `fourdistill teachers info`: parts, parameter counts, cross-attention layers."""
-
     def count(m):
         return sum(p.numel() for p in m.parameters()) if m is not None else 0
 
