@@ -134,7 +134,7 @@ def orbit_camera(
     height: int = 64,
     target=(0.0, 0.0, 0.0),
 ) -> Camera:
-    """An orbit camera; fov 40 deg is 4D-fy's evaluation orbit (method notes 2.1)."""
+    """An orbit camera; fov 40 deg is 4D-fy's evaluation orbit (Bahmani et al. 2024)."""
     return Camera.from_fov(orbit_pose(azimuth_deg, elevation_deg, radius, target), fov_x_deg, width, height)
 
 
@@ -148,7 +148,7 @@ def spherical_coordinates(c2w: np.ndarray, target=(0.0, 0.0, 0.0)) -> tuple[floa
 
 
 def relative_pose(c2w_ref: np.ndarray, c2w_tgt: np.ndarray) -> np.ndarray:
-    """Relative camera `inverse(P_ref) @ P_tgt` (method notes 1.1): (4, 4)."""
+    """Relative camera `inverse(P_ref) @ P_tgt` (docs/method.md, 1.1): (4, 4)."""
     return np.linalg.inv(np.asarray(c2w_ref, dtype=np.float64)) @ np.asarray(c2w_tgt, dtype=np.float64)
 
 

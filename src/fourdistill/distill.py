@@ -1,6 +1,6 @@
 """Distil a 4D source into the Time and View Mappers of a frozen 2D diffusion model.
 
-One training step (method notes 1.5, the seed's Figure 3):
+One training step (docs/method.md, 1.5):
 
     pairs (reference, target, d, ΔP)  ->  target latents z0 = VAE(target) * scaling factor
     t ~ U[0, 1000), eps ~ N(0, I), z_t = add_noise(z0, eps, t)
@@ -73,7 +73,7 @@ MODES = ("time", "view", "joint")
 
 @dataclass
 class DistillConfig:
-    """Settings of a distillation run. Defaults follow the reference (method notes 1.5)."""
+    """Settings of a distillation run. Defaults follow the reference implementation (docs/method.md, 1.5)."""
 
     source: str = "world"  # "world" (procedural scenes), a path any 4D reader opens, or a fitted field folder
     mode: str = "time"  # time | view | joint
@@ -96,7 +96,7 @@ class DistillConfig:
     view_condition: str = "spherical"
     hidden_dim: int = 64
     time_alpha: float = 0.2
-    view_alpha: float = 0.2  # NeTI's alpha; 1.0 breaks the view token on a v-prediction stack (docs/teachers.md)
+    view_alpha: float = 0.2  # NeTI's alpha; 1.0 breaks the view token on a v-prediction stack (docs/results/2026-12-stack-experiments.md)
     normalize_base: bool = True  # NeTI: v_base scaled to the norm of "time" / "view"
     nested_dropout_p: float = 0.5
     save_every: int = 250

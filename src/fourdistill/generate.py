@@ -17,7 +17,7 @@ How a call works:
    called with (never by counting calls) and passes them as
    `cross_attention_kwargs={"layer_conditions": ...}` to the layer-aware processors.
 4. Classifier-free guidance: the unconditional half gets the negative prompt (default "") at
-   every layer, and, as in the reference (method notes 1.4), the same image tokens as the
+   every layer, and, as in the reference implementation (docs/method.md, 1.4), the same image tokens as the
    conditional half, so guidance acts on the text (time and view tokens, caption) only.
 
 A control that is not asked for is the identity: time d = 0, no view change. A checkpoint with

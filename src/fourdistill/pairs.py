@@ -1,8 +1,8 @@
-"""Time, view and joint training pairs from any 4D source (method notes 1.1).
+"""Time, view and joint training pairs from any 4D source (docs/method.md, 1.1).
 
 A pair is two images of one 4D item: the *target* (the image the diffusion trainer noises)
 and the *reference* (the image that goes in through the image prompt). Conventions, fixed
-everywhere in the project (method notes 1.1):
+everywhere in the project (docs/method.md, 1.1):
 
 - time displacement `d = t_tgt - t_ref`, times normalised to [0, 1] over the item, so d is in
   [-1, 1] and signed;
@@ -70,7 +70,7 @@ class PairConfig:
 
     mode: str = "time"
     time_delta_abs: tuple[float, float] = (0.0, 1.0)
-    p_same: float = 0.05  # reference code: 0.05 (method notes 1.1)
+    p_same: float = 0.05  # the reference implementation: 0.05 (docs/method.md, 1.1)
     azimuth_delta_deg: tuple[float, float] = (-90.0, 90.0)
     elevation_delta_deg: tuple[float, float] = (-15.0, 15.0)
     radius_delta: tuple[float, float] = (-0.3, 0.3)

@@ -7,7 +7,7 @@ the result does not depend on call order, gradient checkpointing or re-entrant f
 
 The processors are subclasses of diffusers' own, so they compose with the IP-Adapter: the
 image tokens still enter through decoupled cross-attention
-`Attn(Q, K_text, V_text) + scale * Attn(Q, K_img, V_img)` (method notes 1.4), and diffusers'
+`Attn(Q, K_text, V_text) + scale * Attn(Q, K_img, V_img)` (IP-Adapter, Ye et al. 2023), and diffusers'
 `set_ip_adapter_scale` keeps working on them.
 """
 

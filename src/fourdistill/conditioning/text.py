@@ -4,7 +4,7 @@ The prompt is a full tokenised prompt with placeholder tokens, e.g.
 `"<time> <view> a red cube spinning"`. For every (diffusion timestep, cross-attention layer)
 the placeholder's input embedding is the mapper's v_base, the frozen text encoder runs over the
 whole prompt (BOS, position embeddings, EOS, padding: the model sees an ordinary prompt), and at
-the placeholder's output position the bypass is added (method notes 1.3, the seed's equation):
+the placeholder's output position the bypass is added (NeTI's textual bypass, Alaluf et al. 2023):
 
     v* = E(v_base) + alpha * ||E(v_base)|| * v_bypass / ||v_bypass||
 
@@ -22,7 +22,7 @@ from torch import nn
 
 TIME_TOKEN = "<time>"
 VIEW_TOKEN = "<view>"
-# Super-category words whose embedding norm NeTI uses for v_base (method notes 1.2).
+# Super-category words whose embedding norm NeTI uses for v_base (Alaluf et al. 2023).
 SUPER_CATEGORY = {"time": "time", "view": "view"}
 
 
@@ -33,7 +33,7 @@ class BypassConfig:
     View: 0.2 too. A camera change is geometric and must be reproduced precisely, which argued
     for a larger bypass (ViewNeTI used 5, and this project 1.0 until measured); on the shipped
     v-prediction stack a view bypass of 1.0 tears the view token's images into fragments while
-    0.2 and none score alike (docs/teachers.md). Ablate with `fourdistill evaluate` before
+    0.2 and none score alike (docs/results/2026-12-stack-experiments.md). Ablate with `fourdistill evaluate` before
     changing it for another stack.
     """
 

@@ -1,6 +1,6 @@
 """Does time and view control work? Generated images against the world's exact ground truth.
 
-On held-out world scenes only (EVAL_SEEDS), pairs are drawn as in training (method notes 1.1):
+On held-out world scenes only (EVAL_SEEDS), pairs are drawn as in training (docs/method.md, 1.1):
 a reference render at (t_ref, camera_ref) and the true target at (t_ref + d, camera_tgt). Every
 method gets the same pairs, the same noise, guidance and image prompt, and is scored against
 the true target:

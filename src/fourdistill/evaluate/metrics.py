@@ -10,7 +10,7 @@ Masks are (B, H, W), (B, 1, H, W) or, for one image, (H, W); values in [0, 1] we
 and 0 means "ignore this pixel".
 
 Batched inputs give one value per image, shape (B,); a single image gives a 0-dim tensor.
-These are the metrics of method notes section 4 (masked where a mask exists).
+These are the metrics of docs/method.md, section 4 (masked where a mask exists).
 """
 
 from __future__ import annotations

@@ -174,7 +174,7 @@ class StackQuality:
     image_prompt_spread_db: float | None = None
     # what the samples would score if they kept the first step's estimate and differed from it
     # only by their spread: for a model that samples its own posterior, the expected squared error
-    # vs the reference is the first step's plus the spread (docs/teachers.md). Far above
+    # vs the reference is the first step's plus the spread (docs/results/2026-11-stack-experiments.md). Far above
     # image_prompt_psnr_db: the sampler drifts away from its first step the same way every time
     image_prompt_consistent_db: float | None = None
     # the judge's exact accuracy on the image-prompted samples against the reference's objects:

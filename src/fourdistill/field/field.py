@@ -1,4 +1,4 @@
-"""The 4D field of 4D-fy (method notes 2.1): static 3D + dynamic 4D hash grids, two small MLPs.
+"""The 4D field of 4D-fy (Bahmani et al. 2024): static 3D + dynamic 4D hash grids, two small MLPs.
 
 A point x in the scene box [-bound, bound]^3 (world units; bound = 1 is the [-1, 1]^3 box of
 the world and of D-NeRF scenes) at time t in [0, 1] is encoded by a static 3D hash grid on
@@ -49,7 +49,7 @@ class TruncExp(torch.autograd.Function):
 
 @dataclass
 class FieldConfig:
-    """Everything that defines a `Field4D`; the defaults are 4D-fy's (method notes 2.1).
+    """Everything that defines a `Field4D`; the defaults are 4D-fy's (Bahmani et al. 2024).
 
     static_grid / dynamic_grid: the hash grids on (x, y, z) and (x, y, z, t); their output
     widths must match because the encodings are summed. dynamic: False builds a static field
@@ -206,7 +206,7 @@ class Field4D(nn.Module):
 
     def freeze_dynamic(self, frozen: bool = True) -> None:
         """Stop (or restart) training the dynamic grid. Frozen, it still adds its features but is
-        evaluated without autograd, so the static stages of 4D-fy (method notes 2.2) cost less."""
+        evaluated without autograd, so the static stages of 4D-fy (Bahmani et al. 2024) cost less."""
         self.dynamic_frozen = bool(frozen)
         if self.dynamic_grid is not None:
             for p in self.dynamic_grid.parameters():

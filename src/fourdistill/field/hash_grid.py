@@ -1,6 +1,6 @@
 """Multi-resolution hash encoding (Instant-NGP) of (x, y, z) or (x, y, z, t), three backends.
 
-4D-fy's field (method notes 2.1) sums a static 3D hash grid and a dynamic 4D hash grid, each
+4D-fy's field (Bahmani et al. 2024) sums a static 3D hash grid and a dynamic 4D hash grid, each
 with 16 levels, 2 features per level, 2^19 rows per level, base resolution 16 and per-level
 scale 1.447; those are the defaults of `HashGridConfig`.
 
@@ -69,14 +69,14 @@ KERNEL_LDFLAGS = ("-fopenmp",)
 
 @dataclass
 class HashGridConfig:
-    """Sizes of one multi-resolution hash grid; defaults are 4D-fy's (method notes 2.1)."""
+    """Sizes of one multi-resolution hash grid; defaults are 4D-fy's (Bahmani et al. 2024)."""
 
     n_input_dims: int = 3  # 3 (x, y, z) or 4 (x, y, z, t)
-    n_levels: int = 16  # 4D-fy, method notes 2.1
-    n_features_per_level: int = 2  # 4D-fy, method notes 2.1
-    log2_hashmap_size: int = 19  # 4D-fy, method notes 2.1
-    base_resolution: int = 16  # 4D-fy, method notes 2.1
-    per_level_scale: float = 1.447  # 4D-fy, method notes 2.1: finest ~4096
+    n_levels: int = 16  # 4D-fy
+    n_features_per_level: int = 2  # 4D-fy
+    log2_hashmap_size: int = 19  # 4D-fy
+    base_resolution: int = 16  # 4D-fy
+    per_level_scale: float = 1.447  # 4D-fy: finest ~4096
 
     def __post_init__(self):
         if self.n_input_dims not in (3, 4):

@@ -299,7 +299,7 @@ def evaluate(field, grid, views: Views, render: RenderConfig, background=None) -
 
 # ----------------------------------------------------------------------------- training
 def make_optimizer(field: Field4D, cfg: ReconstructConfig) -> torch.optim.Adam:
-    """Adam with one group per role (method notes 2.1: grids 1e-2, MLPs 1e-3, see ReconstructConfig)."""
+    """Adam with one group per role (4D-fy: grids 1e-2, MLPs 1e-3; see ReconstructConfig)."""
     groups = field.parameter_groups()
     param_groups = [
         {"params": groups["static_grid"], "lr": cfg.lr_grid, "name": "static_grid", "base_lr": cfg.lr_grid},

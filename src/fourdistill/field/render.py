@@ -73,7 +73,7 @@ class OccupancyConfig:
     be missed; growing the grid by one cell keeps skipping from cutting such pixels.
     """
 
-    resolution: int = 32  # method notes 2.1: occupancy grid 32^3
+    resolution: int = 32  # 4D-fy: occupancy grid 32^3
     time_bins: int = 16
     update_every: int = 16  # nerfacc update_every_n_steps(n=16)
     ema_decay: float = 0.95  # nerfacc

@@ -1,7 +1,7 @@
 """NeTI-style mappers: (diffusion timestep t, cross-attention layer l, condition c) -> token.
 
 The Time Mapper's condition is the signed time displacement d = t_tgt - t_ref in [-1, 1]
-(method notes 1.1); the View Mapper's is the relative camera, as spherical deltas
+(docs/method.md, 1.1); the View Mapper's is the relative camera, as spherical deltas
 (Δazimuth, Δelevation, Δradius) for orbits or as the flattened 3x4 relative transform.
 
 Each mapper outputs two vectors of the text encoder's width: v_base, which replaces the
@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-# Published sigmas of the random Fourier features (method notes 1.2). NeTI applies sigma_t and
+# Published sigmas of the random Fourier features (Alaluf et al. 2023). NeTI applies sigma_t and
 # sigma_l to raw units: t in [0, 1000), l in [0, L). Conditions are already in [-1, 1].
 NETI_SIGMA_T = 0.03  # NeTI
 NETI_SIGMA_L = 2.0  # NeTI

@@ -4,7 +4,7 @@ A source holds images of one subject at (camera, time) samples. Discrete sources
 D-NeRF folder, a multi-view capture) hold a fixed list of frames; continuous sources (the
 procedural world, a fitted 4D field) additionally render any camera at any time.
 
-Conventions (method notes 1.1 and 3): times are normalised to [0, 1] over the item's duration;
+Conventions (docs/method.md, 1.1 and 3): times are normalised to [0, 1] over the item's duration;
 cameras are camera-to-world 4x4 in OpenGL/Blender axes with pixel intrinsics (`Camera`);
 images are float32 RGB in [0, 1], shape (H, W, 3); masks float32 in [0, 1], shape (H, W).
 """

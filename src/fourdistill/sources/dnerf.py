@@ -1,4 +1,4 @@
-"""D-NeRF folders: `transforms_{train,val,test}.json` and RGBA PNGs (method notes section 3).
+"""D-NeRF folders: `transforms_{train,val,test}.json` and RGBA PNGs (Pumarola et al. 2021).
 
 Each frame has its own camera and time. Everything in the JSON files is checked when the
 source opens (poses, times, intrinsics, that every image exists with one size); pixels are
@@ -31,7 +31,7 @@ class DNeRFSource(ImageListSource):
     background: RGB in [0, 1] that RGBA images are composited over; the alpha becomes the
     frame's mask (RGB images have mask None).
     Times: each frame's "time" (checked finite and in [0, 1]); when no frame of a split has
-    one, frame i of N gets i / (N - 1) (method notes section 3).
+    one, frame i of N gets i / (N - 1) (Pumarola et al. 2021).
     Focal length: 0.5 * W / tan(0.5 * camera_angle_x), or per-frame fl_x / fl_y / cx / cy.
     cache_size: how many decoded frames to keep.
     """

@@ -1,4 +1,4 @@
-"""Nerfstudio captures: a `transforms.json` of posed images of a static scene (method notes 3).
+"""Nerfstudio captures: a `transforms.json` of posed images of a static scene (Tancik et al. 2023).
 
 Intrinsics fl_x, fl_y, cx, cy, w, h are shared (top level) or per frame (per-frame keys win).
 There is no time: every frame has time 0. Optional per-frame `mask_path` images give masks.

@@ -1,7 +1,7 @@
 """Blender-style `transforms*.json` files (D-NeRF and nerfstudio): reading and checking fields.
 
 Both formats hold a "frames" list; each frame names an image (`file_path`) and its
-camera-to-world `transform_matrix` (4x4, OpenGL/Blender axes, method notes section 3).
+camera-to-world `transform_matrix` (4x4, OpenGL/Blender axes, as D-NeRF: Pumarola et al. 2021).
 Intrinsics come from shared top-level keys or per-frame keys, the per-frame ones winning.
 Every check raises `SourceError` naming the JSON file and the field, e.g.
 `frames[3].transform_matrix`.
@@ -91,7 +91,7 @@ def resolve_image(base: Path, file_path, path: Path, field_name: str) -> Path:
     """The image file a frame's `file_path` names, relative to `base` unless absolute.
 
     A path without an image suffix gets one: ".png" first, as D-NeRF writes them
-    (file_path + ".png", method notes section 3), then the other image suffixes.
+    (file_path + ".png", as D-NeRF), then the other image suffixes.
     """
     if not isinstance(file_path, str) or not file_path.strip():
         raise SourceError(path, f"must be a non-empty string, got {file_path!r}", field_name)
@@ -128,7 +128,7 @@ def _focal_from_angle(angle, size: int, path: Path, field_name: str) -> float:
     angle = number(angle, path, field_name, positive=True)
     if angle >= math.pi:
         raise SourceError(path, f"field of view must be below pi radians, got {angle!r}", field_name)
-    return 0.5 * size / math.tan(0.5 * angle)  # D-NeRF: focal = 0.5 W / tan(0.5 camera_angle_x), method notes 3
+    return 0.5 * size / math.tan(0.5 * angle)  # D-NeRF (Pumarola et al. 2021): focal = 0.5 W / tan(0.5 camera_angle_x)
 
 
 def pinhole_intrinsics(

@@ -1,6 +1,6 @@
 """Videos and folders of frames: time only, one unknown camera.
 
-Frame i of the N held frames has time i / (N - 1) (method notes 1.1: times normalised to
+Frame i of the N held frames has time i / (N - 1) (docs/method.md, 1.1: times normalised to
 [0, 1] over the item's duration); the camera is None. Videos are decoded with PyAV when the
 source opens, so a truncated or corrupt file fails there, naming the file.
 """

@@ -1,4 +1,4 @@
-"""Export world scenes: D-NeRF folders (method notes section 3) and videos."""
+"""Export world scenes: D-NeRF folders (Pumarola et al. 2021) and videos."""
 
 from __future__ import annotations
 

@@ -30,7 +30,7 @@ GROUND_HALF = 1.0
 EVAL_SEEDS = range(1_000_000, 1_001_000)
 TRAIN_SEEDS = range(0, 1_000_000)
 
-# Where cameras look at the world from (fov 40 deg: 4D-fy's evaluation fov, method notes 2.1).
+# Where cameras look at the world from (fov 40 deg: 4D-fy's evaluation fov, Bahmani et al. 2024).
 DEFAULT_ORBIT = OrbitRange(azimuth_deg=(-180.0, 180.0), elevation_deg=(10.0, 40.0), radius=(3.0, 3.4), fov_x_deg=40.0)
 
 # Strong, well separated colours with plain English names (linear RGB albedo in [0, 1]).

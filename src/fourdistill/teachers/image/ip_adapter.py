@@ -2,7 +2,7 @@
 
 Why Plus (a Resampler over the image encoder's penultimate patch tokens) rather than the plain
 "ip-adapter_sd15" linear projection of one global embedding: the reference method uses
-IP-Adapter-Plus with 16 image tokens (method notes 1.4), and patch tokens keep where things
+IP-Adapter-Plus with 16 image tokens (IP-Adapter, Ye et al. 2023), and patch tokens keep where things
 are in the reference image, which the image-prompt reconstruction needs.
 
 The weight file holds two groups of keys, as h94's files do:

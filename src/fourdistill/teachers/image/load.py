@@ -4,7 +4,7 @@
   - None or "embedded": the tiny stack shipped inside the package (assets/stack);
   - a local folder in the Stable Diffusion layout (the embedded stack's own training output,
     or a downloaded SD 1.5 / 2.1);
-  - a hub id (method notes 1.6: "stable-diffusion-v1-5/stable-diffusion-v1-5",
+  - a hub id (docs/method.md, 1.6: "stable-diffusion-v1-5/stable-diffusion-v1-5",
     "stabilityai/stable-diffusion-2-1-base"), with the IP-Adapter from "h94/IP-Adapter".
 It uses the same two calls a GPU user makes with the real weights:
 `StableDiffusionPipeline.from_pretrained(...)` then `pipe.load_ip_adapter(...)`.
@@ -23,7 +23,7 @@ from .stack import IMAGE_ENCODER_SUBFOLDER, IP_ADAPTER_SUBFOLDER, IP_ADAPTER_WEI
 SHIPPED_STACK = Path(__file__).resolve().parents[2] / "assets" / "stack"
 EMBEDDED = "embedded"
 
-# The real IP-Adapter for SD 1.5 (method notes 1.6).
+# The real IP-Adapter for SD 1.5 (docs/method.md, 1.6).
 HUB_IP_ADAPTER = "h94/IP-Adapter"
 HUB_IP_ADAPTER_WEIGHT = "ip-adapter-plus_sd15.safetensors"
 
@@ -96,7 +96,7 @@ def load_stack(
     ip_adapter_model: str | None = None,
     ip_adapter_weight: str | None = None,
 ):
-    """A StableDiffusionPipeline (DPM-Solver multistep scheduler, method notes 1.5) with the
+    """A StableDiffusionPipeline (DPM-Solver multistep scheduler, Lu et al. 2022) with the
     IP-Adapter loaded, from "embedded" (default), a local folder, or a hub id.
 
     ip_adapter_model / ip_adapter_weight: where the IP-Adapter comes from. Default: the stack's

@@ -80,7 +80,7 @@ class ImageEncoderConfig:
 
 @dataclass
 class IPAdapterConfig:
-    """IP-Adapter-Plus resampler (method notes 1.4: the reference uses IP-Adapter-Plus, 16 tokens).
+    """IP-Adapter-Plus resampler (docs/method.md, 1.4: the reference implementation uses IP-Adapter-Plus, 16 tokens).
 
     hidden_dims must be a multiple of 64: diffusers' loader infers heads = hidden_dims / 64 and
     builds depth 4, so those two are fixed by the file format.

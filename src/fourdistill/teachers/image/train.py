@@ -130,14 +130,14 @@ class TrainConfig:
     vae_from: str | None = None
     # this fraction of each batch draws its timestep from [high_noise_start, 1000) instead of
     # [0, 1000): the noisiest steps, where only the prompts can say where things are, get more of
-    # the training (docs/teachers.md)
+    # the training (docs/results/2026-11-stack-experiments.md)
     high_noise_fraction: float = 0.0
     high_noise_start: int = 700
     # this fraction of each batch (drawn from the batch's end) is trained at timesteps in
     # [self_input_start, self_input_end) on the input the sampler gives there: self_input_jumps
     # DDIM steps from pure noise, each from the U-Net's own clean estimate, with the true image as
     # the target. Otherwise the later steps only ever see the true layout in their input and
-    # learn to take it from there rather than from the prompts (docs/teachers.md)
+    # learn to take it from there rather than from the prompts (docs/results/2026-12-stack-experiments.md)
     self_input_fraction: float = 0.0
     self_input_start: int = 200
     self_input_end: int = 800
