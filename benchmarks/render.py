@@ -67,7 +67,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from fourdistill.cameras import orbit_camera
-    from fourdistill.field.reconstruct import load_checkpoint, orbit_from_dict
+    from fourdistill.field.checkpoint import load_checkpoint, orbit_from_dict
 
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(args.run) if args.run else fit_scene(Path(args.save_fit or tmp), args.fit_steps, args.seed_index)

@@ -12,7 +12,8 @@ import torch
 
 from fourdistill.teachers.image.ip_adapter import IPAdapterFileError, clip_pixel_values
 from fourdistill.teachers.image.load import NO_NETWORK, SHIPPED_STACK, StackLoadError, load_stack
-from fourdistill.teachers.image.stack import IMAGE_ENCODER_SUBFOLDER, IP_ADAPTER_SUBFOLDER, IP_ADAPTER_WEIGHT_NAME, build_stack, save_stack
+from fourdistill.teachers.image.ip_adapter import IP_ADAPTER_WEIGHT_NAME
+from fourdistill.teachers.image.stack import IP_ADAPTER_SUBFOLDER, build_stack, save_stack
 from fourdistill.teachers.image.tokenizer import build_tokenizer
 from fourdistill.world import make_scene, object_mask, render_view, render_views
 

@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from .cameras import Camera, OrbitRange, orbit_camera, relative_pose, spherical_delta
-from .sources.base import Source, SourceError
+from .sources.base import Source
 
 MODES = ("time", "view", "joint")
 KINDS = ("time", "view", "joint", "same")

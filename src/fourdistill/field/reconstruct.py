@@ -38,7 +38,7 @@ from ..engine.checkpoint import capture_rng, restore_rng
 from ..engine.config import MAY_CHANGE, start_run
 from ..engine.loop import Loop, RunLog, check_finite
 from ..engine.schedules import exponential_decay
-from ..evaluate.metrics import masked_psnr, masked_ssim, psnr, ssim
+from ..evaluate.metrics import masked_psnr, masked_ssim, psnr, psnr_from_mse, ssim
 from ..io import image_grid, save_image, write_json, write_video as _write_video
 from ..sources import open_source
 from ..sources.base import Source, SourceError
@@ -49,7 +49,6 @@ from .checkpoint import (
     field_metadata,
     load_checkpoint,
     load_training_state,
-    orbit_from_dict,
     orbit_to_dict,
     save_checkpoint,
     step_size,
@@ -311,10 +310,6 @@ def make_optimizer(field: Field4D, cfg: ReconstructConfig) -> torch.optim.Adam:
     return torch.optim.Adam(param_groups, betas=cfg.adam_betas, eps=cfg.adam_eps, fused=True)
 
 
-def _psnr(mse: float) -> float:
-    return 10.0 * math.log10(1.0 / max(mse, 1e-12))
-
-
 def reconstruct(
     train: Source,
     out_dir,
@@ -465,7 +460,7 @@ def reconstruct(
         grid.refresh(field, step, generator)
 
         done = step + 1
-        loss_value, p = float(loss.detach()), _psnr(float(mse.detach()))
+        loss_value, p = float(loss.detach()), psnr_from_mse(float(mse.detach()), min_mse=1e-12)
         check_finite(done, loss=loss_value)
         psnr_ema = p if psnr_ema is None else 0.9 * psnr_ema + 0.1 * p
         shown = dict(psnr=f"{psnr_ema:.2f}", occupied=f"{grid.occupied_fraction:.3f}", rays=len(idx))

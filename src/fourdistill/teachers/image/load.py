@@ -18,7 +18,8 @@ import torch
 from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
 
 from .ip_adapter import check_ip_adapter_state, read_ip_adapter_file
-from .stack import IMAGE_ENCODER_SUBFOLDER, IP_ADAPTER_SUBFOLDER, IP_ADAPTER_WEIGHT_NAME
+from .ip_adapter import IMAGE_ENCODER_SUBFOLDER, IP_ADAPTER_WEIGHT_NAME
+from .stack import IP_ADAPTER_SUBFOLDER
 
 SHIPPED_STACK = Path(__file__).resolve().parents[2] / "assets" / "stack"
 EMBEDDED = "embedded"

@@ -31,7 +31,6 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPVisionConfig, CLIPVi
 
 from ...diffusion.schedule import NoiseConfig, inference_scheduler  # NoiseConfig: part of the saved StackConfig
 from ...io import atomic_dir, write_json
-from .ip_adapter import IMAGE_ENCODER_SUBFOLDER, IP_ADAPTER_WEIGHT_NAME  # noqa: F401  (the IP-Adapter's files, inside IP_ADAPTER_SUBFOLDER)
 from .ip_adapter import init_ip_adapter_state, install_ip_adapter, ip_adapter_state_dict, save_ip_adapter
 from .tokenizer import write_vocab_files
 

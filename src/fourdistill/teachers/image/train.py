@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,12 +73,13 @@ from ...engine.checkpoint import capture_rng, load_checkpoint, read_meta, restor
 from ...engine.config import MAY_CHANGE, RUN_CONFIG_NAME, config_from_dict, config_to_dict, start_run
 from ...engine.loop import Loop, RunLog, read_rows
 from ...engine.schedules import warmup_cooldown
+from ...evaluate.metrics import psnr_from_mse
 from ...io import atomic_path, write_json
 from ..data import DataConfig, render_world_set
 from .card import model_card, write_model_card
-from .ip_adapter import clip_pixel_values, install_ip_adapter, read_ip_adapter_file
+from .ip_adapter import IMAGE_ENCODER_SUBFOLDER, IP_ADAPTER_WEIGHT_NAME, clip_pixel_values, install_ip_adapter, read_ip_adapter_file
 from .load import check_stack_folder, resolve_model
-from .stack import IMAGE_ENCODER_SUBFOLDER, IP_ADAPTER_SUBFOLDER, IP_ADAPTER_WEIGHT_NAME, Stack, StackConfig, build_stack, read_stack_config, save_stack
+from .stack import IP_ADAPTER_SUBFOLDER, Stack, StackConfig, build_stack, read_stack_config, save_stack
 from .tokenizer import build_tokenizer
 
 CHECKPOINT = "checkpoint"
@@ -521,9 +521,7 @@ def _train_vae(run: Path, cfg: TrainConfig, stack: Stack, data: dict, ckpt, prog
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        # images in [-1, 1]: peak-to-peak 2, so PSNR = 10 log10(2^2 / MSE) (evaluate.metrics.psnr_from_mse
-        # with data_range 2; written out here because the teachers sit below evaluation)
-        psnr = 10 * math.log10(4.0 / max(mse.item(), 1e-10))
+        psnr = psnr_from_mse(mse.item(), data_range=2.0, min_mse=1e-10)  # images in [-1, 1]: peak-to-peak 2
         scalars = {"mse": mse.item(), "psnr": psnr, **({"kl": kl.item()} if kl is not None else {})}
         shown = {"mse": f"{mse.item():.4f}", "psnr": f"{psnr:.1f}"}
         loop.log(step + 1, stream=phase, postfix=shown, **scalars)
