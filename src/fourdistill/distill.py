@@ -248,7 +248,9 @@ class Distiller:
         all_timesteps = torch.randint(0, n_train, (n,), generator=gen).to(device)
         timesteps = all_timesteps[rows]
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
-        conds = self.conditions(batch, all_timesteps)[:, rows]
+        # in the frozen U-Net's dtype: under mixed precision accelerate returns the conditioner's
+        # output in fp32 (as diffusers' textual-inversion script casts encoder_hidden_states)
+        conds = self.conditions(batch, all_timesteps)[:, rows].to(self.weight_dtype)
         pred = pipe.unet(
             noisy,
             timesteps,
