@@ -152,6 +152,7 @@ class Distiller:
     def __init__(self, cfg: DistillConfig, pipe=None):
         self.cfg = cfg
         self.accelerator = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum)
+        process_rows(cfg.batch_size, self.accelerator.num_processes, 0)  # a batch too small to split fails before loading
         device = self.accelerator.device
         weight_dtype = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[cfg.mixed_precision]
         if pipe is None:
@@ -400,7 +401,9 @@ def run(cfg: DistillConfig, resume: bool = False, pipe=None, progress: bool = Tr
     resuming = resume and has_checkpoint(ckpt_dir, CONFIG_NAME)
     # ACCELERATE_USE_CPU (accelerate launch --cpu) as the Accelerator reads it: the first state
     # made fixes the distributed setup, and one made without it ignores CPU processes
-    main = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU")).is_main_process
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+    process_rows(cfg.batch_size, state.num_processes, 0)  # before anything is written
+    main = state.is_main_process
     if main:
         saved = read_mapper_config(ckpt_dir).get("distill_config") if resuming else None
         start_run(out, cfg, resume, saved=saved, command=command)
