@@ -13,8 +13,16 @@ Built on accelerate: the same command runs data-parallel on several GPUs with
 `accelerate launch -m fourdistill.cli distill ...`, with fp16/bf16 on GPU and fp32 on CPU.
 
 Randomness is a function of (seed, step): pairs, noise, timesteps and nested dropout of step k
-are drawn from generators seeded with (seed, k, process) (engine.loop.step_generators), so
+are drawn from the generators of (seed, k, process 0) (engine.loop.step_generators), so
 `--resume` continues the same run exactly, whatever happened before the interruption.
+
+Several processes. `batch_size` is the batch of one micro-step over all processes. Every
+process draws that whole batch from the same generators (pairs, the VAE's latent sample, noise,
+timesteps, nested dropout) and trains on its own contiguous rows (`process_rows`), so P
+processes compute the gradient of the loss of the batch one process would draw, and DDP's
+average makes the same update up to float summation order. The price of that rule: each
+process draws the whole batch's pairs and runs the conditioner (text encoder and mappers) on
+the whole batch; the VAE, image encoder and U-Net, the bulk of a step, see only its rows.
 
 The loop, checkpoints, logs, card and the --resume rule are the engine's (fourdistill.engine).
 Run layout under `out`:
@@ -39,6 +47,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator, PartialState
+from accelerate.utils import parse_flag_from_env
 from diffusers import DDPMScheduler
 from matplotlib.figure import Figure
 
@@ -80,7 +89,7 @@ class DistillConfig:
     model: str | None = None  # None: the embedded stack; else a local folder or a hub id
     ip_adapter_scale: float = 0.5  # reference: IP-Adapter-Plus scale 0.5
     steps: int = 1000  # optimizer steps
-    batch_size: int = 3  # reference
+    batch_size: int = 3  # reference; one micro-step's pairs over all processes
     grad_accum: int = 3  # reference
     lr: float = 1e-3  # reference, with no hidden multiplier
     betas: tuple[float, float] = (0.9, 0.999)
@@ -118,6 +127,18 @@ class DistillConfig:
         self.elevation_delta_deg = tuple(self.elevation_delta_deg)
 
 
+def process_rows(batch_size: int, num_processes: int, process: int) -> slice:
+    """The contiguous rows of a `batch_size` batch that `process` of `num_processes` trains on.
+
+    Shares differ by at most one row (the first `batch_size % num_processes` processes take one
+    more); every process needs at least one row."""
+    if batch_size < num_processes:
+        raise ValueError(f"batch_size ({batch_size}) must be at least the number of processes ({num_processes}): every process needs a row")
+    share, extra = divmod(batch_size, num_processes)
+    start = process * share + min(process, extra)
+    return slice(start, start + share + (process < extra))
+
+
 def open_training_sources(cfg: DistillConfig, resolution: int):
     """The sources pairs are drawn from: lazily built world scenes, or one opened path."""
     if cfg.source == "world":
@@ -131,6 +152,7 @@ class Distiller:
     def __init__(self, cfg: DistillConfig, pipe=None):
         self.cfg = cfg
         self.accelerator = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum)
+        process_rows(cfg.batch_size, self.accelerator.num_processes, 0)  # a batch too small to split fails before loading
         device = self.accelerator.device
         weight_dtype = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[cfg.mixed_precision]
         if pipe is None:
@@ -195,7 +217,10 @@ class Distiller:
         view_cond = None
         if m.view_mapper is not None:
             view_cond = m.view_mapper.condition(batch.spherical_delta.to(device), batch.relative_pose.to(device))
-        return self.conditioner(ids, timesteps, time_cond, view_cond)
+        # without gradients (evaluation, on the main process alone) the unwrapped module: DDP's
+        # forward may broadcast buffers, a collective the other processes would not join
+        conditioner = self.conditioner if torch.is_grad_enabled() else m
+        return conditioner(ids, timesteps, time_cond, view_cond)
 
     def image_embeds(self, reference):
         """IP-Adapter image inputs for references (B, 3, H, W) in [-1, 1]: a list with one (B, 1, ...) tensor."""
@@ -203,17 +228,30 @@ class Distiller:
         embeds, _ = encode_image_prompts(self.pipe, list(images))
         return [embeds.unsqueeze(1)]
 
-    def loss(self, batch, gen):
+    def loss(self, batch, gen, rows: slice | None = None):
+        """The mean loss over `rows` of `batch` (default: all of them).
+
+        Every random draw (the VAE's latent sample and nested dropout from the global generator,
+        noise and timesteps from `gen`) is made for the whole batch and sliced to `rows`, so the
+        rows' losses are those of the whole batch computed in one process."""
         pipe, device = self.pipe, self.accelerator.device
+        n = len(batch)
+        rows = slice(0, n) if rows is None else rows
         with torch.no_grad():
-            target = batch.target.to(device=device, dtype=self.weight_dtype)
-            latents = pipe.vae.encode(target).latent_dist.sample(generator=None) * pipe.vae.config.scaling_factor
-            image_embeds = self.image_embeds(batch.reference)
-        noise = torch.randn(latents.shape, generator=gen).to(device=device, dtype=latents.dtype)
+            target = batch.target[rows].to(device=device, dtype=self.weight_dtype)
+            latent_dist = pipe.vae.encode(target).latent_dist
+            # DiagonalGaussianDistribution.sample(generator=None), its draw made for the whole batch
+            sample = torch.randn((n, *latent_dist.mean.shape[1:]), device=latent_dist.parameters.device, dtype=latent_dist.parameters.dtype)
+            latents = (latent_dist.mean + latent_dist.std * sample[rows]) * pipe.vae.config.scaling_factor
+            image_embeds = self.image_embeds(batch.reference[rows])
+        noise = torch.randn((n, *latents.shape[1:]), generator=gen)[rows].to(device=device, dtype=latents.dtype)
         n_train = pipe.scheduler.config.num_train_timesteps
-        timesteps = torch.randint(0, n_train, (latents.shape[0],), generator=gen).to(device)
+        all_timesteps = torch.randint(0, n_train, (n,), generator=gen).to(device)
+        timesteps = all_timesteps[rows]
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
-        conds = self.conditions(batch, timesteps)
+        # in the frozen U-Net's dtype: under mixed precision accelerate returns the conditioner's
+        # output in fp32 (as diffusers' textual-inversion script casts encoder_hidden_states)
+        conds = self.conditions(batch, all_timesteps)[:, rows].to(self.weight_dtype)
         pred = pipe.unet(
             noisy,
             timesteps,
@@ -231,18 +269,31 @@ class Distiller:
         return self._noise_scheduler
 
     def train_step(self) -> float:
-        """One optimizer step (grad_accum micro-batches). Returns the mean loss."""
+        """One optimizer step (grad_accum micro-batches). Returns the mean loss over the whole
+        batch (all processes).
+
+        Each process trains on its rows of the batch (`process_rows`). Its loss is weighted by
+        rows * processes / batch_size, so that DDP's mean of the processes' gradients is the
+        gradient of the whole batch's mean loss even when the shares differ by a row."""
+        acc = self.accelerator
+        n, processes = self.cfg.batch_size, acc.num_processes
+        rows = process_rows(n, processes, acc.process_index)
+        share = rows.stop - rows.start
         losses = []
         for micro in range(self.cfg.grad_accum):
-            np_rng, gen = step_generators(self.cfg.seed, self.step * self.cfg.grad_accum + micro, self.accelerator.process_index)
-            torch.manual_seed(int(np_rng.integers(2**62)))  # nested dropout draws from the global generator
-            batch = self.sampler.batch(self.cfg.batch_size, rng=np_rng)
-            with self.accelerator.accumulate(self.conditioner):
-                loss = self.loss(batch, gen)
-                self.accelerator.backward(loss)
+            # process 0's generators on every process: all draw the same whole batch
+            np_rng, gen = step_generators(self.cfg.seed, self.step * self.cfg.grad_accum + micro, 0)
+            torch.manual_seed(int(np_rng.integers(2**62)))  # the VAE sample and nested dropout draw from the global generator
+            batch = self.sampler.batch(n, rng=np_rng)
+            with acc.accumulate(self.conditioner):
+                loss = self.loss(batch, gen, rows)
+                acc.backward(loss if processes == 1 else loss * (share * processes / n))
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
-            losses.append(float(loss.detach()))
+            if processes == 1:
+                losses.append(float(loss.detach()))
+            else:
+                losses.append(float(acc.reduce(loss.detach() * (share / n), reduction="sum")))
         self.step += 1
         return float(np.mean(losses))
 
@@ -348,7 +399,11 @@ def run(cfg: DistillConfig, resume: bool = False, pipe=None, progress: bool = Tr
     out = Path(cfg.out)
     ckpt_dir = out / "checkpoint"
     resuming = resume and has_checkpoint(ckpt_dir, CONFIG_NAME)
-    main = PartialState().is_main_process
+    # ACCELERATE_USE_CPU (accelerate launch --cpu) as the Accelerator reads it: the first state
+    # made fixes the distributed setup, and one made without it ignores CPU processes
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+    process_rows(cfg.batch_size, state.num_processes, 0)  # before anything is written
+    main = state.is_main_process
     if main:
         saved = read_mapper_config(ckpt_dir).get("distill_config") if resuming else None
         start_run(out, cfg, resume, saved=saved, command=command)
