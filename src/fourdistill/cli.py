@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "fourdistill.teachers.commands",
     "fourdistill.commands.distill",
     "fourdistill.commands.generate",
+    "fourdistill.commands.app",
 )
 
 
