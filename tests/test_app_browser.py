@@ -6,8 +6,8 @@ and check that it changed and equals what the library returns for the same setti
 Needs the `app` extra (gradio, selenium) and the system's Chromium and its driver
 (`apt-get install chromium chromium-driver`; nothing is downloaded). Under CI (the CI variable
 set) anything missing fails the test; elsewhere the test is skipped with what to install.
-FOURDISTILL_APP_SCREENSHOT=PATH also saves a screenshot of the page after the generation
-(how docs/img/app.png is made).
+FOURDISTILL_APP_SCREENSHOT=PATH also saves a screenshot of the page at the end (docs/img/app.png:
+FOURDISTILL_APP_TEST_STEPS=20 FOURDISTILL_APP_SCREENSHOT=docs/img/app.png pytest tests/test_app_browser.py).
 """
 
 from __future__ import annotations
@@ -31,7 +31,9 @@ from PIL import Image
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-STEPS = 2  # denoising steps: the page's settings say 20; two keep the test short on a CPU
+# denoising steps (the page starts with 20; two keep the test short on a CPU); the README's
+# screenshot is taken with FOURDISTILL_APP_TEST_STEPS=20
+STEPS = int(os.environ.get("FOURDISTILL_APP_TEST_STEPS", "2"))
 SEED = 1_000_003  # a held-out world scene
 
 
@@ -231,6 +233,17 @@ def test_generate_in_the_browser_shows_what_the_library_returns(server, browser)
     side = lib_before.shape[0] + 2
     assert grid.shape == (3 * side + 2, 4 * side + 2, 3)  # the reference, then 3 columns; 3 rows
     assert _image_src(driver, "video").endswith(".gif")
+
+    # a user error is a message in the page, not a traceback
+    seed = driver.find_element(By.CSS_SELECTOR, "#seed input")
+    seed.send_keys(Keys.CONTROL, "a")
+    seed.send_keys("7", Keys.TAB)
+    wait.until(lambda d: d.find_element(By.ID, "status").text.startswith("Error"))
+    assert "world scene 7 is not a held-out scene" in driver.find_element(By.ID, "status").text
+    assert "Traceback" not in driver.page_source
+    seed.send_keys(Keys.CONTROL, "a")
+    seed.send_keys(str(SEED), Keys.TAB)
+    wait.until(lambda d: str(SEED) in d.find_element(By.ID, "status").text)
 
     screenshot = os.environ.get("FOURDISTILL_APP_SCREENSHOT")
     if screenshot:
