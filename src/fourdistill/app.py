@@ -204,8 +204,8 @@ class LoadedField:
         size = int((self.meta.get("resolution") or [64])[0])
         if orbit is None:
             return {"time": 0.5, "azimuth": 0.0, "elevation": 25.0, "radius": 3.6, "size": size}
-        return {"time": 0.5, "azimuth": float(np.mean(orbit.azimuth_deg)), "elevation": float(np.mean(orbit.elevation_deg)),
-                "radius": float(np.mean(orbit.radius)), "size": size}
+        return {"time": 0.5, "azimuth": round(float(np.mean(orbit.azimuth_deg)), 2), "elevation": round(float(np.mean(orbit.elevation_deg)), 2),
+                "radius": round(float(np.mean(orbit.radius)), 2), "size": size}
 
     def summary(self) -> str:
         meta = self.meta
@@ -382,9 +382,11 @@ def build_app(demo: Demo, field_path: str | None = None):
         except Exception as exc:
             return gr.update(), gr.update(), gr.update(), failed(exc)
 
-    def on_open(path):
+    def on_open(path, progress=gr.Progress()):
         try:
+            progress(0.0, desc="opening the field")
             loaded = demo.open_field(path)
+            progress(0.5, desc="rendering")
             v = loaded.default_view()
             image = render_field(loaded, v["time"], v["azimuth"], v["elevation"], v["radius"], v["size"])
             return image, v["time"], v["azimuth"], v["elevation"], v["radius"], v["size"], loaded.summary()
