@@ -19,13 +19,12 @@ from fourdistill.app import (
     render_field,
     sweep_grid,
 )
-from fourdistill.cameras import orbit_camera
+from fourdistill.cameras import OrbitRange, orbit_camera
 from fourdistill.cli import main
 from fourdistill.field.checkpoint import field_metadata, orbit_to_dict, save_checkpoint
 from fourdistill.field.field import Field4D
 from fourdistill.field.render import OccupancyConfig, OccupancyGrid, RenderConfig, render_image
 from fourdistill.generate import ControlledPipeline, ViewChange, world_reference
-from fourdistill.cameras import OrbitRange
 from fourdistill.io import to_uint8
 from fourdistill.sources.base import SourceError
 
@@ -187,6 +186,17 @@ def test_the_command_checks_its_flags_before_starting(capsys):
     assert "--port must lie in 1..65535" in capsys.readouterr().err
     assert main(["app", "--steps", "0"]) == 2
     assert "--steps must lie in 1..1000" in capsys.readouterr().err
+
+    assert main(["app", "--host", " "]) == 2
+    assert "--host is empty" in capsys.readouterr().err
+
+
+def test_without_gradio_the_command_says_what_to_install(monkeypatch, capsys):
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "gradio" else find_spec(name, *a))
+    assert main(["app"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and 'pip install -e ".[app]"' in err
 
 
 @pytest.mark.skipif(importlib.util.find_spec("gradio") is None, reason="needs gradio: pip install -e \".[app]\"")

@@ -30,16 +30,14 @@ from pathlib import Path
 import numpy as np
 
 from .cameras import orbit_camera
+from .diffusion import DEFAULT_GUIDANCE
 from .field.checkpoint import load_checkpoint, orbit_from_dict
 from .field.render import render_image
 from .generate import ControlledPipeline, ViewChange, WorldReference, panel, reference_to_pil, world_reference
 from .io import save_image, to_uint8, write_video
 from .world import EVAL_SEEDS
 
-DEFAULT_STEPS = 20  # fewer than `fourdistill generate`'s 30: a page should answer in seconds on a CPU (fourdistill.commands.app.STEPS)
-DEFAULT_GUIDANCE = 5.0
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 7860
+DEFAULT_STEPS = 20  # fewer than `fourdistill generate`'s 30: the page should answer in seconds on a CPU
 GRID_SIDE = 5  # the time x view grid is GRID_SIDE x GRID_SIDE, as `fourdistill generate --sweep grid`
 GRID_AZIMUTH = 90.0  # the grid's columns span azimuth changes -90..90 degrees
 INSTALL_HINT = 'pip install -e ".[app]"'
@@ -270,7 +268,6 @@ class Demo:
         self.model, self.mappers, self.steps = model, mappers, int(steps)
         self.out_dir = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="fourdistill-app-"))
         self._cp: ControlledPipeline | None = None
-        self._load_error: BaseException | None = None
         self._lock = threading.Lock()
         self._field: LoadedField | None = None
         self._sweeps = 0
@@ -287,8 +284,8 @@ class Demo:
         def load():
             try:
                 self.pipeline()
-            except Exception as exc:  # shown by the first call that needs the pipeline
-                self._load_error = exc
+            except Exception as exc:  # the first call that needs the pipeline tries again and shows why
+                print(f"fourdistill app: cannot load the model: {error_message(exc)}", file=sys.stderr, flush=True)
 
         thread = threading.Thread(target=load, name="fourdistill-app-preload", daemon=True)
         thread.start()
@@ -480,7 +477,7 @@ CSS = """
 """
 
 
-def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, model: str | None = None, mappers=None, steps: int = DEFAULT_STEPS,
+def serve(host: str, port: int, model: str | None = None, mappers=None, steps: int = DEFAULT_STEPS,
           field_path: str | None = None, preload: bool = True) -> None:
     """Start the page on http://host:port and block until interrupted. Never shared publicly."""
     demo = Demo(model, mappers, steps)

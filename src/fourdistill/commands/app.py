@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 
 HOST = "127.0.0.1"
 PORT = 7860
-STEPS = 20
+STEPS = 20  # the page's starting denoising steps (fourdistill.app.DEFAULT_STEPS)
 
 
 def register(sub) -> None:
@@ -36,10 +37,8 @@ def app_main(args: argparse.Namespace) -> int:
         raise ValueError(f"--steps must lie in 1..1000, got {args.steps}")
     if not args.host.strip():
         raise ValueError("--host is empty: give an address such as 127.0.0.1")
-    try:
-        import gradio  # noqa: F401
-    except ImportError:
-        raise ValueError('the demo needs gradio, an optional dependency: pip install -e ".[app]"') from None
+    if importlib.util.find_spec("gradio") is None:
+        raise ValueError('the demo needs gradio, an optional dependency: pip install -e ".[app]"')
     from ..app import serve
 
     serve(args.host, args.port, args.model, args.mappers, args.steps, args.field, preload=not args.no_preload)
