@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "fourdistill.commands.teachers",
     "fourdistill.commands.distill",
     "fourdistill.commands.generate",
+    "fourdistill.commands.app",
 )
 
 
