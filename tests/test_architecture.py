@@ -18,7 +18,7 @@ FLOORS = {
     "pairs": 2, "mappers": 2, "conditioning": 2, "teachers": 2, "field": 2,
     "distill": 3, "generate": 3,
     "evaluate": 4,
-    "commands": 5, "cli": 5,
+    "commands": 5, "cli": 5, "app": 5,
 }
 # modules that stand on a lower floor than their package: image metrics are pure functions of
 # arrays, read by trainers (validation PSNR) as well as by the evaluation
