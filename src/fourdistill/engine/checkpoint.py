@@ -30,6 +30,7 @@ fourdistill.field's source detection calls `clean_stale` on every folder opened 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import pickle
@@ -46,6 +47,9 @@ WEIGHTS_NAME = "model.safetensors"
 META_NAME = "checkpoint.json"
 OPTIMIZER_NAME = "optimizer.pt"
 STATE_NAME = "train_state.pt"
+
+# errno values of a write the file system refuses (reported as CheckpointError, not a bug).
+WRITE_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.EFBIG, errno.ENOTDIR)
 
 
 class CheckpointError(ValueError):
@@ -186,12 +190,24 @@ def save_checkpoint(
     model: a state dict (tensors, moved to CPU and made contiguous here); optimizer: an
     optimizer's state dict; rng: capture_rng(); extra: the trainer's own training state (plain
     types and tensors); meta: JSON metadata (step and wall_s are added). write(tmp) may add
-    further files into the temporary folder before it is renamed into place.
+    further files into the temporary folder before it is renamed into place. A write the file
+    system refuses (full disk, read-only) is a CheckpointError; nothing of the previous
+    checkpoint is lost.
     """
-    import torch
-
     folder = Path(folder)
     meta_out = {**(meta or {}), "step": int(step), "wall_s": float(wall_s)}
+    try:
+        _write_checkpoint(folder, meta_out, step, wall_s, model, optimizer, rng, extra, weights_name, meta_name, write)
+    except OSError as exc:
+        if exc.errno in WRITE_ERRNOS:  # full disk, read-only: the previous checkpoint is still whole
+            raise CheckpointError(folder, f"cannot write the checkpoint ({exc.strerror or exc}); the previous one, if any, is unchanged") from None
+        raise
+    return folder
+
+
+def _write_checkpoint(folder, meta_out, step, wall_s, model, optimizer, rng, extra, weights_name, meta_name, write) -> None:
+    import torch
+
     with atomic_folder(folder) as tmp:
         if model is not None:
             from safetensors.torch import save_file
@@ -204,7 +220,6 @@ def save_checkpoint(
             torch.save({"step": int(step), "wall_s": float(wall_s), "rng": rng, "extra": extra or {}}, tmp / STATE_NAME)
         if write is not None:
             write(tmp)
-    return folder
 
 
 def has_checkpoint(folder, meta_name: str = META_NAME) -> bool:
@@ -223,6 +238,8 @@ def read_meta(folder, meta_name: str = META_NAME) -> dict:
         meta = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(path, f"damaged checkpoint metadata: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise CheckpointError(path, "damaged checkpoint metadata: JSON nested too deeply to read") from None
     if not isinstance(meta, dict):
         raise CheckpointError(path, "damaged checkpoint metadata: not a JSON object")
     return meta
@@ -253,6 +270,22 @@ def load_torch_file(path, what: str):
         return torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
         raise CheckpointError(path, f"damaged or truncated {what} ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+
+
+def verify_checkpoint(folder, *, weights_name: str = WEIGHTS_NAME, meta_name: str = META_NAME) -> bool:
+    """Read every file of the checkpoint in `folder` once, so that a --resume from a damaged
+    one fails before anything in the run folder is rewritten; CheckpointError naming the
+    first damaged file. False when `folder` holds no checkpoint (nothing to resume)."""
+    folder = Path(folder)
+    if not has_checkpoint(folder, meta_name):
+        return False
+    read_meta(folder, meta_name)
+    if (folder / weights_name).exists():
+        load_weights(folder / weights_name)
+    load_torch_file(folder / OPTIMIZER_NAME, "optimizer state")
+    if (folder / STATE_NAME).exists():
+        load_torch_file(folder / STATE_NAME, "training state")
+    return True
 
 
 def load_checkpoint(
