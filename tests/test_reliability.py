@@ -155,7 +155,16 @@ def test_an_interrupted_checkpoint_write_keeps_the_whole_previous_checkpoint(tmp
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint"]
 
 
-def test_a_full_disk_while_saving_a_checkpoint_is_named_and_loses_nothing(tmp_path, monkeypatch):
+# What the writers raise when the disk fills under them (seen on a full tmpfs).
+FULL_DISK = [
+    (OSError(errno.ENOSPC, "No space left on device"), "No space left on device"),
+    (RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 38528 vs 38420"), "torch could not write the file"),
+    (RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed"), "torch could not write the file"),
+]
+
+
+@pytest.mark.parametrize("error, cause", FULL_DISK, ids=["oserror", "torch-pos", "torch-writer"])
+def test_a_full_disk_while_saving_a_checkpoint_is_named_and_loses_nothing(error, cause, tmp_path, monkeypatch):
     from fourdistill.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
     folder = tmp_path / "checkpoint"
@@ -163,15 +172,26 @@ def test_a_full_disk_while_saving_a_checkpoint_is_named_and_loses_nothing(tmp_pa
     before = tree_hash(folder)
 
     def full(*args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device")
+        raise error
 
     monkeypatch.setattr(torch, "save", full)
-    with pytest.raises(CheckpointError, match="No space left on device") as info:
+    with pytest.raises(CheckpointError, match=cause) as info:
         save_checkpoint(folder, step=2, model={"w": torch.zeros(3)}, optimizer={"state": {}, "param_groups": []}, extra={})
     assert str(folder) in str(info.value)
     monkeypatch.undo()
     assert tree_hash(folder) == before and load_checkpoint(folder).step == 1
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint"]
+
+
+def test_an_error_that_is_not_the_disk_still_raises_as_itself(tmp_path, monkeypatch):
+    from fourdistill.engine.checkpoint import save_checkpoint
+
+    def bug(*args, **kwargs):
+        raise RuntimeError("a bug in the caller")
+
+    monkeypatch.setattr(torch, "save", bug)
+    with pytest.raises(RuntimeError, match="a bug in the caller"):
+        save_checkpoint(tmp_path / "checkpoint", step=1, optimizer={"state": {}, "param_groups": []})
 
 
 def test_temporary_files_of_killed_writers_are_cleaned_up(tmp_path):

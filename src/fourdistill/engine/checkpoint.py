@@ -198,11 +198,41 @@ def save_checkpoint(
     meta_out = {**(meta or {}), "step": int(step), "wall_s": float(wall_s)}
     try:
         _write_checkpoint(folder, meta_out, step, wall_s, model, optimizer, rng, extra, weights_name, meta_name, write)
-    except OSError as exc:
-        if exc.errno in WRITE_ERRNOS:  # full disk, read-only: the previous checkpoint is still whole
-            raise CheckpointError(folder, f"cannot write the checkpoint ({exc.strerror or exc}); the previous one, if any, is unchanged") from None
-        raise
+    except (OSError, RuntimeError) as exc:  # safetensors' SafetensorError is an Exception of its own, checked below
+        cause = write_failure(exc, folder)
+        if cause is None:
+            raise
+        raise CheckpointError(folder, f"cannot write the checkpoint ({cause}); the previous one, if any, is unchanged") from None
+    except Exception as exc:
+        cause = write_failure(exc, folder) if type(exc).__name__ == "SafetensorError" else None
+        if cause is None:
+            raise
+        raise CheckpointError(folder, f"cannot write the checkpoint ({cause}); the previous one, if any, is unchanged") from None
     return folder
+
+
+# What torch's and safetensors' writers say when the file system refuses (they raise
+# RuntimeError / SafetensorError, not OSError); torch's zip writer may only report a position
+# mismatch ("inline_container.cc ... unexpected pos") when the disk fills under it.
+_WRITE_FAILURE_WORDS = ("no space left", "os error 28", "read-only file system", "disk quota", "failed writing", "file write failed",
+                        "inline_container", "pytorchstreamwriter")
+
+
+def write_failure(exc: BaseException, folder: Path) -> str | None:
+    """The cause, in words, when `exc` is the file system refusing a write into `folder`
+    (full, read-only, no permission); None for any other error (a bug, to be raised)."""
+    if isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS:
+        return exc.strerror or str(exc)
+    text = str(exc).lower()
+    if not any(w in text for w in _WRITE_FAILURE_WORDS):
+        return None
+    if "space" in text or "os error 28" in text:
+        return "No space left on device"
+    try:
+        free = shutil.disk_usage(folder.parent if folder.parent.exists() else ".").free
+    except OSError:
+        free = None
+    return "torch could not write the file" + (f"; {free} bytes free on the disk" if free is not None else "")
 
 
 def _write_checkpoint(folder, meta_out, step, wall_s, model, optimizer, rng, extra, weights_name, meta_name, write) -> None:
