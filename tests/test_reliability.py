@@ -316,6 +316,15 @@ def test_the_source_and_field_file_names_agree():
     assert HELD_OUT_SCENES == len(EVAL_SEEDS)
 
 
+def test_a_source_that_does_not_open_leaves_no_run_folder_behind(tmp_path, capsys):
+    """Otherwise the next try, with the path fixed, would be refused as a run already there."""
+    out = tmp_path / "d"
+    refused(capsys, ["distill", "--source", tmp_path / "missing", "--out", out], tmp_path / "missing", "no such file", absent=[out])
+    junk = tmp_path / "junk.txt"
+    junk.write_text("not a source\n")
+    refused(capsys, ["distill", "--source", junk, "--out", out], junk, "not a known 4D source", absent=[out])
+
+
 # ----------------------------------------------------------------------------- 3. unwritable output
 @pytest.fixture
 def a_file(tmp_path):
@@ -438,6 +447,21 @@ def _field_folder(folder: Path, **meta) -> Path:
     return folder
 
 
+def test_reconstruct_and_judge_resume_from_a_damaged_checkpoint_name_the_file(tmp_path, capsys):
+    from fourdistill.evaluate.judge import SHIPPED_JUDGE
+
+    run = tmp_path / "fit"
+    _field_folder(run / "checkpoint")
+    (run / "config.json").write_text(json.dumps({"config": {}, "command": None}))
+    truncate(run / "checkpoint" / "field.safetensors")
+    refused(capsys, ["reconstruct", "world:5", "--out", run, "--resume"], run / "checkpoint" / "field.safetensors", "damaged", unchanged=[run])
+    judge = tmp_path / "judge"
+    shutil.copytree(SHIPPED_JUDGE, judge / "checkpoint")
+    (judge / "config.json").write_text(json.dumps({"config": {}, "command": None}))
+    truncate(judge / "checkpoint" / "judge.safetensors")
+    refused(capsys, ["judge", "train", "--out", judge, "--resume"], judge / "checkpoint" / "judge.safetensors", "damaged", unchanged=[judge])
+
+
 def test_inspect_a_field_with_damaged_weights_names_the_file(tmp_path, capsys):
     folder = _field_folder(tmp_path / "field")
     assert main(["inspect", str(folder)]) == 0
@@ -509,6 +533,19 @@ def test_nonsense_values_in_a_config_file_are_refused_naming_file_and_key(comman
 def test_a_time_displacement_outside_its_range_is_refused_naming_the_flag(tmp_path, capsys):
     out = tmp_path / "g.png"
     refused(capsys, ["generate", "--prompt", "x", "--time", "2", "--out", out], "--time 2", "[-1, 1]", absent=[out])
+
+
+def test_a_radius_change_that_would_put_the_camera_behind_the_object_is_refused(stack, run, tmp_path, capsys):
+    out = tmp_path / "g.png"
+    argv = ["generate", "--model", stack, "--mappers", run / "checkpoint", "--world", HELD_OUT, "--radius", "-100", "--steps", "1", "--out", out]
+    refused(capsys, argv, "--radius -100", "must stay positive", absent=[out])
+
+
+def test_an_image_reference_announcing_a_huge_size_is_named(tmp_path, capsys):
+    bomb = tmp_path / "bomb.png"
+    png_header(bomb, 100000, 100000)
+    out = tmp_path / "g.png"
+    refused(capsys, ["generate", "--prompt", "x", "--time", "0.1", "--image", bomb, "--out", out], bomb, "decompression bomb", absent=[out])
 
 
 # ----------------------------------------------------------------------------- 6. inputs that pass but should not

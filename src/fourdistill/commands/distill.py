@@ -106,4 +106,7 @@ def check_training_data(cfg) -> None:
                 f"for evaluation ({EVAL_SEEDS.start}..{EVAL_SEEDS.stop - 1}) and never trained on"
             )
     else:
+        from ..sources import open_source
+
         check_train_source(cfg.source, "--source")
+        open_source(cfg.source)  # bad data is named now, before the run folder is made

@@ -63,6 +63,11 @@ def generate_main(args: argparse.Namespace) -> int:
     prompt = args.prompt
     if args.world is not None:
         ref = world_reference(args.world, size=width, time=args.ref_time)
+        if args.radius is not None and ref.radius + args.radius <= 0.0:
+            raise ValueError(
+                f"--radius {args.radius:g}: the reference camera is at radius {ref.radius:g}, so the changed camera would be at "
+                f"{ref.radius + args.radius:g}; the radius after the change must stay positive"
+            )
         image = ref.image
         prompt = prompt if prompt is not None else ref.caption
     if prompt is None:
