@@ -642,6 +642,13 @@ def test_json_nested_deeply_enough_to_overflow_the_parser_is_named(tmp_path, cap
     refused(capsys, ["distill", "--config", cfg, "--out", tmp_path / "d"], cfg, "nested too deeply", absent=[tmp_path / "d"])
 
 
+def test_a_field_whose_json_is_nested_too_deeply_is_named(tmp_path, capsys):
+    folder = _field_folder(tmp_path / "field")
+    (folder / "field.json").write_text('{"format": ' + "[" * 200000 + "]" * 200000 + "}")
+    for argv in (["inspect", folder], ["distill", "--source", folder, "--out", tmp_path / "d"]):
+        refused(capsys, argv, folder, "not a field checkpoint", unchanged=[folder], absent=[tmp_path / "d"])
+
+
 def test_inspect_decodes_every_image_so_a_truncated_png_is_found(tmp_path, capsys):
     scene, _ = _dnerf(tmp_path)
     big = np.random.default_rng(0).integers(0, 256, (64, 64, 4), dtype=np.uint8)
