@@ -89,10 +89,25 @@ def _broadcast(items: list, n: int) -> list:
     return items * n if len(items) == 1 else items
 
 
+# What a reference file with an alpha channel is composited over: white, as the D-NeRF reader
+# (fourdistill.sources) composites D-NeRF's RGBA frames by default.
+REFERENCE_BACKGROUND = (1.0, 1.0, 1.0)
+ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+
+
+def has_alpha(image) -> bool:
+    """Whether a PIL image carries transparency (an alpha channel or a transparent palette entry)."""
+    return image.mode in ALPHA_MODES or (image.mode == "P" and "transparency" in image.info)
+
+
 def reference_to_pil(image, size: tuple[int, int], resize: bool = False, where: str = "reference image"):
     """A reference image (PIL image, path, or (H, W, 3) array in [0, 1] or uint8) as an RGB PIL
-    image of exactly `size` (width, height). Another size is an error unless `resize`; another
-    mode is an error (convert it first, so nothing is guessed about alpha or palettes)."""
+    image of exactly `size` (width, height). Another size is an error unless `resize`.
+
+    A file with transparency (every D-NeRF frame is RGBA) is composited over
+    REFERENCE_BACKGROUND, as the D-NeRF reader does; an image passed in memory must already be
+    RGB (convert it first, so nothing is guessed about alpha or palettes), and so must a file
+    of another mode (grayscale, CMYK)."""
     if isinstance(image, (str, Path)):
         path = Path(image)
         if not path.is_file():
@@ -100,8 +115,13 @@ def reference_to_pil(image, size: tuple[int, int], resize: bool = False, where: 
         try:
             image = Image.open(path)
             image.load()
-        except Exception as exc:  # PIL raises several types for unreadable files
-            raise ValueError(f"{path}: cannot read the reference image ({exc})") from None
+        except Exception as exc:  # PIL raises several types for unreadable files (a decompression bomb included)
+            raise ValueError(f"{path}: cannot read the reference image ({' '.join(str(exc).split()) or type(exc).__name__})") from None
+        if has_alpha(image):
+            rgba = np.asarray(image.convert("RGBA"), dtype=np.float32) / 255.0
+            alpha = rgba[..., 3:]
+            rgb = rgba[..., :3] * alpha + np.asarray(REFERENCE_BACKGROUND, np.float32) * (1.0 - alpha)
+            image = Image.fromarray((np.clip(rgb, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8))
         where = str(path)
     if isinstance(image, np.ndarray):
         arr = image

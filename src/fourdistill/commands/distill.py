@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ..engine.config import add_common_flags
+from ._args import check_settings, nonnegative_float, nonnegative_int, positive_float, positive_int, probability, seed_int
+
+# DistillConfig fields held to their flag's rule wherever they come from (a --config file too).
+SETTING_TYPES = {
+    "steps": positive_int, "seed": seed_int, "batch_size": positive_int, "grad_accum": positive_int, "lr": positive_float,
+    "ip_adapter_scale": nonnegative_float, "time_alpha": probability, "view_alpha": probability, "nested_dropout_p": probability,
+    "save_every": positive_int, "validate_every": nonnegative_int,
+}
 
 
 def register(sub) -> None:
@@ -19,18 +28,18 @@ def register(sub) -> None:
     p.add_argument("--mode", default=None, choices=("time", "view", "joint"), help="which control to learn (default: DistillConfig.mode)")
     p.add_argument("--model", default=None, help="diffusion stack: a local folder or hub id (default: the embedded stack)")
     add_common_flags(p, "DistillConfig")
-    p.add_argument("--batch-size", type=int, default=None, help="pairs per micro-batch (default: DistillConfig.batch_size)")
-    p.add_argument("--grad-accum", type=int, default=None, help="micro-batches per step (default: DistillConfig.grad_accum)")
-    p.add_argument("--lr", type=float, default=None, help="AdamW learning rate (default: DistillConfig.lr)")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="pairs per micro-batch (default: DistillConfig.batch_size)")
+    p.add_argument("--grad-accum", type=positive_int, default=None, help="micro-batches per step (default: DistillConfig.grad_accum)")
+    p.add_argument("--lr", type=positive_float, default=None, help="AdamW learning rate (default: DistillConfig.lr)")
     p.add_argument("--mixed-precision", default=None, choices=["no", "fp16", "bf16"], help="GPU only (default: DistillConfig.mixed_precision)")
-    p.add_argument("--world-seeds", type=int, nargs=2, default=None, metavar=("START", "STOP"), help="training scenes for --source world (default: DistillConfig.world_seeds)")
-    p.add_argument("--ip-scale", type=float, default=None, help="IP-Adapter scale during distillation (default: DistillConfig.ip_adapter_scale, the reference's)")
-    p.add_argument("--time-alpha", type=float, default=None, help="bypass alpha of the time token (default: DistillConfig.time_alpha)")
-    p.add_argument("--view-alpha", type=float, default=None, help="bypass alpha of the view token (default: DistillConfig.view_alpha)")
-    p.add_argument("--nested-dropout", type=float, default=None, help="nested-dropout probability (default: DistillConfig.nested_dropout_p; 0 turns it off)")
+    p.add_argument("--world-seeds", type=nonnegative_int, nargs=2, default=None, metavar=("START", "STOP"), help="training scenes for --source world (default: DistillConfig.world_seeds)")
+    p.add_argument("--ip-scale", type=nonnegative_float, default=None, help="IP-Adapter scale during distillation (default: DistillConfig.ip_adapter_scale, the reference's)")
+    p.add_argument("--time-alpha", type=probability, default=None, help="bypass alpha of the time token (default: DistillConfig.time_alpha)")
+    p.add_argument("--view-alpha", type=probability, default=None, help="bypass alpha of the view token (default: DistillConfig.view_alpha)")
+    p.add_argument("--nested-dropout", type=probability, default=None, help="nested-dropout probability (default: DistillConfig.nested_dropout_p; 0 turns it off)")
     p.add_argument("--view-condition", default=None, choices=["spherical", "matrix"], help="View Mapper input (default: DistillConfig.view_condition)")
-    p.add_argument("--save-every", type=int, default=None, help="checkpoint interval in steps (default: DistillConfig.save_every)")
-    p.add_argument("--validate-every", type=int, default=None, help="steps between validation grids in OUT/validation (default: DistillConfig.validate_every; 0: none)")
+    p.add_argument("--save-every", type=positive_int, default=None, help="checkpoint interval in steps (default: DistillConfig.save_every)")
+    p.add_argument("--validate-every", type=nonnegative_int, default=None, help="steps between validation grids in OUT/validation (default: DistillConfig.validate_every; 0: none)")
     p.set_defaults(handler=distill_main)
 
 
@@ -39,7 +48,7 @@ def distill_main(args: argparse.Namespace) -> int:
 
     from ..distill import DistillConfig, run
     from ..engine.config import config_from_args
-    from ..engine.run import invoked_command, set_threads
+    from ..engine.run import check_writable, invoked_command, set_threads
 
     cfg = config_from_args(
         DistillConfig,
@@ -62,6 +71,15 @@ def distill_main(args: argparse.Namespace) -> int:
             "nested_dropout_p": args.nested_dropout,
         },
     )
+    check_settings(cfg, SETTING_TYPES, args.config or "flags")
+    check_writable(cfg.out, "--out")
+    check_training_data(cfg)
+    if args.resume:  # a damaged checkpoint is named before the run folder is touched
+        from ..engine.checkpoint import verify_checkpoint
+        from ..mappers.checkpoint import CONFIG_NAME, WEIGHTS_NAME, read_mapper_config
+
+        if verify_checkpoint(Path(cfg.out) / "checkpoint", weights_name=WEIGHTS_NAME, meta_name=CONFIG_NAME):
+            read_mapper_config(Path(cfg.out) / "checkpoint")
     set_threads(args.threads)
     summary = run(cfg, resume=args.resume, command=invoked_command())
     losses = summary["losses"]
@@ -70,3 +88,25 @@ def distill_main(args: argparse.Namespace) -> int:
         print(f"loss: first {np.mean(losses[:k]):.4f} -> last {np.mean(losses[-k:]):.4f} over {len(losses)} steps")
     print(f"checkpoint: {summary['checkpoint']} ({summary['wall_s']:.0f} s of training)")
     return 0
+
+
+def check_training_data(cfg) -> None:
+    """Refuse held-out world scenes before anything is written: --world-seeds overlapping
+    EVAL_SEEDS, or a --source that is, exports or was fitted to a held-out scene."""
+    from ..sources.world_seed import check_train_source
+    from ..world import EVAL_SEEDS
+
+    if cfg.source == "world":
+        start, stop = cfg.world_seeds
+        if start >= stop:
+            raise ValueError(f"--world-seeds {start} {stop}: START must be below STOP (the scenes are START..STOP-1)")
+        if start < EVAL_SEEDS.stop and stop > EVAL_SEEDS.start:
+            raise ValueError(
+                f"--world-seeds {start} {stop}: seeds {max(start, EVAL_SEEDS.start)}..{min(stop, EVAL_SEEDS.stop) - 1} are held out "
+                f"for evaluation ({EVAL_SEEDS.start}..{EVAL_SEEDS.stop - 1}) and never trained on"
+            )
+    else:
+        from ..sources import open_source
+
+        check_train_source(cfg.source, "--source")
+        open_source(cfg.source)  # bad data is named now, before the run folder is made

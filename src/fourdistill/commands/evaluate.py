@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..evaluate.config import KINDS, METHODS, ControlEvalConfig
+from ._args import HELD_OUT_SCENES, at_least, at_most, nonnegative_float, nonnegative_int, positive_int, seed_int
 
 
 def register(sub) -> None:
@@ -21,18 +22,18 @@ def register(sub) -> None:
     ev.add_argument("--model", default=None, help="diffusion stack (default: the embedded stack)")
     ev.add_argument("--mappers", default=None, help="mapper checkpoint folder (default: the shipped mappers)")
     ev.add_argument("--ablation", action="append", default=[], metavar="NAME=FOLDER", help="another mapper checkpoint to score as method NAME (repeatable)")
-    ev.add_argument("--pairs", type=int, default=d.pairs, help=f"pairs per kind (default {d.pairs})")
-    ev.add_argument("--scenes", type=int, default=d.scenes, help=f"held-out scenes the pairs come from (default {d.scenes})")
+    ev.add_argument("--pairs", type=at_least(2), default=d.pairs, help=f"pairs per kind (default {d.pairs})")
+    ev.add_argument("--scenes", type=at_most(HELD_OUT_SCENES, "the held-out world scenes"), default=d.scenes, help=f"held-out scenes the pairs come from (default {d.scenes})")
     ev.add_argument("--kinds", nargs="+", default=list(d.kinds), choices=list(KINDS), help="kinds of control to score (default all the mappers support)")
     ev.add_argument("--methods", nargs="+", default=list(d.methods), choices=list(METHODS), help="methods to run (default all)")
-    ev.add_argument("--steps", type=int, default=d.steps, help=f"denoising steps (default {d.steps})")
-    ev.add_argument("--guidance", type=float, default=d.guidance, help=f"guidance scale (default {d.guidance})")
-    ev.add_argument("--ip-scale", type=float, default=None, help="IP-Adapter scale (default: the one the mappers were distilled with)")
-    ev.add_argument("--batch", type=int, default=d.batch, help=f"images per generation call (default {d.batch})")
-    ev.add_argument("--seed", type=int, default=d.seed, help="seed of pairs and noise (default 0)")
-    ev.add_argument("--threads", type=int, default=None, help="torch threads on CPU (default: torch's)")
+    ev.add_argument("--steps", type=positive_int, default=d.steps, help=f"denoising steps (default {d.steps})")
+    ev.add_argument("--guidance", type=nonnegative_float, default=d.guidance, help=f"guidance scale (default {d.guidance})")
+    ev.add_argument("--ip-scale", type=nonnegative_float, default=None, help="IP-Adapter scale (default: the one the mappers were distilled with)")
+    ev.add_argument("--batch", type=positive_int, default=d.batch, help=f"images per generation call (default {d.batch})")
+    ev.add_argument("--seed", type=seed_int, default=d.seed, help="seed of pairs and noise (default 0)")
+    ev.add_argument("--threads", type=nonnegative_int, default=None, help="torch threads on CPU (default: torch's)")
     ev.add_argument("--fvd-detector", default=None, help="TorchScript I3D (i3d_torchscript.pt): adds FVD of time-sweep videos")
-    ev.add_argument("--fvd-videos", type=int, default=16, help="videos per method for FVD (default 16)")
+    ev.add_argument("--fvd-videos", type=positive_int, default=16, help="videos per method for FVD (default 16)")
     ev.add_argument("--lpips-backbone", default=None, help="torchvision AlexNet weights: with --lpips-linear adds LPIPS against the truth")
     ev.add_argument("--lpips-linear", default=None, help="LPIPS v0.1 linear layers (alex.pth)")
     ev.add_argument("--clip-model", default=None, help="local CLIP model folder: adds the CLIP score against the caption")
@@ -46,7 +47,9 @@ def evaluate_main(args: argparse.Namespace) -> int:
     from ..evaluate.control import evaluate_control, markdown_report, write_report
     from ..evaluate.learned import LPIPS, ClipScorer, load_i3d
     from ..generate import ControlledPipeline
+    from ..io import check_writable
 
+    check_writable(args.out, "--out")
     set_threads(args.threads)
     extra = {}
     for item in args.ablation:

@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ..engine.config import add_common_flags
+from ._args import HELD_OUT_SCENES, at_most, check_settings, positive_int, seed_int
+
+# JudgeTrainConfig fields held to their flag's rule wherever they come from (a --config file too).
+SETTING_TYPES = {
+    "steps": positive_int, "seed": seed_int, "batch_size": positive_int, "train_scenes": positive_int, "views_per_scene": positive_int,
+    "eval_scenes": at_most(HELD_OUT_SCENES, "the held-out world scenes"), "eval_views": positive_int, "checkpoint_every": positive_int,
+}
 
 
 def register(sub) -> None:
@@ -19,28 +27,29 @@ def register(sub) -> None:
 
     train = jsub.add_parser("train", help="train a judge on world renders and score it on held-out scenes")
     add_common_flags(train, "JudgeTrainConfig", out_required=True)  # --config --out --resume --seed --steps --threads; the judge is OUT/checkpoint
-    train.add_argument("--batch-size", type=int, default=None, help="images per step (default: JudgeTrainConfig.batch_size)")
-    train.add_argument("--train-scenes", type=int, default=None, help="training scenes to render (default: JudgeTrainConfig.train_scenes)")
-    train.add_argument("--views-per-scene", type=int, default=None, help="random views per training scene")
-    train.add_argument("--eval-scenes", type=int, default=None, help="held-out scenes to score on")
-    train.add_argument("--eval-views", type=int, default=None, help="views per held-out scene")
-    train.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints")
+    train.add_argument("--batch-size", type=positive_int, default=None, help="images per step (default: JudgeTrainConfig.batch_size)")
+    train.add_argument("--train-scenes", type=positive_int, default=None, help="training scenes to render (default: JudgeTrainConfig.train_scenes)")
+    train.add_argument("--views-per-scene", type=positive_int, default=None, help="random views per training scene")
+    train.add_argument("--eval-scenes", type=at_most(HELD_OUT_SCENES, "the held-out world scenes"), default=None, help="held-out scenes to score on")
+    train.add_argument("--eval-views", type=positive_int, default=None, help="views per held-out scene")
+    train.add_argument("--checkpoint-every", type=positive_int, default=None, help="steps between checkpoints")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
     train.set_defaults(handler=train_main)
 
     score = jsub.add_parser("eval", help="score a judge on renders of held-out scenes")
     score.add_argument("--judge", default=None, help="judge folder (default: the shipped judge)")
-    score.add_argument("--scenes", type=int, default=200, help="held-out scenes (default 200)")
-    score.add_argument("--views", type=int, default=4, help="random views per scene (default 4)")
-    score.add_argument("--seed", type=int, default=0, help="seed for the views' cameras and times (default 0)")
+    score.add_argument("--scenes", type=at_most(HELD_OUT_SCENES, "the held-out world scenes"), default=200, help="held-out scenes (default 200)")
+    score.add_argument("--views", type=positive_int, default=4, help="random views per scene (default 4)")
+    score.add_argument("--seed", type=seed_int, default=0, help="seed for the views' cameras and times (default 0)")
     score.set_defaults(handler=eval_main)
     judge.set_defaults(handler=lambda args: judge.print_help())
 
 
 def train_main(args: argparse.Namespace) -> int:
     from ..engine.config import config_from_args
-    from ..engine.run import set_threads
-    from ..evaluate.judge import JudgeTrainConfig, train_judge
+    from ..engine.run import check_writable, set_threads
+    from ..engine.checkpoint import verify_checkpoint
+    from ..evaluate.judge import CHECKPOINT_DIR, CONFIG_NAME, WEIGHTS_NAME, JudgeTrainConfig, train_judge
 
     overrides = {
         "batch_size": args.batch_size,
@@ -51,6 +60,10 @@ def train_main(args: argparse.Namespace) -> int:
         "checkpoint_every": args.checkpoint_every,
     }
     config = config_from_args(JudgeTrainConfig, args, overrides)
+    check_settings(config, SETTING_TYPES, args.config or "flags")
+    check_writable(args.out, "--out")
+    if args.resume:  # a damaged checkpoint is named before the run folder is touched
+        verify_checkpoint(Path(args.out) / CHECKPOINT_DIR, weights_name=WEIGHTS_NAME, meta_name=CONFIG_NAME)
     set_threads(args.threads)
     given = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in overrides.items() if v is not None)
     source = f" --config {args.config}" if args.config else ""

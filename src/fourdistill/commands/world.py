@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from ._args import finite_float, nonnegative_int, positive_int, seed_int
 
 
 def register(sub) -> None:
@@ -17,24 +18,24 @@ def register(sub) -> None:
     wsub = world.add_subparsers(dest="world_command", metavar="ACTION")
 
     show = wsub.add_parser("show", help="print a scene's caption and objects, and save a time x view grid PNG")
-    show.add_argument("--seed", type=int, default=0, help="scene seed (default 0)")
+    show.add_argument("--seed", type=seed_int, default=0, help="scene seed (default 0)")
     show.add_argument("--out", default=None, help="PNG path for the time x view grid (default: world_SEED.png)")
-    show.add_argument("--resolution", type=int, default=96, help="pixels per grid cell (default 96)")
-    show.add_argument("--times", type=int, default=5, help="columns: evenly spaced times in [0, 1] (default 5)")
-    show.add_argument("--views", type=int, default=4, help="rows: evenly spaced azimuths (default 4)")
+    show.add_argument("--resolution", type=positive_int, default=96, help="pixels per grid cell (default 96)")
+    show.add_argument("--times", type=positive_int, default=5, help="columns: evenly spaced times in [0, 1] (default 5)")
+    show.add_argument("--views", type=positive_int, default=4, help="rows: evenly spaced azimuths (default 4)")
     show.set_defaults(handler=show_main)
 
     export = wsub.add_parser("export", help="export a scene to a D-NeRF folder and/or a video")
-    export.add_argument("--seed", type=int, default=0, help="scene seed (default 0)")
+    export.add_argument("--seed", type=seed_int, default=0, help="scene seed (default 0)")
     export.add_argument("--dnerf", default=None, help="D-NeRF folder to write (transforms_*.json + RGBA PNGs)")
     export.add_argument("--video", default=None, help="video to write: .mp4, .webm, .avi or .gif")
-    export.add_argument("--resolution", type=int, default=64, help="image size in pixels (default 64)")
-    export.add_argument("--train", type=int, default=50, help="D-NeRF training views (default 50)")
-    export.add_argument("--val", type=int, default=10, help="D-NeRF validation views (default 10)")
-    export.add_argument("--test", type=int, default=20, help="D-NeRF test views (default 20)")
-    export.add_argument("--frames", type=int, default=48, help="video frames over t = 0..1 (default 48)")
-    export.add_argument("--fps", type=int, default=24, help="video frame rate (default 24)")
-    export.add_argument("--orbit-deg", type=float, default=0.0, help="video camera sweep in azimuth degrees (default 0: fixed)")
+    export.add_argument("--resolution", type=positive_int, default=64, help="image size in pixels (default 64)")
+    export.add_argument("--train", type=nonnegative_int, default=50, help="D-NeRF training views (default 50)")
+    export.add_argument("--val", type=nonnegative_int, default=10, help="D-NeRF validation views (default 10)")
+    export.add_argument("--test", type=nonnegative_int, default=20, help="D-NeRF test views (default 20)")
+    export.add_argument("--frames", type=positive_int, default=48, help="video frames over t = 0..1 (default 48)")
+    export.add_argument("--fps", type=positive_int, default=24, help="video frame rate (default 24)")
+    export.add_argument("--orbit-deg", type=finite_float, default=0.0, help="video camera sweep in azimuth degrees (default 0: fixed)")
     export.add_argument("--overwrite", action="store_true", help="replace an existing D-NeRF folder")
     export.set_defaults(handler=export_main)
 
@@ -45,7 +46,7 @@ def register(sub) -> None:
         "an mp4 and a gif, then read the export back as a 4D source and print what it holds.",
     )
     demo.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
-    demo.add_argument("--seed", type=int, default=None, help="scene seed (default: the first evaluation seed)")
+    demo.add_argument("--seed", type=seed_int, default=None, help="scene seed (default: the first evaluation seed)")
     demo.set_defaults(handler=demo_main)
     world.set_defaults(handler=lambda args: world.print_help())
 
@@ -77,11 +78,12 @@ def describe(scene) -> list[str]:
 
 
 def show_main(args: argparse.Namespace) -> int:
-    from ..io import save_image
+    from ..io import check_writable, save_image
     from ..world import make_scene
 
-    scene = make_scene(args.seed)
     out = args.out or f"world_{args.seed}.png"
+    check_writable(out, "--out", folder=False)
+    scene = make_scene(args.seed)
     save_image(out, time_view_grid(scene, args.resolution, args.times, args.views))
     print("\n".join(describe(scene)))
     print(f"grid:     {out} (rows: views, columns: time 0 -> 1)")
@@ -89,11 +91,18 @@ def show_main(args: argparse.Namespace) -> int:
 
 
 def export_main(args: argparse.Namespace) -> int:
+    from ..io import check_writable
     from ..world import make_scene
     from ..world.export import export_dnerf, export_video
 
     if not args.dnerf and not args.video:
         raise ValueError("nothing to export: pass --dnerf FOLDER and/or --video FILE")
+    if args.dnerf:
+        if Path(args.dnerf).exists() and not args.overwrite:
+            raise ValueError(f"--dnerf {args.dnerf}: already exists; pass --overwrite to replace it or choose another folder")
+        check_writable(args.dnerf, "--dnerf")
+    if args.video:
+        check_writable(args.video, "--video", folder=False)
     scene = make_scene(args.seed)
     if args.dnerf:
         export_dnerf(scene, args.dnerf, args.resolution, args.train, args.val, args.test, overwrite=args.overwrite)
@@ -105,13 +114,13 @@ def export_main(args: argparse.Namespace) -> int:
 
 
 def demo_main(args: argparse.Namespace) -> int:
-    from ..io import save_image
+    from ..io import check_writable, save_image
     from ..sources import open_source
     from ..world import EVAL_SEEDS, make_scene
     from ..world.export import export_dnerf, export_video
 
     start = time.perf_counter()
-    out = Path(args.out)
+    out = check_writable(args.out, "--out")
     seed = EVAL_SEEDS[0] if args.seed is None else args.seed
     scene = make_scene(seed)
     print("\n".join(describe(scene)))

@@ -30,6 +30,7 @@ fourdistill.field's source detection calls `clean_stale` on every folder opened 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import pickle
@@ -46,6 +47,9 @@ WEIGHTS_NAME = "model.safetensors"
 META_NAME = "checkpoint.json"
 OPTIMIZER_NAME = "optimizer.pt"
 STATE_NAME = "train_state.pt"
+
+# errno values of a write the file system refuses (reported as CheckpointError, not a bug).
+WRITE_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.EFBIG, errno.ENOTDIR)
 
 
 class CheckpointError(ValueError):
@@ -186,12 +190,54 @@ def save_checkpoint(
     model: a state dict (tensors, moved to CPU and made contiguous here); optimizer: an
     optimizer's state dict; rng: capture_rng(); extra: the trainer's own training state (plain
     types and tensors); meta: JSON metadata (step and wall_s are added). write(tmp) may add
-    further files into the temporary folder before it is renamed into place.
+    further files into the temporary folder before it is renamed into place. A write the file
+    system refuses (full disk, read-only) is a CheckpointError; nothing of the previous
+    checkpoint is lost.
     """
-    import torch
-
     folder = Path(folder)
     meta_out = {**(meta or {}), "step": int(step), "wall_s": float(wall_s)}
+    try:
+        _write_checkpoint(folder, meta_out, step, wall_s, model, optimizer, rng, extra, weights_name, meta_name, write)
+    except (OSError, RuntimeError) as exc:  # safetensors' SafetensorError is an Exception of its own, checked below
+        cause = write_failure(exc, folder)
+        if cause is None:
+            raise
+        raise CheckpointError(folder, f"cannot write the checkpoint ({cause}); the previous one, if any, is unchanged") from None
+    except Exception as exc:
+        cause = write_failure(exc, folder) if type(exc).__name__ == "SafetensorError" else None
+        if cause is None:
+            raise
+        raise CheckpointError(folder, f"cannot write the checkpoint ({cause}); the previous one, if any, is unchanged") from None
+    return folder
+
+
+# What torch's and safetensors' writers say when the file system refuses (they raise
+# RuntimeError / SafetensorError, not OSError); torch's zip writer may only report a position
+# mismatch ("inline_container.cc ... unexpected pos") when the disk fills under it.
+_WRITE_FAILURE_WORDS = ("no space left", "os error 28", "read-only file system", "disk quota", "failed writing", "file write failed",
+                        "inline_container", "pytorchstreamwriter")
+
+
+def write_failure(exc: BaseException, folder: Path) -> str | None:
+    """The cause, in words, when `exc` is the file system refusing a write into `folder`
+    (full, read-only, no permission); None for any other error (a bug, to be raised)."""
+    if isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS:
+        return exc.strerror or str(exc)
+    text = str(exc).lower()
+    if not any(w in text for w in _WRITE_FAILURE_WORDS):
+        return None
+    if "space" in text or "os error 28" in text:
+        return "No space left on device"
+    try:
+        free = shutil.disk_usage(folder.parent if folder.parent.exists() else ".").free
+    except OSError:
+        free = None
+    return "torch could not write the file" + (f"; {free} bytes free on the disk" if free is not None else "")
+
+
+def _write_checkpoint(folder, meta_out, step, wall_s, model, optimizer, rng, extra, weights_name, meta_name, write) -> None:
+    import torch
+
     with atomic_folder(folder) as tmp:
         if model is not None:
             from safetensors.torch import save_file
@@ -204,7 +250,6 @@ def save_checkpoint(
             torch.save({"step": int(step), "wall_s": float(wall_s), "rng": rng, "extra": extra or {}}, tmp / STATE_NAME)
         if write is not None:
             write(tmp)
-    return folder
 
 
 def has_checkpoint(folder, meta_name: str = META_NAME) -> bool:
@@ -223,6 +268,8 @@ def read_meta(folder, meta_name: str = META_NAME) -> dict:
         meta = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(path, f"damaged checkpoint metadata: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise CheckpointError(path, "damaged checkpoint metadata: JSON nested too deeply to read") from None
     if not isinstance(meta, dict):
         raise CheckpointError(path, "damaged checkpoint metadata: not a JSON object")
     return meta
@@ -253,6 +300,22 @@ def load_torch_file(path, what: str):
         return torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
         raise CheckpointError(path, f"damaged or truncated {what} ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+
+
+def verify_checkpoint(folder, *, weights_name: str = WEIGHTS_NAME, meta_name: str = META_NAME) -> bool:
+    """Read every file of the checkpoint in `folder` once, so that a --resume from a damaged
+    one fails before anything in the run folder is rewritten; CheckpointError naming the
+    first damaged file. False when `folder` holds no checkpoint (nothing to resume)."""
+    folder = Path(folder)
+    if not has_checkpoint(folder, meta_name):
+        return False
+    read_meta(folder, meta_name)
+    if (folder / weights_name).exists():
+        load_weights(folder / weights_name)
+    load_torch_file(folder / OPTIMIZER_NAME, "optimizer state")
+    if (folder / STATE_NAME).exists():
+        load_torch_file(folder / STATE_NAME, "training state")
+    return True
 
 
 def load_checkpoint(

@@ -132,7 +132,10 @@ def read_config_file(path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such configuration file")
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: unreadable configuration file ({type(exc).__name__}: {exc})") from None
     if path.suffix.lower() in (".yaml", ".yml"):
         try:
             import yaml
@@ -142,11 +145,15 @@ def read_config_file(path) -> dict:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        except RecursionError:
+            raise ConfigError(f"{path}: YAML nested too deeply to read") from None
     else:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ConfigError(f"{path}: not valid JSON ({exc})") from None
+        except RecursionError:
+            raise ConfigError(f"{path}: JSON nested too deeply to read") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -201,6 +208,8 @@ def add_common_flags(parser, defaults=None, *, out_required: bool = False) -> No
     flag defaults to None ("the file's or the config's"), so a flag overrides --config FILE
     only when given.
     """
+    from ..commands._args import nonnegative_int, positive_int, seed_int
+
     def shown(name):
         if isinstance(defaults, str):
             return f" (default: {defaults}.{name})"
@@ -210,9 +219,9 @@ def add_common_flags(parser, defaults=None, *, out_required: bool = False) -> No
     parser.add_argument("--config", metavar="FILE", default=None, help="settings from a JSON or YAML file; flags given override it")
     parser.add_argument("--out", default=None, required=out_required, help="run folder" + ("" if out_required else shown("out")))
     parser.add_argument("--resume", action="store_true", help="continue the run in --out (same settings; --steps may grow)")
-    parser.add_argument("--seed", type=int, default=None, help="seed of everything random" + shown("seed"))
-    parser.add_argument("--steps", type=int, default=None, help="training steps" + shown("steps"))
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's; 1 is fastest for tiny models on a shared CPU)")
+    parser.add_argument("--seed", type=seed_int, default=None, help="seed of everything random" + shown("seed"))
+    parser.add_argument("--steps", type=positive_int, default=None, help="training steps" + shown("steps"))
+    parser.add_argument("--threads", type=nonnegative_int, default=None, help="torch CPU threads (default: torch's; 1 is fastest for tiny models on a shared CPU)")
 
 
 def config_from_args(cls, args, overrides: dict | None = None):
@@ -262,14 +271,16 @@ def check_resume(saved: dict, new: dict, where, may_change=MAY_CHANGE) -> None:
 def start_run(out, config, resume: bool, *, may_change=MAY_CHANGE, saved: dict | None = None, command: str | None = None) -> Path:
     """Apply the --resume rule to the run folder `out` and record the configuration.
 
+    An --out that cannot be written is refused first (io.check_writable, OutputError).
     Fresh (resume False): RunFolderError when `out` already holds a run. Resumed: the saved
     configuration (OUT/config.json, else `saved`, e.g. read from an older checkpoint) must
     equal `config` outside `may_change`. Then OUT/config.json is (re)written with `config`
     and `command`. Returns `out` as a Path.
     """
-    from ..io import write_json
+    from ..io import check_writable, write_json
 
     out = Path(out)
+    check_writable(out, "--out")
     path = out / RUN_CONFIG_NAME
     new = config_to_dict(config) if dataclasses.is_dataclass(config) else json.loads(json.dumps(config))
     if not resume:
@@ -279,8 +290,8 @@ def start_run(out, config, resume: bool, *, may_change=MAY_CHANGE, saved: dict |
         if path.is_file():
             try:
                 saved = json.loads(path.read_text())["config"]
-            except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                raise RunFolderError(f"{path}: damaged run configuration ({exc})") from None
+            except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, RecursionError) as exc:
+                raise RunFolderError(f"{path}: damaged run configuration ({type(exc).__name__}: {exc})") from None
         if saved is not None:
             check_resume(saved, new, out, may_change)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,9 @@
-"""What a command records about the process it runs in: its command line and torch's threads.
+"""What a command needs from the process it runs in: its command line, torch's threads, and
+whether its output can be written at all.
 
 Library code (trainers, model cards) imports these from here; the CLI only parses arguments.
+`check_writable` (defined in fourdistill.io, which every writer uses) refuses an output that
+cannot be written before the work starts.
 """
 
 from __future__ import annotations
@@ -9,6 +12,8 @@ import shlex
 import sys
 
 import torch
+
+from ..io import OutputError, check_writable  # noqa: F401  (re-exported: what a command checks first)
 
 
 def invoked_command() -> str | None:
@@ -23,3 +28,4 @@ def set_threads(threads: int | None) -> None:
     --threads asks for a number; None or 0 keeps torch's default."""
     if threads:
         torch.set_num_threads(threads)
+

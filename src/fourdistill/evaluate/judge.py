@@ -642,8 +642,9 @@ def save_judge(judge: Judge, folder, info: dict | None = None) -> Path:
 
 def load_judge(path=None, device: str | torch.device = "cpu") -> Judge:
     """Load a judge folder (`judge.safetensors` + `config.json`), or a training run's folder
-    (its checkpoint/ is one); None loads the shipped judge."""
-    from safetensors.torch import load_file
+    (its checkpoint/ is one); None loads the shipped judge. A damaged file is a CheckpointError
+    naming it."""
+    from ..engine.checkpoint import CheckpointError, load_weights
 
     folder = Path(path) if path is not None else SHIPPED_JUDGE
     if not (folder / WEIGHTS_NAME).is_file() and (folder / CHECKPOINT_DIR / WEIGHTS_NAME).is_file():
@@ -654,9 +655,11 @@ def load_judge(path=None, device: str | torch.device = "cpu") -> Judge:
         if not p.is_file():
             raise FileNotFoundError(f"{p}: no such file (a judge folder holds {CONFIG_NAME} and {WEIGHTS_NAME})")
     try:
-        data = json.loads(config_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{config_path}: not valid JSON ({exc})") from None
+        data = json.loads(config_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(config_path, f"damaged judge configuration: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise CheckpointError(config_path, "damaged judge configuration: JSON nested too deeply to read") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ValueError(f"{config_path} [format]: expected {FORMAT!r}, got {data.get('format') if isinstance(data, dict) else data!r}")
     model = data.get("model")
@@ -671,7 +674,7 @@ def load_judge(path=None, device: str | torch.device = "cpu") -> Judge:
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{config_path} [model]: {exc}") from None
     judge = Judge(config)
-    state = load_file(str(weights_path))
+    state = load_weights(weights_path)
     missing = sorted(set(judge.state_dict()) - set(state))
     extra = sorted(set(state) - set(judge.state_dict()))
     if missing or extra:

@@ -108,7 +108,7 @@ def checkpoint_folder(path) -> Path | None:
             try:
                 if json.loads(meta.read_text()).get("format") == CHECKPOINT_FORMAT:
                     return candidate
-            except (OSError, json.JSONDecodeError, AttributeError):
+            except (OSError, ValueError, AttributeError, RecursionError):  # unreadable, not JSON, nested too deeply
                 return None
     return None
 

@@ -371,6 +371,7 @@ def reconstruct(
         orbit=orbit_to_dict(orbit),
         caption=getattr(train, "caption", None),
         source=getattr(train, "name", "") or train.kind,
+        world_seed=getattr(train, "world_seed", None),  # a held-out scene's field is refused as training data
         resolution=[int(views.rgb.shape[2]), int(views.rgb.shape[1])],
         time_range=[float(views.times.min()), float(views.times.max())],
         static_reason=static_reason,

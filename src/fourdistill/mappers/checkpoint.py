@@ -12,13 +12,15 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from ..conditioning.processors import install_layer_processors
 from ..conditioning.text import TIME_TOKEN, VIEW_TOKEN, BypassConfig, MappedTextConditioner
 from ..engine.cards import card_text, write_card
+from ..engine.checkpoint import CheckpointError, load_weights
 from ..engine.loop import read_rows
 from ..io import atomic_dir
+from ..sources.world_seed import world_seed_of
 from .neti import MapperConfig, build_mapper
 
 FORMAT_VERSION = 1
@@ -56,9 +58,13 @@ def read_mapper_config(folder) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{folder}: not a mapper checkpoint (no {CONFIG_NAME})")
     try:
-        config = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc})") from None
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(path, f"damaged mapper configuration: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise CheckpointError(path, "damaged mapper configuration: JSON nested too deeply to read") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(path, f"damaged mapper configuration: expected a JSON object, got {type(config).__name__}")
     for key in ("layers", "time_mapper", "view_mapper", "bypass"):
         if key not in config:
             raise ValueError(f"{path}: missing field {key!r}")
@@ -122,10 +128,24 @@ def load_mappers(pipe, folder) -> LoadedMappers:
     for key in ("time_mapper", "view_mapper"):
         if config[key] and config[key]["word_dim"] != width:
             raise ValueError(f"{folder}: {key} outputs width {config[key]['word_dim']}, this text encoder has {width}")
-    cond = build_conditioner(config, pipe.text_encoder, pipe.tokenizer, load_file(str(folder / WEIGHTS_NAME)))
+    try:
+        cond = build_conditioner(config, pipe.text_encoder, pipe.tokenizer, load_weights(folder / WEIGHTS_NAME))
+    except (TypeError, KeyError) as exc:  # a config whose mapper or bypass fields do not fit
+        raise CheckpointError(folder / CONFIG_NAME, f"damaged mapper configuration ({type(exc).__name__}: {exc})") from None
     param = next(pipe.unet.parameters())
     cond.to(device=param.device).eval()
     return LoadedMappers(conditioner=cond, layers=layers, config=config)
+
+
+def training_data(cfg: dict) -> str:
+    """What the mappers were trained on, in the card's words: the world seed range actually
+    used for source "world", else the source and the world scene it shows (where it names one)."""
+    source = cfg.get("source")
+    if source == "world" and cfg.get("world_seeds"):
+        start, stop = cfg["world_seeds"]
+        return f"source world, seeds {start}..{stop - 1} ({stop - start} scenes)"
+    seed = world_seed_of(source) if source else None
+    return f"source {source}" + (f" (world scene {seed})" if seed is not None else "")
 
 
 def write_mapper_card(folder, loss_path=None, validation_path=None, evaluation: str | None = None) -> Path:
@@ -157,7 +177,7 @@ def write_mapper_card(folder, loss_path=None, validation_path=None, evaluation: 
         command=config.get("command"),
         default_command="fourdistill distill (library call)",
         training=[
-            f"mode {cfg.get('mode')}, source {cfg.get('source')} (world seeds {cfg.get('world_seeds')}), {config.get('step')} steps of "
+            f"mode {cfg.get('mode')}, {training_data(cfg)}, {config.get('step')} steps of "
             f"batch {cfg.get('batch_size')} x {cfg.get('grad_accum')} accumulation, AdamW lr {cfg.get('lr')}, seed {cfg.get('seed')}",
             f"IP-Adapter scale {cfg.get('ip_adapter_scale')}, bypass alpha time {config['bypass']['time_alpha']} / view {config['bypass']['view_alpha']}, "
             f"nested dropout p {cfg.get('nested_dropout_p')}, view condition {cfg.get('view_condition')}, resolution {config.get('resolution')}",

@@ -103,6 +103,9 @@ class Source(ABC):
     name: str = ""
     caption: str | None = None
     orbit: OrbitRange | None = None
+    # The procedural world scene the data shows, where known (a world source, a D-NeRF export
+    # of one, whose scene.json names it): what keeps held-out scenes out of training.
+    world_seed: int | None = None
 
     @abstractmethod
     def infos(self) -> list[FrameInfo]:

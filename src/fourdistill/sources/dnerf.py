@@ -13,7 +13,8 @@ from pathlib import Path
 from ..cameras import Camera
 from .base import FrameInfo, SourceError
 from .images import ImageListSource, image_size, time_problems
-from .transforms import frame_list, frame_time, pinhole_intrinsics, read_json, resolve_image, transform_matrix
+from .transforms import check_listed_once, frame_list, frame_time, pinhole_intrinsics, read_json, resolve_image, transform_matrix
+from .world_seed import scene_seed
 
 DNERF_SPLITS = ("train", "val", "test")
 SPLIT_CHOICES = DNERF_SPLITS + ("all",)
@@ -62,6 +63,7 @@ class DNeRFSource(ImageListSource):
         self.splits = splits
         self.name = f"{folder.name} ({split})"
         self.caption, self._caption_problem = self._read_caption(folder)
+        self.world_seed = scene_seed(folder)
         self.time_fallback: list[str] = []  # splits whose times were i / (N - 1)
         self.frame_splits: list[str] = []
 
@@ -75,9 +77,11 @@ class DNeRFSource(ImageListSource):
                 self.time_fallback.append(s)
                 n = len(frames)
                 times = [i / (n - 1) if n > 1 else 0.0 for i in range(n)]
+            images = [resolve_image(folder, fr.get("file_path"), path, f"frames[{i}].file_path") for i, fr in enumerate(frames)]
+            check_listed_once(images, path)
             for i, fr in enumerate(frames):
                 field_name = f"frames[{i}].file_path"
-                image = resolve_image(folder, fr.get("file_path"), path, field_name)
+                image = images[i]
                 c2w = transform_matrix(fr, path, i)
                 wh = image_size(image, field_name)
                 if size is None:
@@ -117,7 +121,7 @@ class DNeRFSource(ImageListSource):
             return None, None
         try:
             caption = json.loads(path.read_text(encoding="utf-8")).get("caption")
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError, RecursionError):
             return None, f"{path.name} is not a readable JSON object: no caption"
         return (caption, None) if isinstance(caption, str) else (None, None)
 

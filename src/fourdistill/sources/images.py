@@ -20,6 +20,11 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 # Our choice: fewer distinct times than this is worth a warning for time-pair sampling.
 FEW_DISTINCT_TIMES = 8
 
+# Our bound on the pixels one image may announce in its header (8192 x 8192): far above any
+# 4D capture this project reads, far below what would exhaust memory when decoded (a header
+# can claim 100000 x 100000 in a few bytes). Checked on the header, before decoding.
+MAX_IMAGE_PIXELS = 8192 * 8192
+
 
 def natural_key(name: str) -> tuple:
     """Sort key that orders "frame_2" before "frame_10" (digit runs compare as numbers)."""
@@ -48,27 +53,55 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
-def image_size(path: Path, field_name: str | None = None) -> tuple[int, int]:
-    """(width, height) from the file's header, without decoding the pixels."""
+def open_image(path: Path, field_name: str | None = None, what: str = "image"):
+    """PIL's lazy open of `path` (header only), refusing a header that announces more than
+    MAX_IMAGE_PIXELS; SourceError naming the file when missing, unreadable or too large."""
     from PIL import Image, UnidentifiedImageError
 
     if not Path(path).is_file():
-        raise SourceError(path, "image file is missing", field_name)
+        raise SourceError(path, f"{what} file is missing", field_name)
     try:
-        with Image.open(path) as im:
-            return int(im.size[0]), int(im.size[1])
+        im = Image.open(path)
+    except Image.DecompressionBombError as exc:
+        raise SourceError(path, f"{what} is too large to decode ({_one_line(exc)})", field_name) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise SourceError(path, f"unreadable image ({_one_line(exc)})", field_name) from None
+        raise SourceError(path, f"unreadable {what} ({_one_line(exc)})", field_name) from None
+    w, h = im.size
+    if w * h > MAX_IMAGE_PIXELS:
+        im.close()
+        raise SourceError(path, f"{what} header announces {w}x{h} pixels, more than the {MAX_IMAGE_PIXELS} this reader decodes", field_name)
+    if w < 1 or h < 1:
+        im.close()
+        raise SourceError(path, f"{what} header announces {w}x{h} pixels: an empty image", field_name)
+    return im
+
+
+def decode_check(path: Path, field_name: str | None = None) -> None:
+    """Decode every pixel of `path` (what a header check cannot see: truncated or damaged
+    data); SourceError naming the file otherwise."""
+    from PIL import Image
+
+    im = open_image(path, field_name)
+    try:
+        with im:
+            im.load()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise SourceError(path, f"damaged image: its pixels do not decode ({_one_line(exc)})", field_name) from None
+
+
+def image_size(path: Path, field_name: str | None = None) -> tuple[int, int]:
+    """(width, height) from the file's header, without decoding the pixels."""
+    with open_image(path, field_name) as im:
+        return int(im.size[0]), int(im.size[1])
 
 
 def _decode(path: Path, field_name: str | None):
     """Decode an image to float32 (H, W, C) in [0, 1], C = 3 or 4 (with alpha)."""
     from PIL import Image, UnidentifiedImageError
 
-    if not Path(path).is_file():
-        raise SourceError(path, "image file is missing", field_name)
+    im = open_image(path, field_name)
     try:
-        with Image.open(path) as im:
+        with im:
             im.load()
             if im.mode in ("I;16", "I;16L", "I;16B", "I"):  # 16-bit grayscale
                 gray = np.asarray(im, dtype=np.float32) / 65535.0
@@ -97,10 +130,9 @@ def read_mask(path: Path, field_name: str | None = None) -> np.ndarray:
     """A mask image (white = subject) as (H, W) float32 in [0, 1]."""
     from PIL import Image, UnidentifiedImageError
 
-    if not Path(path).is_file():
-        raise SourceError(path, "mask file is missing", field_name)
+    im = open_image(path, field_name, "mask")
     try:
-        with Image.open(path) as im:
+        with im:
             im.load()
             return np.asarray(im.convert("L"), dtype=np.float32) / 255.0
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
@@ -179,6 +211,19 @@ class ImageListSource(Source):
 
     def infos(self) -> list[FrameInfo]:
         return self._infos
+
+    def verify_images(self) -> int:
+        """Decode every image (and mask) file once, so damage past the header (a truncated
+        PNG) is found now rather than mid-training; SourceError naming the first damaged file.
+        Returns how many files were decoded."""
+        count = 0
+        for info, field_name, mask in zip(self._infos, self._fields, self._masks):
+            decode_check(Path(info.file), field_name)
+            count += 1
+            if mask is not None:
+                decode_check(mask, field_name.replace("file_path", "mask_path") if field_name else None)
+                count += 1
+        return count
 
     @property
     def resolution(self) -> tuple[int, int]:

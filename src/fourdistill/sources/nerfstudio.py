@@ -11,7 +11,7 @@ from pathlib import Path
 from ..cameras import Camera
 from .base import FrameInfo, SourceError
 from .images import ImageListSource, image_size
-from .transforms import frame_list, lookup, number, pinhole_intrinsics, read_json, resolve_image, transform_matrix
+from .transforms import check_listed_once, frame_list, lookup, number, pinhole_intrinsics, read_json, resolve_image, transform_matrix
 
 # Nerfstudio camera models a pinhole `Camera` represents; OPENCV's distortion is dropped.
 PINHOLE_MODELS = ("PINHOLE", "SIMPLE_PINHOLE", "OPENCV")
@@ -39,11 +39,13 @@ class NerfstudioSource(ImageListSource):
         self._distortion_ignored = False
         self._time_keys_ignored = any("time" in fr for fr in frames)
 
+        images = [resolve_image(folder, fr.get("file_path"), json_path, f"frames[{i}].file_path") for i, fr in enumerate(frames)]
+        check_listed_once(images, json_path)
         infos, fields, masks, size, first = [], [], [], None, None
         for i, fr in enumerate(frames):
             self._check_camera_model(fr, meta, json_path, i)
             field_name = f"frames[{i}].file_path"
-            image = resolve_image(folder, fr.get("file_path"), json_path, field_name)
+            image = images[i]
             c2w = transform_matrix(fr, json_path, i)
             wh = image_size(image, field_name)
             self._check_declared_size(fr, meta, wh, image, json_path, i)

@@ -4,19 +4,27 @@ Both formats hold a "frames" list; each frame names an image (`file_path`) and i
 camera-to-world `transform_matrix` (4x4, OpenGL/Blender axes, as D-NeRF: Pumarola et al. 2021).
 Intrinsics come from shared top-level keys or per-frame keys, the per-frame ones winning.
 Every check raises `SourceError` naming the JSON file and the field, e.g.
-`frames[3].transform_matrix`.
+`frames[3].transform_matrix`. Beyond the types: a pose must be rigid (an orthonormal,
+right-handed rotation within `RIGID_TOLERANCE`, bottom row 0 0 0 1), an image must lie inside
+the dataset folder, and a file may be listed once per JSON file.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
 
 from .base import SourceError
 from .images import IMAGE_SUFFIXES
+
+# Largest entry of |R^T R - I| and of |det R - 1| a camera-to-world rotation may have. Poses
+# written as JSON floats are rigid to about 1e-6; a scaled, sheared or singular matrix is off
+# by far more, and would give rays that are not the camera's.
+RIGID_TOLERANCE = 1e-3
 
 
 def read_json(path: Path) -> dict:
@@ -32,6 +40,8 @@ def read_json(path: Path) -> dict:
         meta = json.loads(text)
     except json.JSONDecodeError as exc:
         raise SourceError(path, f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+    except RecursionError:
+        raise SourceError(path, "JSON nested too deeply to read (a damaged or hostile file)") from None
     if not isinstance(meta, dict):
         raise SourceError(path, f"must hold a JSON object at the top level, found {type(meta).__name__}")
     return meta
@@ -74,6 +84,17 @@ def transform_matrix(frame: dict, path: Path, i: int) -> np.ndarray:
         raise SourceError(path, "has non-finite entries (NaN or infinity)", field_name)
     if not np.allclose(c2w[3], [0.0, 0.0, 0.0, 1.0], atol=1e-4):
         raise SourceError(path, f"bottom row must be [0, 0, 0, 1], got {c2w[3].tolist()}", field_name)
+    rot = c2w[:3, :3]
+    off = float(np.abs(rot.T @ rot - np.eye(3)).max())
+    det = float(np.linalg.det(rot))
+    if off > RIGID_TOLERANCE or abs(det - 1.0) > RIGID_TOLERANCE:
+        problem = "is singular" if abs(det) < 1e-6 else ("is a reflection" if det < 0 else "is scaled or sheared")
+        raise SourceError(
+            path,
+            f"is not a rigid camera pose: its rotation {problem} (|R^T R - I| = {off:.3g}, det R = {det:.3g}; "
+            f"a pose needs an orthonormal rotation within {RIGID_TOLERANCE:g})",
+            field_name,
+        )
     return c2w
 
 
@@ -91,12 +112,17 @@ def resolve_image(base: Path, file_path, path: Path, field_name: str) -> Path:
     """The image file a frame's `file_path` names, relative to `base` unless absolute.
 
     A path without an image suffix gets one: ".png" first, as D-NeRF writes them
-    (file_path + ".png", as D-NeRF), then the other image suffixes.
+    (file_path + ".png", as D-NeRF), then the other image suffixes. The path
+    must stay inside `base` (checked on the normalised path, so "../" cannot leave it; a
+    symbolic link placed inside the folder is the folder owner's choice and is followed).
     """
     if not isinstance(file_path, str) or not file_path.strip():
         raise SourceError(path, f"must be a non-empty string, got {file_path!r}", field_name)
     image = Path(file_path)
     image = image if image.is_absolute() else Path(base) / image
+    root = os.path.normpath(os.path.abspath(base))
+    if os.path.commonpath([root, os.path.normpath(os.path.abspath(image))]) != root:
+        raise SourceError(path, f"{file_path!r} leaves the dataset folder {base}: images must lie inside it", field_name)
     if image.suffix.lower() in IMAGE_SUFFIXES:
         candidates = [image]
     else:
@@ -105,6 +131,18 @@ def resolve_image(base: Path, file_path, path: Path, field_name: str) -> Path:
         if candidate.is_file():
             return candidate
     raise SourceError(candidates[0], f"image file is missing (listed in {Path(path).name})", field_name)
+
+
+def check_listed_once(images: list[Path], path: Path) -> None:
+    """SourceError naming both fields when one image file is listed by two frames of `path`."""
+    seen: dict[str, int] = {}
+    for i, image in enumerate(images):
+        key = os.path.normcase(os.path.normpath(os.path.abspath(image)))
+        if key in seen:
+            raise SourceError(
+                path, f"{Path(image).name} is listed twice (also frames[{seen[key]}].file_path): each frame needs its own image", f"frames[{i}].file_path"
+            )
+        seen[key] = i
 
 
 def lookup(frame: dict, meta: dict, key: str, i: int):

@@ -22,6 +22,7 @@ class WorldSource(Source):
 
     def __init__(self, scene, resolution: int = 64, n_views: int = 8, n_times: int = 16, orbit: OrbitRange | None = None):
         self.scene = scene
+        self.world_seed = int(scene.seed)
         self.name = f"world:{scene.seed}"
         self.caption = scene.caption
         self.orbit = orbit or DEFAULT_ORBIT

@@ -151,7 +151,10 @@ def _from_hub(fn, model_id: str):
     try:
         return fn()
     except OSError as exc:
-        raise StackLoadError(model_id, f"{NO_NETWORK} ({_first_line(exc)[:200]})") from None
+        detail = _first_line(exc)
+        if len(detail) > 200:  # cut between words, and say that it was cut
+            detail = detail[:200].rsplit(" ", 1)[0].rstrip(" ,;:(") + " ..."
+        raise StackLoadError(model_id, f"{NO_NETWORK} ({detail})") from None
 
 
 def describe_stack(pipe) -> list[str]:
