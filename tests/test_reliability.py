@@ -309,7 +309,7 @@ def test_the_card_of_a_run_names_its_seed_range(run):
 
 def test_the_source_and_field_file_names_agree():
     from fourdistill import field
-    from fourdistill.commands._args import HELD_OUT_SCENES
+    from fourdistill.engine.flags import HELD_OUT_SCENES
     from fourdistill.sources import world_seed
 
     assert world_seed.FIELD_META == field.META_NAME

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..engine.config import add_common_flags
-from ._args import check_settings, nonnegative_float, nonnegative_int, positive_float, positive_int, probability, seed_int
+from ..engine.flags import check_settings, nonnegative_float, nonnegative_int, positive_float, positive_int, probability, seed_int
 
 # DistillConfig fields held to their flag's rule wherever they come from (a --config file too).
 SETTING_TYPES = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..evaluate.config import KINDS, METHODS, ControlEvalConfig
-from ._args import HELD_OUT_SCENES, at_least, at_most, nonnegative_float, nonnegative_int, positive_int, seed_int
+from ..engine.flags import HELD_OUT_SCENES, at_least, at_most, nonnegative_float, nonnegative_int, positive_int, seed_int
 
 
 def register(sub) -> None:

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..diffusion import DEFAULT_GUIDANCE, DEFAULT_STEPS
-from ._args import elevation_deg, finite_float, nonnegative_float, positive_int, probability, seed_int
+from ..engine.flags import elevation_deg, finite_float, nonnegative_float, positive_int, probability, seed_int
 
 
 def register(sub) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-from ._args import positive_int
+from ..engine.flags import positive_int
 
 
 def register(sub) -> None:

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..engine.config import add_common_flags
-from ._args import HELD_OUT_SCENES, at_most, check_settings, positive_int, seed_int
+from ..engine.flags import HELD_OUT_SCENES, at_most, check_settings, positive_int, seed_int
 
 # JudgeTrainConfig fields held to their flag's rule wherever they come from (a --config file too).
 SETTING_TYPES = {

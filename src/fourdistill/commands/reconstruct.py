@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..engine.config import add_common_flags
-from ._args import at_least, check_settings, nonnegative_float, nonnegative_int, positive_int, seed_int, unit_interval_open_low
+from ..engine.flags import at_least, check_settings, nonnegative_float, nonnegative_int, positive_int, seed_int, unit_interval_open_low
 
 # ReconstructConfig fields held to their flag's rule wherever they come from (a --config file too).
 SETTING_TYPES = {

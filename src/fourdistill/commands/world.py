@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
-from ._args import finite_float, nonnegative_int, positive_int, seed_int
+from ..engine.flags import finite_float, nonnegative_int, positive_int, seed_int
 
 
 def register(sub) -> None:

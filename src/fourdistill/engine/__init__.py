@@ -7,6 +7,7 @@ read alike and resume alike. The modules, from the bottom up:
     run.py         invoked_command(), set_threads(): what a command records about itself
     checkpoint.py  atomic checkpoint folders (weights, optimizer, RNG, step, wall_s, metadata)
     schedules.py   learning-rate factors as plain functions of the step
+    flags.py       argparse types that check a numeric flag where it is parsed, naming it
     config.py      typed dataclass configs from --config FILE and flags; the --resume rule
     loop.py        per-step randomness, the step loop (bar, wall clock, checkpoints, stop),
                    the JSONL + TensorBoard log, non-finite loss detection

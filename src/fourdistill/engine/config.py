@@ -29,6 +29,8 @@ import typing
 from pathlib import Path
 from typing import Any
 
+from .flags import nonnegative_int, positive_int, seed_int
+
 RUN_CONFIG_NAME = "config.json"
 MAY_CHANGE = ("steps", "save_every", "validate_every", "log_every", "checkpoint_every", "eval_every", "out")
 
@@ -208,7 +210,6 @@ def add_common_flags(parser, defaults=None, *, out_required: bool = False) -> No
     flag defaults to None ("the file's or the config's"), so a flag overrides --config FILE
     only when given.
     """
-    from ..commands._args import nonnegative_int, positive_int, seed_int
 
     def shown(name):
         if isinstance(defaults, str):
