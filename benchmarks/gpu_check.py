@@ -158,7 +158,7 @@ def check_distill(report: Report, cuda: bool) -> None:
 def check_generate(report: Report, cuda: bool, steps: int = 20) -> None:
     from fourdistill.evaluate.metrics import psnr_numpy
     from fourdistill.generate import SHIPPED_MAPPERS, ControlledPipeline, ViewChange, world_reference
-    from fourdistill.teachers.load import load_stack
+    from fourdistill.teachers.image.load import load_stack
 
     part = "generate"
     device = "cuda" if cuda else "cpu"
@@ -194,7 +194,7 @@ def sd15_stack_folder(folder: Path) -> tuple[Path, Path]:
     both variants. Random joint mappers for it. Returns the stack folder and the mapper folder."""
     from generate import random_mappers  # benchmarks/generate.py
 
-    from fourdistill.teachers.stack import (
+    from fourdistill.teachers.image.stack import (
         ImageEncoderConfig,
         IPAdapterConfig,
         StackConfig,
@@ -204,7 +204,7 @@ def sd15_stack_folder(folder: Path) -> tuple[Path, Path]:
         build_stack,
         save_stack,
     )
-    from fourdistill.teachers.tokenizer import build_tokenizer
+    from fourdistill.teachers.image.tokenizer import build_tokenizer
 
     cfg = StackConfig(
         resolution=256,

@@ -298,17 +298,28 @@ def test_command_line(dnerf, tmp_path, capsys):
 
 
 def test_distillation_runs_straight_from_a_fitted_field(fitted, tmp_path):
-    """The seed's title: 4D-to-2D distillation from a spatiotemporal implicit representation."""
+    """The seed's title: 4D-to-2D distillation from a spatiotemporal implicit representation.
+    A field fitted to a training scene trains the mappers; one fitted to a held-out scene is
+    refused by the library itself, before anything is written."""
     from fourdistill.distill import DistillConfig, run
+    from fourdistill.sources.base import SourceError
 
     from tiny_models import tiny_stack_folder
 
-    out, _ = fitted
+    scene = tmp_path / "train_scene"
+    export_dnerf(make_scene(7), scene, resolution=RES, n_train=8, n_val=1, n_test=2)
+    train, ti, test, tei = open_for_reconstruction(scene)
+    field = tmp_path / "train_field"
+    reconstruct(train, field, tiny_config(steps=4), ti, test, tei, progress=False, log=lambda *_: None)
     stack = tiny_stack_folder(tmp_path)
+    held_out, _ = fitted
+    with pytest.raises(SourceError, match="held out for evaluation"):
+        run(DistillConfig(source=str(held_out), model=str(stack), out=str(tmp_path / "leak")), progress=False)
+    assert not (tmp_path / "leak").exists()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        cfg = DistillConfig(source=str(out), model=str(stack), mode="joint", steps=2, batch_size=2, grad_accum=1, out=str(tmp_path / "d"), validate_every=0)
+        cfg = DistillConfig(source=str(field), model=str(stack), mode="joint", steps=2, batch_size=2, grad_accum=1, out=str(tmp_path / "d"), validate_every=0)
         summary = run(cfg, progress=False)
     finally:
         torch.set_num_threads(threads)

@@ -695,7 +695,7 @@ def test_resume_with_a_changed_setting_is_refused_naming_it(flags, setting, stac
 
 
 def test_the_no_network_message_is_not_cut_mid_word():
-    from fourdistill.teachers.load import NO_NETWORK, StackLoadError, _from_hub
+    from fourdistill.teachers.image.load import NO_NETWORK, StackLoadError, _from_hub
 
     detail = "Cannot find an appropriate cached snapshot folder for the specified revision on the local disk " * 4
 

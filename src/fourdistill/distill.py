@@ -74,8 +74,10 @@ from .mappers.neti import MapperConfig, TimeMapper, ViewMapper
 from .pairs import PairConfig, PairSampler
 from .sources import open_source
 from .sources.world import WorldScenes
+from .sources.world_seed import check_train_source
 from .teachers.image.ip_adapter import encode_image_prompts
 from .teachers.image.load import load_stack
+from .world import EVAL_SEEDS
 
 MODES = ("time", "view", "joint")
 
@@ -139,8 +141,27 @@ def process_rows(batch_size: int, num_processes: int, process: int) -> slice:
     return slice(start, start + share + (process < extra))
 
 
+def check_training_data(cfg: DistillConfig) -> None:
+    """Refuse held-out world scenes before anything is written, whatever path the run came by
+    (the command or a library call): world seeds overlapping EVAL_SEEDS, or a source that is,
+    exports or was fitted to a held-out scene; a source that cannot be opened is named too."""
+    if cfg.source == "world":
+        start, stop = cfg.world_seeds
+        if start >= stop:
+            raise ValueError(f"--world-seeds {start} {stop}: START must be below STOP (the scenes are START..STOP-1)")
+        if start < EVAL_SEEDS.stop and stop > EVAL_SEEDS.start:
+            raise ValueError(
+                f"--world-seeds {start} {stop}: seeds {max(start, EVAL_SEEDS.start)}..{min(stop, EVAL_SEEDS.stop) - 1} are held out "
+                f"for evaluation ({EVAL_SEEDS.start}..{EVAL_SEEDS.stop - 1}) and never trained on"
+            )
+    else:
+        check_train_source(cfg.source, "--source")
+
+
 def open_training_sources(cfg: DistillConfig, resolution: int):
-    """The sources pairs are drawn from: lazily built world scenes, or one opened path."""
+    """The sources pairs are drawn from: lazily built world scenes, or one opened path; held-out
+    scenes are refused (check_training_data), also when a Distiller is built without run()."""
+    check_training_data(cfg)
     if cfg.source == "world":
         return WorldScenes(range(*cfg.world_seeds), resolution=resolution)
     return [open_source(cfg.source)]
@@ -396,6 +417,7 @@ def run(cfg: DistillConfig, resume: bool = False, pipe=None, progress: bool = Tr
 
     resume: continue the run in `cfg.out` (the engine's --resume rule: without it a folder
     holding a run is refused; with it a changed setting is refused, naming it)."""
+    check_training_data(cfg)  # held-out scenes never reach the trainer, by any path
     out = Path(cfg.out)
     ckpt_dir = out / "checkpoint"
     resuming = resume and has_checkpoint(ckpt_dir, CONFIG_NAME)

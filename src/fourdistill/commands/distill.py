@@ -46,7 +46,8 @@ def register(sub) -> None:
 def distill_main(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from ..distill import DistillConfig, run
+    from ..distill import DistillConfig, check_training_data, run
+    from ..sources import open_source
     from ..engine.config import config_from_args
     from ..engine.run import check_writable, invoked_command, set_threads
 
@@ -73,7 +74,9 @@ def distill_main(args: argparse.Namespace) -> int:
     )
     check_settings(cfg, SETTING_TYPES, args.config or "flags")
     check_writable(cfg.out, "--out")
-    check_training_data(cfg)
+    check_training_data(cfg)  # held-out scenes are refused before the run folder is made
+    if cfg.source != "world":
+        open_source(cfg.source)  # and bad data is named now, before the run folder is made
     if args.resume:  # a damaged checkpoint is named before the run folder is touched
         from ..engine.checkpoint import verify_checkpoint
         from ..mappers.checkpoint import CONFIG_NAME, WEIGHTS_NAME, read_mapper_config
@@ -88,25 +91,3 @@ def distill_main(args: argparse.Namespace) -> int:
         print(f"loss: first {np.mean(losses[:k]):.4f} -> last {np.mean(losses[-k:]):.4f} over {len(losses)} steps")
     print(f"checkpoint: {summary['checkpoint']} ({summary['wall_s']:.0f} s of training)")
     return 0
-
-
-def check_training_data(cfg) -> None:
-    """Refuse held-out world scenes before anything is written: --world-seeds overlapping
-    EVAL_SEEDS, or a --source that is, exports or was fitted to a held-out scene."""
-    from ..sources.world_seed import check_train_source
-    from ..world import EVAL_SEEDS
-
-    if cfg.source == "world":
-        start, stop = cfg.world_seeds
-        if start >= stop:
-            raise ValueError(f"--world-seeds {start} {stop}: START must be below STOP (the scenes are START..STOP-1)")
-        if start < EVAL_SEEDS.stop and stop > EVAL_SEEDS.start:
-            raise ValueError(
-                f"--world-seeds {start} {stop}: seeds {max(start, EVAL_SEEDS.start)}..{min(stop, EVAL_SEEDS.stop) - 1} are held out "
-                f"for evaluation ({EVAL_SEEDS.start}..{EVAL_SEEDS.stop - 1}) and never trained on"
-            )
-    else:
-        from ..sources import open_source
-
-        check_train_source(cfg.source, "--source")
-        open_source(cfg.source)  # bad data is named now, before the run folder is made
