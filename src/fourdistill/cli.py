@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "fourdistill.sources.commands",
     "fourdistill.field.commands",
     "fourdistill.evaluate.commands",
+    "fourdistill.commands.reader",
     "fourdistill.teachers.commands",
     "fourdistill.distill",
     "fourdistill.generate",

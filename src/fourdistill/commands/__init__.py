@@ -1,0 +1,1 @@
+"""The `fourdistill` subcommands: parsers and handlers, each module exposing `register(subparsers)`."""
