@@ -632,14 +632,14 @@ class ReaderTrainConfig:
     seeds x `eval_cameras` DEFAULT_ORBIT cameras.
     """
 
-    steps: int = 6000
-    pairs: int = 28
-    clips: int = 8
+    steps: int = 4000
+    pairs: int = 16
+    clips: int = 10
     lr: float = 2e-3
     weight_decay: float = 1e-4
     warmup_steps: int = 200
     seed: int = 0
-    train_scenes: int = 2000
+    train_scenes: int = 1500
     cameras: int = 3
     span: tuple[float, float] = (0.3, 1.0)
     p_time: float = 0.35
