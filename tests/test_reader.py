@@ -199,6 +199,13 @@ def test_reader_commands(tmp_path, capsys):
     assert "fourdistill reader train --config" in (out / "checkpoint" / "README.md").read_text()
     assert main(["reader", "eval", "--reader", str(out), "--scenes", "1", "--cameras", "2"]) == 0
     assert "azimuth" in capsys.readouterr().out
+    # --write puts the new scores into the folder and regenerates its card from them
+    assert main(["reader", "eval", "--reader", str(out), "--scenes", "2", "--cameras", "2", "--write"]) == 0
+    recorded = json.loads((out / "checkpoint" / "config.json").read_text())
+    assert recorded["heldout"]["seeds"] == f"{EVAL_SEEDS.start}..{EVAL_SEEDS.start + 1}" and recorded["training"]["step"] == 3
+    card = (out / "checkpoint" / "README.md").read_text()
+    assert f"seeds {EVAL_SEEDS.start}..{EVAL_SEEDS.start + 1}" in card and "by what moves" in card
+    capsys.readouterr()
     assert main(["reader", "eval", "--reader", str(tmp_path / "missing")]) == 2
     assert "config.json" in capsys.readouterr().err
 

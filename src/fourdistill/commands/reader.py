@@ -34,6 +34,7 @@ def register(sub) -> None:
     score.add_argument("--cameras", type=int, default=3, help="cameras per scene (default 3)")
     score.add_argument("--seed", type=int, default=0, help="seed for the cameras and times (default 0)")
     score.add_argument("--threads", type=int, default=None, help="torch threads on CPU (default: torch's)")
+    score.add_argument("--write", action="store_true", help="write the scores into the reader folder (config.json and its model card)")
     score.set_defaults(handler=_eval)
     reader.set_defaults(handler=lambda args: reader.print_help())
 
@@ -72,13 +73,21 @@ def _summary(h: dict) -> str:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    import time
+
     from ..engine.run import set_threads
-    from ..evaluate.reader import heldout_reader_score, load_reader
+    from ..evaluate.reader import SHIPPED_READER, heldout_reader_score, heldout_record, load_reader, write_heldout
 
     set_threads(args.threads)
     reader = load_reader(args.reader)
+    started = time.perf_counter()
     score = heldout_reader_score(reader, scenes=args.scenes, cameras=args.cameras, seed=args.seed)
     print(score.summary())
     missed = [k for k, ok in score.meets().items() if not ok]
     print("targets: all met" if not missed else f"targets missed: {', '.join(missed)}")
+    if args.write:
+        if args.seed != 0:
+            raise ValueError("--write records the card's scores, drawn with --seed 0")
+        folder = write_heldout(args.reader or SHIPPED_READER, reader, heldout_record(score, args.scenes, args.cameras, time.perf_counter() - started))
+        print(f"wrote {folder}/config.json and README.md")
     return 0

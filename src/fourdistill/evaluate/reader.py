@@ -427,6 +427,7 @@ class ReaderScore:
     relative_elevation_deg: float
     abs_time_delta: float
     abs_time_delta_joint: float
+    abs_time_delta_by_motion: dict
     time_sign: float
     time_sign_directed: float
     copy_time_delta: float
@@ -470,7 +471,8 @@ def score_renders(reader: Reader, data: ReaderRenders, seed: int = 0) -> ReaderS
 
     Pose: every image. Relative camera: every (camera, camera') pair of a scene at each time.
     |d|: same-camera pairs of moving scenes (time pairs: every pair of distinct times),
-    and, apart, pairs across cameras at distinct times (joint). Sign of d: moving-scene time
+    also by what moves (the one moving motion of a scene, or "several"), and, apart, pairs
+    across cameras at distinct times (joint). Sign of d: moving-scene time
     pairs with |d| >= 0.1, all and on scenes with a directed motion. Motion: every object of
     every clip (each camera's frames played forward and backward). Direction: those clips.
     """
@@ -500,6 +502,10 @@ def score_renders(reader: Reader, data: ReaderRenders, seed: int = 0) -> ReaderS
     ia, ib = np.array([(i, j) for i in range(t) for j in range(t) if i < j]).T
     moving = np.flatnonzero(data.moving)
 
+    # what moves in each moving scene: its one moving motion, or "several"
+    moved = [sorted({c.motions[int(v) - 1] for v in row if int(v) > ABSENT} - {"static"}) for row in data.motions[moving]]
+    moved = np.array([m[0] if len(m) == 1 else "several" for m in moved])
+
     def time_reads(cam_a, cam_b):
         fa = feats[moving][:, cam_a][:, :, ia].flatten(0, 2)
         fb = feats[moving][:, cam_b][:, :, ib].flatten(0, 2)
@@ -510,7 +516,9 @@ def score_renders(reader: Reader, data: ReaderRenders, seed: int = 0) -> ReaderS
 
     cams = np.arange(k)
     m_abs, m_sign, d_true, d_directed = time_reads(cams, cams)
-    j_abs, _, j_true, _ = time_reads(cams, (cams + 1) % k) if k > 1 else (m_abs, None, d_true, None)
+    j_abs, _, j_true, _ = time_reads(cams, (cams + 1) % k)
+    d_err = np.abs(m_abs - np.abs(d_true))
+    d_moved = np.repeat(moved, k * len(ia))
     sign_rows = np.abs(d_true) >= 0.1
     right_sign = (m_sign > 0) == (d_true > 0)
     # a copy: every image as its own pair
@@ -554,7 +562,8 @@ def score_renders(reader: Reader, data: ReaderRenders, seed: int = 0) -> ReaderS
     return ReaderScore(
         azimuth_deg=med(az_err), elevation_deg=med(el_err), radius=med(rad_err),
         relative_azimuth_deg=med(rel_az) if rel_az else math.nan, relative_elevation_deg=med(rel_el) if rel_el else math.nan,
-        abs_time_delta=med(np.abs(m_abs - np.abs(d_true))), abs_time_delta_joint=med(np.abs(j_abs - np.abs(j_true))),
+        abs_time_delta=med(d_err), abs_time_delta_joint=med(np.abs(j_abs - np.abs(j_true))),
+        abs_time_delta_by_motion={name: round(med(d_err[d_moved == name]), 4) for name in (*c.motions, "several") if (d_moved == name).any()},
         time_sign=mean(right_sign[sign_rows]), time_sign_directed=mean(right_sign[sign_rows & d_directed]),
         copy_time_delta=copy_d,
         motion=mean(motion_right),
@@ -849,17 +858,39 @@ def train_reader(
 
     scored = time.perf_counter()
     score = heldout_reader_score(reader, config.eval_scenes, config.eval_cameras, seed=0)
-    heldout = {
-        "seeds": f"{EVAL_SEEDS.start}..{EVAL_SEEDS.start + config.eval_scenes - 1}",
-        "cameras": config.eval_cameras,
-        "orbit": asdict(DEFAULT_ORBIT),
-        "scoring_s": round(time.perf_counter() - scored, 1),
-        **asdict(score),
-    }
+    heldout = heldout_record(score, config.eval_scenes, config.eval_cameras, time.perf_counter() - scored)
     report = {"training": _training_info(config, loop.step, loop.wall_s, render_s, losses, command), "heldout": heldout}
     if out is not None:
         save(loop.step, heldout, end_rng)
     return reader, report
+
+
+def heldout_record(score: ReaderScore, scenes: int, cameras: int, scoring_s: float | None = None) -> dict:
+    """The "heldout" part of a reader folder's config.json (what the model card shows)."""
+    return {
+        "seeds": f"{EVAL_SEEDS.start}..{EVAL_SEEDS.start + scenes - 1}",
+        "cameras": cameras,
+        "orbit": asdict(DEFAULT_ORBIT),
+        **({"scoring_s": round(scoring_s, 1)} if scoring_s is not None else {}),
+        **asdict(score),
+    }
+
+
+def write_heldout(folder, reader: Reader, heldout: dict) -> Path:
+    """Put new held-out scores into a reader folder: config.json's "heldout" and the model
+    card regenerated from them (each file replaced atomically); returns the folder."""
+    from ..engine.cards import write_card
+    from ..io import atomic_path
+
+    folder = Path(folder)
+    if not (folder / WEIGHTS_NAME).is_file() and (folder / CHECKPOINT_DIR / WEIGHTS_NAME).is_file():
+        folder = folder / CHECKPOINT_DIR
+    data = json.loads((folder / CONFIG_NAME).read_text())
+    data["heldout"] = heldout
+    with atomic_path(folder / CONFIG_NAME) as tmp:
+        Path(tmp).write_text(json.dumps(data, indent=2) + "\n")
+    write_card(folder, model_card_text(reader, data))
+    return folder
 
 
 def _training_info(config: ReaderTrainConfig, step: int, wall_s: float, render_s: float, losses: list[float], command) -> dict:
@@ -993,6 +1024,7 @@ clip of {m.clip_frames} frames of one camera. Load it with `fourdistill.evaluate
         return f"| {label} | {format(h[name], fmt)} | {want} | {met} |"
 
     per_class = ", ".join(f"{k} {v:.3f}" for k, v in h["motion_per_class"].items())
+    d_by_motion = ", ".join(f"{k} {v:.3f}" for k, v in h.get("abs_time_delta_by_motion", {}).items())
     by_el = ", ".join(f"{k} deg: {v:.2f}" for k, v in h["azimuth_by_elevation"].items())
     heldout = f"""Renders of evaluation seeds {h["seeds"]}, {h["cameras"]} DEFAULT_ORBIT cameras x {m.clip_frames} times each
 (elevation {h["orbit"]["elevation_deg"][0]:g}..{h["orbit"]["elevation_deg"][1]:g} deg, radius
@@ -1015,6 +1047,7 @@ scenes, {h["clips"]} clips (each camera forward and reversed), {h["objects"]} ob
 {row("direction_directed", "direction of time right, clips with a bounce or orbit", ".3f")}
 
 Motion accuracy per class (as the clip plays): {per_class}.
+abs(d) error median by what moves (same-camera pairs): {d_by_motion or "not recorded"}.
 Azimuth error median by elevation: {by_el}.
 A copy (an image as its own pair) reads abs(d) <= {h["copy_time_delta"]:.2g} and a relative camera of 0
 (the pair head is antisymmetric).
