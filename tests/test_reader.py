@@ -7,16 +7,20 @@ import torch
 from fourdistill.cli import main
 from fourdistill.evaluate.reader import (
     ABSENT,
+    SHIPPED_READER,
     Reader,
     ReaderConfig,
+    ReaderScore,
     ReaderTrainConfig,
     TrainingSet,
+    heldout_renders,
     load_reader,
     reader_losses,
     reader_renders,
     reversed_motion_labels,
     save_reader,
     scene_motion_labels,
+    score_renders,
     train_reader,
     training_seeds,
     wrap_deg,
@@ -224,3 +228,64 @@ def test_load_reader_names_the_bad_file_and_field(tmp_path):
     path.write_text(json.dumps(data))
     with pytest.raises(ValueError, match=r"\[model.depth\]: unknown field"):
         load_reader(folder)
+
+
+# ----------------------------------------------------------------------------- the shipped reader
+@pytest.fixture(scope="module")
+def shipped():
+    return load_reader()
+
+
+@pytest.fixture(scope="module")
+def sample():
+    # 16 held-out scenes at cameras and times of another seed than the model card's
+    return heldout_renders(scenes=16, cameras=3, seed=7)
+
+
+@pytest.fixture(scope="module")
+def sample_score(shipped, sample):
+    return score_renders(shipped, sample)
+
+
+def test_the_shipped_folder_is_small_and_matches_its_config_file():
+    files = sorted(p.name for p in SHIPPED_READER.iterdir())
+    assert files == ["README.md", "config.json", "reader.safetensors"]
+    assert sum(p.stat().st_size for p in SHIPPED_READER.iterdir()) < 3_000_000
+    recorded = json.loads((SHIPPED_READER / "config.json").read_text())
+    from fourdistill.engine.config import config_to_dict, load_config
+
+    assert recorded["training"]["config"] == json.loads(json.dumps(config_to_dict(load_config(ReaderTrainConfig, "configs/reader.yaml"))))
+
+
+# The targets the shipped reader meets on its card's 4800 held-out images (azimuth 1.20 deg, elevation
+# 0.42 deg, relative azimuth 1.62 deg); it misses |d| (0.071), motion (0.776) and direction (0.589),
+# see its model card, so those have no test here.
+TARGETS_MET = ("azimuth_deg", "elevation_deg", "relative_azimuth_deg")
+
+
+@pytest.mark.parametrize("name", TARGETS_MET)
+def test_the_shipped_reader_meets_its_held_out_targets(sample_score, name):
+    op, target = ReaderScore.TARGETS[name]
+    value = getattr(sample_score, name)
+    assert (value <= target if op == "<=" else value >= target), (name, value, sample_score.summary())
+
+
+def test_copying_the_reference_reads_no_change_slope_zero(shipped, sample):
+    ref = torch.from_numpy(sample.images[:, 0, 0]).permute(0, 3, 1, 2).float() / 255.0
+    other = torch.from_numpy(sample.images[:, 0, -1]).permute(0, 3, 1, 2).float() / 255.0
+    asked = torch.from_numpy(sample.times[:, -1] - sample.times[:, 0]).float()
+    copy = shipped.read_pair(ref, ref)
+    assert torch.all(copy["abs_time_delta"] == 0) and torch.all(copy["relative_azimuth_deg"] == 0)
+    assert np.polyfit(asked.numpy(), copy["abs_time_delta"].numpy(), 1)[0] == 0.0
+    # true targets are read as moving: over every same-camera pair of the moving scenes the
+    # read |d| follows the asked one (slope 0.54 on this sample: reads shrink toward the middle)
+    ia, ib = np.array([(i, j) for i in range(8) for j in range(8) if i < j]).T
+    moving = np.flatnonzero(sample.moving)
+
+    def frames(index):
+        return torch.from_numpy(sample.images[moving][:, :, index].reshape(-1, 64, 64, 3)).permute(0, 3, 1, 2).float() / 255.0
+
+    asked = np.repeat((sample.times[moving][:, ib] - sample.times[moving][:, ia])[:, None], 3, axis=1).reshape(-1)
+    read = shipped.read_pair(frames(ia), frames(ib))["abs_time_delta"].numpy()
+    slope = np.polyfit(asked, read, 1)[0]
+    assert slope > 0.3, slope

@@ -1056,7 +1056,11 @@ Why the direction of time and the sign of d fall short on all scenes: the world'
 either way and a reversed grow is a shrink, so only a bounce (its hops shrink) or an orbit (always
 counter-clockwise) shows which way time runs; scenes without one are read at chance. The rows "with a
 bounce or orbit" measure the reader where the pixels hold the answer.
-Recompute with `fourdistill reader eval`."""
+What limits abs(d) at {m.image_size} x {m.image_size}: a slide moves an object by about 0.3 world units over the
+whole of [0, 1] and an orbit by 0.15 around its anchor, so an error of 0.05 in d is a shift of well
+under a pixel; a bounce's height is not monotonic in time (three hops), so two frames at equal heights
+on different hops are told apart only by the hops' decay.
+Recompute with `fourdistill reader eval --reader FOLDER --write` (it rewrites this card)."""
     return card_text(
         "The world's reader", intro, command=t["command"], default_command="train_reader(ReaderTrainConfig(...))", training=training,
         wall_s=t["wall_s"], device="CPU", threads=t.get("threads"), sections={"Held-out accuracy": heldout},
