@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "fourdistill.commands.inspect",
     "fourdistill.commands.reconstruct",
     "fourdistill.commands.judge",
+    "fourdistill.commands.reader",
     "fourdistill.commands.evaluate",
     "fourdistill.commands.teachers",
     "fourdistill.commands.distill",
