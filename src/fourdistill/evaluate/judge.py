@@ -37,13 +37,12 @@ from torch import nn
 from ..cameras import OrbitRange
 from ..world import COLORS, DEFAULT_ORBIT, EVAL_SEEDS, SHAPES, TRAIN_SEEDS, check_train_seeds, render_views
 from .metrics import as_image_tensor
+from .model_folder import CHECKPOINT_DIR, CONFIG_NAME, ModelFolder, training_info
 
 SHIPPED_JUDGE = Path(__file__).resolve().parent.parent / "assets" / "judge"
 WEIGHTS_NAME = "judge.safetensors"
-CONFIG_NAME = "config.json"
-CARD_NAME = "README.md"
-CHECKPOINT_DIR = "checkpoint"  # the judge folder inside a training run's folder
 FORMAT = "fourdistill-judge"
+JUDGE_FOLDER = ModelFolder(WEIGHTS_NAME, FORMAT)
 ABSENT = 0
 UNSCORED = -1
 
@@ -542,8 +541,8 @@ def train_judge(
         losses = [float(r["loss"]) for r in log.rows()]
 
     def save(done: int, heldout: dict | None = None, rng_state: dict | None = None) -> None:
-        training = _training_info(config, done, loop.wall_s, render_s, losses, command)
-        _save_checkpoint(ckpt_dir, judge, optimizer, rng_state or capture_rng({"batches": generator}), training, loop.wall_s, heldout)
+        training = training_info(config, done, loop.wall_s, render_s, losses, command)
+        JUDGE_FOLDER.save_checkpoint(ckpt_dir, judge, optimizer, rng_state or capture_rng({"batches": generator}), training, loop.wall_s, heldout, card=lambda info: model_card_text(judge, info))
 
     lr_at = warmup_cosine(config.warmup_steps, config.steps, config.lr)
     loop = Loop(
@@ -576,51 +575,13 @@ def train_judge(
         "scoring_s": round(time.perf_counter() - scored, 1),
         **asdict(score),
     }
-    report = {"training": _training_info(config, loop.step, loop.wall_s, render_s, losses, command), "heldout": heldout}
+    report = {"training": training_info(config, loop.step, loop.wall_s, render_s, losses, command), "heldout": heldout}
     if out is not None:
         save(loop.step, heldout, end_rng)
     return judge, report
 
 
-def _training_info(config: JudgeTrainConfig, step: int, wall_s: float, render_s: float, losses: list[float], command) -> dict:
-    return {
-        "command": command,
-        "step": step,
-        "wall_s": round(wall_s, 1),
-        "render_s": round(render_s, 1),
-        "final_loss": float(np.mean(losses[-50:])) if losses else None,
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "config": asdict(config),
-    }
-
-
-def _save_checkpoint(folder: Path, judge: Judge, optimizer, rng_state: dict, training: dict, wall_s: float, heldout: dict | None) -> Path:
-    """One engine checkpoint that is also a judge folder; with `heldout` (the run's end) the
-    scores go into config.json and the model card is written with it, in the same atomic swap."""
-    from ..engine.checkpoint import save_checkpoint
-
-    info = {"training": training, **({"heldout": heldout} if heldout is not None else {})}
-
-    def write(tmp: Path) -> None:
-        _write_weights(judge, tmp / WEIGHTS_NAME)
-        if heldout is not None:
-            (tmp / CARD_NAME).write_text(model_card_text(judge, info))
-
-    return save_checkpoint(
-        folder, step=training["step"], wall_s=wall_s, optimizer=optimizer.state_dict(), rng=rng_state,
-        meta={"format": FORMAT, "model": asdict(judge.config), **info}, weights_name=WEIGHTS_NAME, meta_name=CONFIG_NAME, write=write,
-    )
-
-
 # ----------------------------------------------------------------------------- files
-def _write_weights(judge: Judge, path: Path) -> None:
-    from safetensors.torch import save_file
-
-    state = {k: v.detach().cpu().contiguous() for k, v in judge.state_dict().items()}
-    save_file(state, str(path), metadata={"format": FORMAT})
-
-
 def save_judge(judge: Judge, folder, info: dict | None = None) -> Path:
     """Write `judge.safetensors` and `config.json` (the JudgeConfig plus `info`) into `folder`.
 
@@ -628,16 +589,7 @@ def save_judge(judge: Judge, folder, info: dict | None = None) -> Path:
     swapped in, keeping a model card already there. (Training writes its judge folders as
     engine checkpoints instead, with the optimizer and RNG states; see `train_judge`.)
     """
-    from ..io import atomic_dir
-
-    folder = Path(folder)
-    card = (folder / CARD_NAME).read_text() if (folder / CARD_NAME).is_file() else None
-    with atomic_dir(folder, overwrite=True) as tmp:
-        _write_weights(judge, tmp / WEIGHTS_NAME)
-        (tmp / CONFIG_NAME).write_text(json.dumps({"format": FORMAT, "model": asdict(judge.config), **(info or {})}, indent=2) + "\n")
-        if card is not None:
-            (tmp / CARD_NAME).write_text(card)
-    return folder
+    return JUDGE_FOLDER.save(judge, folder, info)
 
 
 def load_judge(path=None, device: str | torch.device = "cpu") -> Judge:
@@ -647,8 +599,7 @@ def load_judge(path=None, device: str | torch.device = "cpu") -> Judge:
     from ..engine.checkpoint import CheckpointError, load_weights
 
     folder = Path(path) if path is not None else SHIPPED_JUDGE
-    if not (folder / WEIGHTS_NAME).is_file() and (folder / CHECKPOINT_DIR / WEIGHTS_NAME).is_file():
-        folder = folder / CHECKPOINT_DIR
+    folder = JUDGE_FOLDER.resolve(folder)
     config_path = folder / CONFIG_NAME
     weights_path = folder / WEIGHTS_NAME
     for p in (config_path, weights_path):

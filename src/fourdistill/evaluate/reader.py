@@ -60,13 +60,12 @@ from torch import nn
 
 from ..cameras import OrbitRange, orbit_camera
 from ..world import DEFAULT_ORBIT, EVAL_SEEDS, MOTIONS, SHAPES, TRAIN_SEEDS, check_train_seeds, render_views
+from .model_folder import CHECKPOINT_DIR, CONFIG_NAME, ModelFolder, training_info
 
 SHIPPED_READER = Path(__file__).resolve().parent.parent / "assets" / "reader"
 WEIGHTS_NAME = "reader.safetensors"
-CONFIG_NAME = "config.json"
-CARD_NAME = "README.md"
-CHECKPOINT_DIR = "checkpoint"  # the reader folder inside a training run's folder
 FORMAT = "fourdistill-reader"
+READER_FOLDER = ModelFolder(WEIGHTS_NAME, FORMAT)
 ABSENT = 0  # motion label 0: the shape is not in the scene; 1 + m: MOTIONS[m]
 UNSCORED = -1
 # Motions whose playing order shows the direction of time: a bounce's hops shrink, an orbit
@@ -833,8 +832,8 @@ def train_reader(
         losses = [float(r["loss"]) for r in log.rows()]
 
     def save(done: int, heldout: dict | None = None, rng_state: dict | None = None) -> None:
-        training = _training_info(config, done, loop.wall_s, render_s, losses, command)
-        _save_checkpoint(ckpt_dir, reader, optimizer, rng_state or capture_rng({"batches": generator}), training, loop.wall_s, heldout)
+        training = training_info(config, done, loop.wall_s, render_s, losses, command)
+        READER_FOLDER.save_checkpoint(ckpt_dir, reader, optimizer, rng_state or capture_rng({"batches": generator}), training, loop.wall_s, heldout, card=lambda info: model_card_text(reader, info))
 
     lr_at = warmup_cosine(config.warmup_steps, config.steps, config.lr)
     loop = Loop(
@@ -859,7 +858,7 @@ def train_reader(
     scored = time.perf_counter()
     score = heldout_reader_score(reader, config.eval_scenes, config.eval_cameras, seed=0)
     heldout = heldout_record(score, config.eval_scenes, config.eval_cameras, time.perf_counter() - scored)
-    report = {"training": _training_info(config, loop.step, loop.wall_s, render_s, losses, command), "heldout": heldout}
+    report = {"training": training_info(config, loop.step, loop.wall_s, render_s, losses, command), "heldout": heldout}
     if out is not None:
         save(loop.step, heldout, end_rng)
     return reader, report
@@ -883,8 +882,7 @@ def write_heldout(folder, reader: Reader, heldout: dict) -> Path:
     from ..io import atomic_path
 
     folder = Path(folder)
-    if not (folder / WEIGHTS_NAME).is_file() and (folder / CHECKPOINT_DIR / WEIGHTS_NAME).is_file():
-        folder = folder / CHECKPOINT_DIR
+    folder = READER_FOLDER.resolve(folder)
     data = json.loads((folder / CONFIG_NAME).read_text())
     data["heldout"] = heldout
     with atomic_path(folder / CONFIG_NAME) as tmp:
@@ -893,58 +891,11 @@ def write_heldout(folder, reader: Reader, heldout: dict) -> Path:
     return folder
 
 
-def _training_info(config: ReaderTrainConfig, step: int, wall_s: float, render_s: float, losses: list[float], command) -> dict:
-    return {
-        "command": command,
-        "step": step,
-        "wall_s": round(wall_s, 1),
-        "render_s": round(render_s, 1),
-        "final_loss": float(np.mean(losses[-50:])) if losses else None,
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "config": asdict(config),
-    }
-
-
-def _save_checkpoint(folder: Path, reader: Reader, optimizer, rng_state: dict, training: dict, wall_s: float, heldout: dict | None) -> Path:
-    """One engine checkpoint that is also a reader folder; with `heldout` (the run's end) the
-    scores go into config.json and the model card is written with it, in the same swap."""
-    from ..engine.checkpoint import save_checkpoint
-
-    info = {"training": training, **({"heldout": heldout} if heldout is not None else {})}
-
-    def write(tmp: Path) -> None:
-        _write_weights(reader, tmp / WEIGHTS_NAME)
-        if heldout is not None:
-            (tmp / CARD_NAME).write_text(model_card_text(reader, info))
-
-    return save_checkpoint(
-        folder, step=training["step"], wall_s=wall_s, optimizer=optimizer.state_dict(), rng=rng_state,
-        meta={"format": FORMAT, "model": asdict(reader.config), **info}, weights_name=WEIGHTS_NAME, meta_name=CONFIG_NAME, write=write,
-    )
-
-
 # ----------------------------------------------------------------------------- files
-def _write_weights(reader: Reader, path: Path) -> None:
-    from safetensors.torch import save_file
-
-    state = {k: v.detach().cpu().contiguous() for k, v in reader.state_dict().items()}
-    save_file(state, str(path), metadata={"format": FORMAT})
-
-
 def save_reader(reader: Reader, folder, info: dict | None = None) -> Path:
     """Write reader.safetensors and config.json (the ReaderConfig plus `info`) into `folder`,
     atomically, keeping a model card already there."""
-    from ..io import atomic_dir
-
-    folder = Path(folder)
-    card = (folder / CARD_NAME).read_text() if (folder / CARD_NAME).is_file() else None
-    with atomic_dir(folder, overwrite=True) as tmp:
-        _write_weights(reader, tmp / WEIGHTS_NAME)
-        (tmp / CONFIG_NAME).write_text(json.dumps({"format": FORMAT, "model": asdict(reader.config), **(info or {})}, indent=2) + "\n")
-        if card is not None:
-            (tmp / CARD_NAME).write_text(card)
-    return folder
+    return READER_FOLDER.save(reader, folder, info)
 
 
 def load_reader(path=None, device: str | torch.device = "cpu") -> Reader:
@@ -953,8 +904,7 @@ def load_reader(path=None, device: str | torch.device = "cpu") -> Reader:
     from safetensors.torch import load_file
 
     folder = Path(path) if path is not None else SHIPPED_READER
-    if not (folder / WEIGHTS_NAME).is_file() and (folder / CHECKPOINT_DIR / WEIGHTS_NAME).is_file():
-        folder = folder / CHECKPOINT_DIR
+    folder = READER_FOLDER.resolve(folder)
     config_path, weights_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
     for p in (config_path, weights_path):
         if not p.is_file():
