@@ -23,7 +23,6 @@ is a judge folder that also resumes exactly; configs/judge.yaml is the shipped j
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -596,45 +595,7 @@ def load_judge(path=None, device: str | torch.device = "cpu") -> Judge:
     """Load a judge folder (`judge.safetensors` + `config.json`), or a training run's folder
     (its checkpoint/ is one); None loads the shipped judge. A damaged file is a CheckpointError
     naming it."""
-    from ..engine.checkpoint import CheckpointError, load_weights
-
-    folder = Path(path) if path is not None else SHIPPED_JUDGE
-    folder = JUDGE_FOLDER.resolve(folder)
-    config_path = folder / CONFIG_NAME
-    weights_path = folder / WEIGHTS_NAME
-    for p in (config_path, weights_path):
-        if not p.is_file():
-            raise FileNotFoundError(f"{p}: no such file (a judge folder holds {CONFIG_NAME} and {WEIGHTS_NAME})")
-    try:
-        data = json.loads(config_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(config_path, f"damaged judge configuration: not valid JSON ({exc})") from None
-    except RecursionError:
-        raise CheckpointError(config_path, "damaged judge configuration: JSON nested too deeply to read") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise ValueError(f"{config_path} [format]: expected {FORMAT!r}, got {data.get('format') if isinstance(data, dict) else data!r}")
-    model = data.get("model")
-    if not isinstance(model, dict):
-        raise ValueError(f"{config_path} [model]: missing or not an object")
-    known = {f for f in JudgeConfig.__dataclass_fields__}
-    unknown = sorted(set(model) - known)
-    if unknown:
-        raise ValueError(f"{config_path} [model.{unknown[0]}]: unknown field")
-    try:
-        config = JudgeConfig(**model)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{config_path} [model]: {exc}") from None
-    judge = Judge(config)
-    state = load_weights(weights_path)
-    missing = sorted(set(judge.state_dict()) - set(state))
-    extra = sorted(set(state) - set(judge.state_dict()))
-    if missing or extra:
-        raise ValueError(f"{weights_path}: weights do not match {CONFIG_NAME} (missing {missing[:3]}, unexpected {extra[:3]})")
-    try:
-        judge.load_state_dict(state)
-    except RuntimeError as exc:
-        raise ValueError(f"{weights_path}: weights do not match {CONFIG_NAME}: {str(exc).splitlines()[-1].strip()}") from None
-    return judge.to(device).eval()
+    return JUDGE_FOLDER.load(path if path is not None else SHIPPED_JUDGE, Judge, JudgeConfig, "judge", device)
 
 
 def model_card_text(judge: Judge, report: dict) -> str:

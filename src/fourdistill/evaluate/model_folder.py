@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from ..engine.checkpoint import save_checkpoint
+from ..engine.checkpoint import CheckpointError, load_weights, save_checkpoint
 from ..io import atomic_dir
 
 CONFIG_NAME = "config.json"
@@ -94,3 +94,43 @@ class ModelFolder:
             folder, step=training["step"], wall_s=wall_s, optimizer=optimizer.state_dict(), rng=rng_state,
             meta=self.config(model, info), weights_name=self.weights_name, meta_name=CONFIG_NAME, write=write,
         )
+
+    def load(self, path, model_cls, config_cls, what: str, device="cpu"):
+        """The network in a folder (or a training run's folder): config.json's "model" read into
+        `config_cls`, `model_cls(config)` given the weights, in eval mode on `device`. A missing
+        file is a FileNotFoundError, a damaged one a CheckpointError naming it, a config or
+        weights that do not fit a ValueError naming the file and the field."""
+        folder = self.resolve(path)
+        config_path, weights_path = folder / CONFIG_NAME, folder / self.weights_name
+        for p in (config_path, weights_path):
+            if not p.is_file():
+                raise FileNotFoundError(f"{p}: no such file (a {what} folder holds {CONFIG_NAME} and {self.weights_name})")
+        try:
+            data = json.loads(config_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise CheckpointError(config_path, f"damaged {what} configuration: not valid JSON ({exc})") from None
+        except RecursionError:
+            raise CheckpointError(config_path, f"damaged {what} configuration: JSON nested too deeply to read") from None
+        if not isinstance(data, dict) or data.get("format") != self.format:
+            raise ValueError(f"{config_path} [format]: expected {self.format!r}, got {data.get('format') if isinstance(data, dict) else data!r}")
+        model = data.get("model")
+        if not isinstance(model, dict):
+            raise ValueError(f"{config_path} [model]: missing or not an object")
+        unknown = sorted(set(model) - set(config_cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"{config_path} [model.{unknown[0]}]: unknown field")
+        try:
+            config = config_cls(**model)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{config_path} [model]: {exc}") from None
+        net = model_cls(config)
+        state = load_weights(weights_path)
+        missing = sorted(set(net.state_dict()) - set(state))
+        extra = sorted(set(state) - set(net.state_dict()))
+        if missing or extra:
+            raise ValueError(f"{weights_path}: weights do not match {CONFIG_NAME} (missing {missing[:3]}, unexpected {extra[:3]})")
+        try:
+            net.load_state_dict(state)
+        except RuntimeError as exc:
+            raise ValueError(f"{weights_path}: weights do not match {CONFIG_NAME}: {str(exc).splitlines()[-1].strip()}") from None
+        return net.to(device).eval()

@@ -901,41 +901,7 @@ def save_reader(reader: Reader, folder, info: dict | None = None) -> Path:
 def load_reader(path=None, device: str | torch.device = "cpu") -> Reader:
     """Load a reader folder (reader.safetensors + config.json) or a training run's folder (its
     checkpoint/ is one); None loads the shipped reader (src/fourdistill/assets/reader)."""
-    from safetensors.torch import load_file
-
-    folder = Path(path) if path is not None else SHIPPED_READER
-    folder = READER_FOLDER.resolve(folder)
-    config_path, weights_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
-    for p in (config_path, weights_path):
-        if not p.is_file():
-            raise FileNotFoundError(f"{p}: no such file (a reader folder holds {CONFIG_NAME} and {WEIGHTS_NAME})")
-    try:
-        data = json.loads(config_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{config_path}: not valid JSON ({exc})") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise ValueError(f"{config_path} [format]: expected {FORMAT!r}, got {data.get('format') if isinstance(data, dict) else data!r}")
-    model = data.get("model")
-    if not isinstance(model, dict):
-        raise ValueError(f"{config_path} [model]: missing or not an object")
-    unknown = sorted(set(model) - set(ReaderConfig.__dataclass_fields__))
-    if unknown:
-        raise ValueError(f"{config_path} [model.{unknown[0]}]: unknown field")
-    try:
-        config = ReaderConfig(**model)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{config_path} [model]: {exc}") from None
-    reader = Reader(config)
-    state = load_file(str(weights_path))
-    missing = sorted(set(reader.state_dict()) - set(state))
-    extra = sorted(set(state) - set(reader.state_dict()))
-    if missing or extra:
-        raise ValueError(f"{weights_path}: weights do not match {CONFIG_NAME} (missing {missing[:3]}, unexpected {extra[:3]})")
-    try:
-        reader.load_state_dict(state)
-    except RuntimeError as exc:
-        raise ValueError(f"{weights_path}: weights do not match {CONFIG_NAME}: {str(exc).splitlines()[-1].strip()}") from None
-    return reader.to(device).eval()
+    return READER_FOLDER.load(path if path is not None else SHIPPED_READER, Reader, ReaderConfig, "reader", device)
 
 
 def model_card_text(reader: Reader, report: dict) -> str:
