@@ -13,6 +13,8 @@ from fourdistill.evaluate.control import (
     image_scores,
     judge_agreement,
     phrased,
+    read_against_asked,
+    slope_through_origin,
     view_phrase,
     write_report,
 )
@@ -41,6 +43,28 @@ def test_binned_means_on_known_values():
     assert rows[0]["mean"] == pytest.approx(1.5) and rows[1]["mean"] == pytest.approx(4.0)
     empty = binned(values, mags, (0.0, 0.05, 1.0))
     assert empty[0]["mean"] is None and empty[0]["n"] == 0
+
+
+def test_slope_through_origin_by_hand():
+    # sum(read * asked) / sum(asked^2) = (1*2 + 2*3 + 3*7) / (1 + 4 + 9) = 29 / 14
+    assert slope_through_origin(np.array([2.0, 3.0, 7.0]), np.array([1.0, 2.0, 3.0])) == pytest.approx(29 / 14)
+    assert slope_through_origin(np.array([-2.0, 4.0]), np.array([-1.0, 2.0])) == pytest.approx(2.0)
+    assert slope_through_origin(np.zeros(3), np.array([0.3, -0.5, 1.0])) == 0.0
+    assert slope_through_origin(np.array([1.0]), np.array([0.0])) is None
+
+
+def test_reading_the_reference_back_reads_no_change():
+    from fourdistill.evaluate.reader import load_reader
+
+    reader = load_reader()
+    for kind in ("view", "time"):
+        pairs = held_out_pairs(kind, 4, scenes=10, resolution=32, seed=1)
+        copy = read_against_asked(reader, pairs, pairs.reference)
+        truth = read_against_asked(reader, pairs, pairs.target)
+        key = "azimuth" if kind == "view" else "abs_time"
+        assert abs(copy[key]["slope"]) <= 1e-6 and copy[key]["median_error"] >= 0.0
+        assert sum(b["n"] for b in copy[key]["binned"]) == 4 and len(truth[key]["read"]) == 4
+    assert "signed_time" in copy and copy["signed_time"]["n"] <= 4
 
 
 def test_image_scores_on_known_inputs():
@@ -105,6 +129,18 @@ def test_evaluate_control_scores_every_method_and_writes_the_report(tiny, tmp_pa
     md = (folder / "report.md").read_text()
     assert "| mappers |" in md and "fourdistill evaluate --out report" in md and "PSNR by |d azimuth| (deg)" in md
     assert (folder / "psnr_vs_change.png").stat().st_size > 1000
+    # the reader's reads against the asked change, for every method and for the true targets
+    for kind, key in (("time", "abs_time"), ("view", "azimuth")):
+        entry = report["kinds"][kind]
+        for m in list(entry["methods"].values()) + [entry["true_target_read"]]:
+            assert {"slope", "median_error", "mean_error", "binned"} <= set(m["read"][key] if "read" in m else m[key])
+        assert abs(entry["methods"]["copy"]["read"][key]["slope"]) <= 1e-6
+    assert "signed_time" in report["kinds"]["time"]["methods"]["mappers"]["read"]
+    for method in methods:
+        assert md.count(f"| {method} | ") == 6  # per kind: the main table, the PSNR bins and the read table
+    assert md.count("| true target | ") == 2  # the read table of each kind
+    assert "Read against asked, |d|" in md and "Read against asked, relative azimuth (deg)" in md
+    assert (folder / "read_vs_asked.png").stat().st_size > 1000
 
 
 def test_evaluate_command(tiny, tmp_path, capsys):
@@ -112,7 +148,9 @@ def test_evaluate_command(tiny, tmp_path, capsys):
     args = ["evaluate", "--model", str(stack), "--mappers", str(mappers), "--pairs", "2", "--scenes", "4", "--kinds", "joint"]
     args += ["--methods", "mappers", "copy", "--steps", "2", "--out", str(tmp_path / "r"), "--quiet"]
     assert main(args) == 0
-    assert "## joint control" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "## joint control" in out and "Read against asked, |d|" in out and "Read against asked, relative azimuth" in out
+    assert (tmp_path / "r" / "read_vs_asked.png").is_file()
     assert main(args[:-3] + ["--ablation", "broken", "--out", str(tmp_path / "r2")]) == 2
     assert "NAME=FOLDER" in capsys.readouterr().err
 

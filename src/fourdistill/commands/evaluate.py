@@ -15,9 +15,10 @@ def register(sub) -> None:
         help="score time and view control against the world's ground truth (held-out seeds)",
         description="Generate from held-out world pairs (reference render + time/view change) and score the images "
         "against the true target renders: PSNR/SSIM (masked and unmasked) binned by the size of the change, "
-        "monotonicity (Spearman) and identity (the judge). Baselines in the same run: copying the reference, "
+        "monotonicity (Spearman), identity (the judge), and the change the world's reader reads back from (reference, image) "
+        "against the asked one (slope and error, beside the reader's reads of the true targets). Baselines in the same run: copying the reference, "
         "IP-Adapter alone, IP-Adapter with the change in words; ablation: no bypass at inference; further "
-        "checkpoints by --ablation NAME=FOLDER. Writes report.json, report.md, psnr_vs_change.png and sample grids.",
+        "checkpoints by --ablation NAME=FOLDER. Writes report.json, report.md, psnr_vs_change.png, read_vs_asked.png and sample grids.",
     )
     ev.add_argument("--model", default=None, help="diffusion stack (default: the embedded stack)")
     ev.add_argument("--mappers", default=None, help="mapper checkpoint folder (default: the shipped mappers)")
@@ -37,6 +38,7 @@ def register(sub) -> None:
     ev.add_argument("--lpips-backbone", default=None, help="torchvision AlexNet weights: with --lpips-linear adds LPIPS against the truth")
     ev.add_argument("--lpips-linear", default=None, help="LPIPS v0.1 linear layers (alex.pth)")
     ev.add_argument("--clip-model", default=None, help="local CLIP model folder: adds the CLIP score against the caption")
+    ev.add_argument("--reader", default=None, metavar="FOLDER", help="reader folder that reads the change back (default: the shipped reader)")
     ev.add_argument("--out", required=True, help="report folder")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
     ev.set_defaults(handler=evaluate_main)
@@ -46,6 +48,7 @@ def evaluate_main(args: argparse.Namespace) -> int:
     from ..engine.run import invoked_command, set_threads
     from ..evaluate.control import evaluate_control, markdown_report, write_report
     from ..evaluate.learned import LPIPS, ClipScorer, load_i3d
+    from ..evaluate.reader import load_reader
     from ..generate import ControlledPipeline
     from ..io import check_writable
 
@@ -68,11 +71,12 @@ def evaluate_main(args: argparse.Namespace) -> int:
         learned["clip"] = ClipScorer(args.clip_model)
     if args.fvd_detector:
         learned.update(fvd=load_i3d(args.fvd_detector), fvd_videos=args.fvd_videos)
+    reader = load_reader(args.reader)
     cp = ControlledPipeline.from_pretrained(args.model, args.mappers)
     extra_pipelines = {name: ControlledPipeline(cp.pipe, folder) for name, folder in extra.items()}
-    report = evaluate_control(cp, cfg, extra_pipelines=extra_pipelines, progress=not args.quiet, samples_dir=f"{args.out}/samples", learned=learned)
+    report = evaluate_control(cp, cfg, extra_pipelines=extra_pipelines, progress=not args.quiet, samples_dir=f"{args.out}/samples", learned=learned, reader=reader)
     command = invoked_command()
     folder = write_report(report, args.out, command)
     print(markdown_report(report, command))
-    print(f"wrote {folder}/report.json, report.md, psnr_vs_change.png")
+    print(f"wrote {folder}/report.json, report.md, psnr_vs_change.png, read_vs_asked.png")
     return 0

@@ -18,6 +18,15 @@ Numbers: PSNR and SSIM, unmasked and masked to the target's objects, per pair; t
 correlation between the size of the asked change and how much the image moved away from the
 reference; identity, whether the world's judge reads the same objects (shape and colour) in the
 generated image as in the true target.
+
+Read against asked: the world's reader (docs/reader.md) reads the change from (reference,
+generated image) back from pixels, and the report sets it against the asked change: the absolute
+error |wrap(read - asked)| of the relative azimuth (view and joint pairs) and |read |d| - |asked
+d|| (time and joint pairs), median and mean, binned by the size of the asked change, and the
+slope of read against asked (least squares through the origin: 1 is perfect control, 0 none, as
+copying the reference scores). Time is scored as |d|: only a bounce or an orbit shows the sign of
+d, so the signed slope is given apart, on the pairs whose scene has one. The same reads of the
+true target renders (`true_target`) are the reader's own ceiling, to read a method's numbers beside.
 """
 
 from __future__ import annotations
@@ -38,6 +47,7 @@ from ..sources.world import WorldScenes
 from ..world import DEFAULT_ORBIT, EVAL_SEEDS, make_scene, render_view
 from .config import ControlEvalConfig
 from .judge import load_judge
+from .reader import DIRECTED_MOTIONS, load_reader, wrap_deg
 from .learned import fvd, lpips_distance
 from .metrics import as_image_tensor, masked_psnr, masked_ssim, psnr, spearman, ssim
 
@@ -150,6 +160,68 @@ def judge_agreement(judge, generated: np.ndarray, target: np.ndarray) -> dict:
     return {"exact": float(np.mean(np.all(a == b, axis=1))), "per_shape": float(np.mean(a == b))}
 
 
+def slope_through_origin(read: np.ndarray, asked: np.ndarray) -> float | None:
+    """Least-squares slope b of read = b * asked (no intercept): sum(read * asked) / sum(asked^2).
+
+    Through the origin because no change asked must read as no change: a method that copies the
+    reference reads 0 everywhere and scores 0, one that follows the control exactly scores 1.
+    None when every asked change is 0."""
+    read, asked = np.asarray(read, np.float64), np.asarray(asked, np.float64)
+    den = float(np.sum(asked * asked))
+    return None if den == 0.0 else float(np.sum(read * asked) / den)
+
+
+def binned_errors(errors: np.ndarray, mags: np.ndarray, edges) -> list[dict]:
+    """Median and mean of `errors` per bin of `mags` (the bins of `binned`)."""
+    rows = []
+    for row in binned(errors, mags, edges):
+        lo, hi = row["lo"], row["hi"]
+        sel = (mags >= lo) & ((mags < hi) if hi < edges[-1] else (mags <= hi))
+        rows.append({**row, "median": float(np.median(errors[sel])) if sel.any() else None})
+    return rows
+
+
+def directed_seeds(seeds) -> np.ndarray:
+    """(N,) bool: whether the scene of each pair has a bounce or an orbit, the motions whose
+    frames show which way time runs (docs/reader.md)."""
+    return np.array([any(o.motion in DIRECTED_MOTIONS for o in make_scene(s).objects) for s in seeds], bool)
+
+
+def _read_quantity(read: np.ndarray, asked: np.ndarray, mags: np.ndarray, edges, wrap: bool) -> dict:
+    err = np.abs(wrap_deg(read - asked)) if wrap else np.abs(read - asked)
+    return {
+        "slope": slope_through_origin(read, asked),
+        "median_error": float(np.median(err)),
+        "mean_error": float(np.mean(err)),
+        "binned": binned_errors(err, mags, edges),
+        "asked": [float(v) for v in asked],
+        "read": [float(v) for v in read],
+    }
+
+
+def read_against_asked(reader, pairs: EvalPairs, images: np.ndarray) -> dict:
+    """The reader's reads of (reference, images) against the asked change of `pairs`:
+
+    "azimuth" (view, joint): relative azimuth in degrees, error |wrap(read - asked)|, bins over
+    |asked| (VIEW_BINS); "abs_time" (time, joint): read |d| against asked |d|, error
+    |read - asked|, bins over |asked d| (TIME_BINS); "signed_time" (time, joint): the slope of the
+    signed read d against d on the pairs whose scene has a bounce or an orbit (n of them, slope
+    None when there are none). Each with its slope through the origin, median and mean error and
+    the per-pair values (for the plot)."""
+    reads = reader.read_pair(as_image_tensor(pairs.reference), as_image_tensor(images))
+    out = {}
+    if pairs.kind != "time":
+        asked = pairs.spherical_delta[:, 0]
+        out["azimuth"] = _read_quantity(reads["relative_azimuth_deg"].numpy().astype(np.float64), asked, np.abs(asked), VIEW_BINS, wrap=True)
+    if pairs.kind != "view":
+        asked = np.abs(pairs.time_delta)
+        out["abs_time"] = _read_quantity(reads["abs_time_delta"].numpy().astype(np.float64), asked, asked, TIME_BINS, wrap=False)
+        sel = directed_seeds(pairs.seeds)
+        signed = reads["time_delta"].numpy().astype(np.float64)
+        out["signed_time"] = {"n": int(sel.sum()), "slope": slope_through_origin(signed[sel], pairs.time_delta[sel]) if sel.any() else None}
+    return out
+
+
 # ---------------------------------------------------------------------- generation per method
 def _views(pairs: EvalPairs):
     return [ViewChange(*map(float, s)) for s in pairs.spherical_delta]
@@ -204,15 +276,21 @@ def time_videos(cp, method: str, n_videos: int, frames: int, cfg: ControlEvalCon
 
 
 def evaluate_control(
-    cp, cfg: ControlEvalConfig, judge=None, extra_pipelines: dict | None = None, progress: bool = True, samples_dir=None, learned: dict | None = None
+    cp, cfg: ControlEvalConfig, judge=None, extra_pipelines: dict | None = None, progress: bool = True, samples_dir=None, learned: dict | None = None,
+    reader=None,
 ) -> dict:
     """Every number of the report (a JSON-ready dict).
+
+    reader: the world's reader that reads the change back from (reference, image) (default: the
+    shipped reader, loaded once here); per method under "read", and on the true targets under
+    each kind's "true_target_read" (see `read_against_asked`).
 
     learned: optional metrics with weights, {"lpips": LPIPS, "clip": ClipScorer, "fvd": detector,
     "fvd_videos": N, "fvd_frames": T}: LPIPS against the truth and CLIP score against the caption
     for every method, and FVD of time-sweep videos for the mappers, copying and IP-Adapter alone.
     """
     judge = judge or load_judge()
+    reader = reader or load_reader()
     extra_pipelines = extra_pipelines or {}
     kinds = [k for k in cfg.kinds if (k != "time" or cp.has_time) and (k != "view" or cp.has_view) and (k != "joint" or (cp.has_time and cp.has_view))]
     if not kinds:
@@ -224,7 +302,7 @@ def evaluate_control(
     for kind in kinds:
         pairs = held_out_pairs(kind, cfg.pairs, cfg.scenes, side, seed=cfg.seed)
         label, mags, edges = magnitude(pairs)
-        entry = {"pairs": len(pairs.captions), "magnitude": label, "bins": list(edges), "methods": {}}
+        entry = {"pairs": len(pairs.captions), "magnitude": label, "bins": list(edges), "methods": {}, "true_target_read": read_against_asked(reader, pairs, pairs.target)}
         for method in methods:
             start = _time.perf_counter()
             pipe = extra_pipelines.get(method, cp)
@@ -236,6 +314,7 @@ def evaluate_control(
                 "binned": {k: binned(v, mags, edges) for k, v in scores.items()},
                 "monotonicity_spearman": spearman(mags, change) if method != "copy" else None,
                 "identity": judge_agreement(judge, images, pairs.target),
+                "read": read_against_asked(reader, pairs, images),
                 "seconds": _time.perf_counter() - start,
             }
             if learned and learned.get("lpips") is not None:
@@ -287,6 +366,7 @@ def markdown_report(report: dict, command: str | None = None) -> str:
         for method, m in entry["methods"].items():
             cells = [("" if b["mean"] is None else f"{b['mean']:.2f}") + f" (n={b['n']})" for b in m["binned"]["psnr"]]
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        lines += _read_tables(entry)
         learned = [k for k in ("lpips", "clip_score") if all(k in m for m in entry["methods"].values())]
         if learned:
             lines += ["", "| method | " + " | ".join(learned) + " |", "|---|" + "---|" * len(learned)]
@@ -299,6 +379,73 @@ def markdown_report(report: dict, command: str | None = None) -> str:
         lines += [f"| {m} | {v:.2f} |" for m, v in f["methods"].items()]
         lines.append("")
     return "\n".join(lines) + "\n"
+
+
+READ_QUANTITIES = (("azimuth", "relative azimuth (deg)"), ("abs_time", "|d|"))
+
+
+def _f(v, fmt: str) -> str:
+    return "" if v is None else format(v, fmt)
+
+
+def _read_tables(entry: dict) -> list[str]:
+    """The reader's reads against the asked change, a table per quantity, the true target last."""
+    rows = {m: v["read"] for m, v in entry["methods"].items() if "read" in v}
+    if "true_target_read" in entry:
+        rows["true target"] = entry["true_target_read"]
+    lines = []
+    for key, name in READ_QUANTITIES:
+        have = {m: r[key] for m, r in rows.items() if key in r}
+        if not have:
+            continue
+        first = next(iter(have.values()))
+        heads = [f"{b['lo']:g}-{b['hi']:g}" for b in first["binned"]]
+        signed = key == "abs_time"
+        lines += [
+            "",
+            f"Read against asked, {name} (the reader on (reference, image); slope through the origin, 1 perfect, 0 none; "
+            f"median / mean absolute error{', wrapped' if key == 'azimuth' else ''}, by the asked {'|d azimuth|' if key == 'azimuth' else '|d|'}):",
+            "",
+            "| method | slope | median error | mean error | " + " | ".join(heads) + (" | signed d slope (bounce/orbit scenes) |" if signed else " |"),
+            "|---|---|---|---|" + "---|" * (len(heads) + signed),
+        ]
+        for method, q in have.items():
+            cells = [f"{_f(b['median'], '.3g')} / {_f(b['mean'], '.3g')} (n={b['n']})" for b in q["binned"]]
+            row = f"| {method} | {_f(q['slope'], '.3f')} | {q['median_error']:.3g} | {q['mean_error']:.3g} | " + " | ".join(cells) + " |"
+            if signed:
+                st = rows[method].get("signed_time", {})
+                row += f" {_f(st.get('slope'), '.3f')} (n={st.get('n', 0)}) |"
+            lines.append(row)
+    if any("abs_time" in r for r in rows.values()):
+        lines += ["", "Time is scored as |d|: only a bounce or an orbit shows the sign of d, so the signed slope is given on those scenes only."]
+    return lines
+
+
+def plot_read_vs_asked(report: dict, path) -> Path:
+    """The reader's read change against the asked change, a panel per (kind, quantity), the
+    points of each method and of the true targets, with the diagonal (perfect control)."""
+    panels = [(kind, key, name) for kind, entry in report["kinds"].items() for key, name in READ_QUANTITIES if key in entry.get("true_target_read", {})]
+    fig = Figure(figsize=(4.2 * max(1, len(panels)), 3.8))
+    axes = fig.subplots(1, max(1, len(panels)), squeeze=False)
+    for ax, (kind, key, name) in zip(axes[0], panels):
+        entry = report["kinds"][kind]
+        series = {**{m: v["read"][key] for m, v in entry["methods"].items() if key in v.get("read", {})}, "true target": entry["true_target_read"][key]}
+        lo = min(min(q["asked"] + q["read"]) for q in series.values())
+        hi = max(max(q["asked"] + q["read"]) for q in series.values())
+        ax.plot([lo, hi], [lo, hi], color="0.6", lw=1, ls="--")
+        for method, q in series.items():
+            slope = "" if q["slope"] is None else f" ({q['slope']:.2f})"
+            ax.scatter(q["asked"], q["read"], s=12, marker="x" if method == "true target" else "o", label=method + slope)
+        ax.set_title(f"{kind} control: {name}")
+        ax.set_xlabel(f"asked {name}")
+        ax.set_ylabel(f"read {name}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    return path
 
 
 def plot_report(report: dict, path) -> Path:
@@ -326,11 +473,13 @@ def plot_report(report: dict, path) -> Path:
 
 
 def write_report(report: dict, folder, command: str | None = None) -> Path:
-    """report.json, report.md and psnr_vs_change.png in `folder` (each written atomically)."""
+    """report.json, report.md, psnr_vs_change.png and read_vs_asked.png in `folder` (each written atomically)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     write_json(folder / "report.json", report)
     with atomic_path(folder / "report.md") as tmp:
         Path(tmp).write_text(markdown_report(report, command))
     plot_report(report, folder / "psnr_vs_change.png")
+    if any("true_target_read" in e for e in report["kinds"].values()):
+        plot_read_vs_asked(report, folder / "read_vs_asked.png")
     return folder
