@@ -259,20 +259,28 @@ def has_checkpoint(folder, meta_name: str = META_NAME) -> bool:
     return (folder / meta_name).is_file()
 
 
+def read_json_object(path, what: str) -> dict:
+    """A JSON object read from `path`; CheckpointError naming the file and `what` it holds
+    ("checkpoint metadata", "mapper configuration") when it is not valid JSON, is nested too
+    deeply to parse, or is not an object."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(path, f"damaged {what}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise CheckpointError(path, f"damaged {what}: JSON nested too deeply to read") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(path, f"damaged {what}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
 def read_meta(folder, meta_name: str = META_NAME) -> dict:
     """The checkpoint's JSON metadata; CheckpointError naming the file when missing or damaged."""
     path = Path(folder) / meta_name
     if not path.is_file():
         raise CheckpointError(path, "checkpoint metadata is missing")
-    try:
-        meta = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(path, f"damaged checkpoint metadata: not valid JSON ({exc})") from None
-    except RecursionError:
-        raise CheckpointError(path, "damaged checkpoint metadata: JSON nested too deeply to read") from None
-    if not isinstance(meta, dict):
-        raise CheckpointError(path, "damaged checkpoint metadata: not a JSON object")
-    return meta
+    return read_json_object(path, "checkpoint metadata")
 
 
 def load_weights(path, device="cpu") -> dict:

@@ -396,6 +396,19 @@ class AugmentConfig:
     noise_std: float = 0.04  # Gaussian noise, std drawn uniform in [0, noise_std]
 
 
+def random_blur(x: torch.Tensor, p: float, side: tuple[int, int], generator: torch.Generator) -> torch.Tensor:
+    """Blur each image of a batch (B, 3, H, W) with probability p: down to a random square side
+    in [side[0], side[1]] (antialiased) and back up, one side for the batch; a new tensor."""
+    b, _, h, w = x.shape
+    blur = torch.rand(b, generator=generator) < p
+    x = x.clone()
+    if blur.any():
+        s = int(torch.randint(side[0], side[1] + 1, (1,), generator=generator))
+        small = F.interpolate(x[blur], size=(s, s), mode="bilinear", antialias=True, align_corners=False)
+        x[blur] = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
+    return x
+
+
 def augment(x: torch.Tensor, config: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
     """Perturb a batch (B, 3, H, W) in [0, 1]; seeded through `generator`."""
     b, _, h, w = x.shape
@@ -412,11 +425,7 @@ def augment(x: torch.Tensor, config: AugmentConfig, generator: torch.Generator) 
     theta[:, 1, 2] = u(-1, 1, b) * 2.0 * config.shift_px / h
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    blur = torch.rand(b, generator=generator) < config.blur_p
-    if blur.any():
-        side = int(torch.randint(config.blur_side[0], config.blur_side[1] + 1, (1,), generator=generator))
-        small = F.interpolate(x[blur], size=(side, side), mode="bilinear", antialias=True, align_corners=False)
-        x[blur] = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
+    x = random_blur(x, config.blur_p, config.blur_side, generator)
     gain = u(*config.brightness, b, 1, 1, 1) * u(1 - config.channel_gain, 1 + config.channel_gain, b, 3, 1, 1)
     noise = torch.randn(x.shape, generator=generator) * u(0, config.noise_std, b, 1, 1, 1)
     return (x * gain + noise).clamp(0.0, 1.0)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from ..engine.checkpoint import CheckpointError, load_weights, save_checkpoint
+from ..engine.checkpoint import load_weights, read_json_object, save_checkpoint
 from ..io import atomic_dir
 
 CONFIG_NAME = "config.json"
@@ -105,14 +105,9 @@ class ModelFolder:
         for p in (config_path, weights_path):
             if not p.is_file():
                 raise FileNotFoundError(f"{p}: no such file (a {what} folder holds {CONFIG_NAME} and {self.weights_name})")
-        try:
-            data = json.loads(config_path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise CheckpointError(config_path, f"damaged {what} configuration: not valid JSON ({exc})") from None
-        except RecursionError:
-            raise CheckpointError(config_path, f"damaged {what} configuration: JSON nested too deeply to read") from None
-        if not isinstance(data, dict) or data.get("format") != self.format:
-            raise ValueError(f"{config_path} [format]: expected {self.format!r}, got {data.get('format') if isinstance(data, dict) else data!r}")
+        data = read_json_object(config_path, f"{what} configuration")
+        if data.get("format") != self.format:
+            raise ValueError(f"{config_path} [format]: expected {self.format!r}, got {data.get('format')!r}")
         model = data.get("model")
         if not isinstance(model, dict):
             raise ValueError(f"{config_path} [model]: missing or not an object")

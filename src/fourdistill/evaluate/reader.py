@@ -60,6 +60,7 @@ from torch import nn
 
 from ..cameras import OrbitRange, orbit_camera
 from ..world import DEFAULT_ORBIT, EVAL_SEEDS, MOTIONS, SHAPES, TRAIN_SEEDS, check_train_seeds, render_views
+from .judge import random_blur
 from .model_folder import CHECKPOINT_DIR, CONFIG_NAME, ModelFolder, training_info
 
 SHIPPED_READER = Path(__file__).resolve().parent.parent / "assets" / "reader"
@@ -602,17 +603,12 @@ class AugmentConfig:
 
 def augment(x: torch.Tensor, config: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
     """Perturb a batch (B, 3, H, W) in [0, 1]; seeded through `generator`."""
-    b, _, h, w = x.shape
+    b = x.shape[0]
 
     def u(lo, hi, *shape):
         return lo + (hi - lo) * torch.rand(*shape, generator=generator)
 
-    blur = torch.rand(b, generator=generator) < config.blur_p
-    if blur.any():
-        side = int(torch.randint(config.blur_side[0], config.blur_side[1] + 1, (1,), generator=generator))
-        small = F.interpolate(x[blur], size=(side, side), mode="bilinear", antialias=True, align_corners=False)
-        x = x.clone()
-        x[blur] = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
+    x = random_blur(x, config.blur_p, config.blur_side, generator)
     noise = torch.randn(x.shape, generator=generator) * u(0, config.noise_std, b, 1, 1, 1)
     return (x * u(*config.brightness, b, 1, 1, 1) + noise).clamp(0.0, 1.0)
 

@@ -17,7 +17,7 @@ from safetensors.torch import save_file
 from ..conditioning.processors import install_layer_processors
 from ..conditioning.text import TIME_TOKEN, VIEW_TOKEN, BypassConfig, MappedTextConditioner
 from ..engine.cards import card_text, write_card
-from ..engine.checkpoint import CheckpointError, load_weights
+from ..engine.checkpoint import CheckpointError, load_weights, read_json_object
 from ..engine.loop import read_rows
 from ..io import atomic_dir
 from ..sources.world_seed import world_seed_of
@@ -57,14 +57,7 @@ def read_mapper_config(folder) -> dict:
     path = folder / CONFIG_NAME
     if not path.is_file():
         raise FileNotFoundError(f"{folder}: not a mapper checkpoint (no {CONFIG_NAME})")
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(path, f"damaged mapper configuration: not valid JSON ({exc})") from None
-    except RecursionError:
-        raise CheckpointError(path, "damaged mapper configuration: JSON nested too deeply to read") from None
-    if not isinstance(config, dict):
-        raise CheckpointError(path, f"damaged mapper configuration: expected a JSON object, got {type(config).__name__}")
+    config = read_json_object(path, "mapper configuration")
     for key in ("layers", "time_mapper", "view_mapper", "bypass"):
         if key not in config:
             raise ValueError(f"{path}: missing field {key!r}")
