@@ -20,7 +20,9 @@ def register(sub) -> None:
         "Seeded; checkpoints into OUT/checkpoint; --resume continues bit for bit. The finished stack is OUT/stack "
         "(the layout `load_stack` and StableDiffusionPipeline read). Every TrainConfig setting lives in --config FILE "
         "(JSON or YAML); a file with `runs:` is a recipe, a chain of runs into OUT/<name>/ "
-        "(configs/teachers/stack.yaml is the shipped stack's; docs/teachers.md).",
+        "(configs/teachers/stack.yaml is the shipped stack's; docs/teachers.md). A file with `kind: multiview` or `kind: video` "
+        "fine-tunes that teacher from the image stack instead (configs/teachers/multiview.yaml, video.yaml); the finished "
+        "teacher is OUT/teacher.",
     )
     add_common_flags(train, argparse.Namespace(seed=0), out_required=True)
     train.add_argument("--unet-steps", dest="steps", type=int, default=None, metavar="N",
@@ -68,6 +70,8 @@ def _train(args: argparse.Namespace) -> int:
     flags = {"seed": args.seed, "threads": args.threads, "unet_steps": args.steps, "cooldown_steps": args.cooldown,
              "init_from": args.init, "vae_from": args.vae_from, "batch": args.batch}
     command = invoked_command()
+    if args.config and "kind" in read_config_file(args.config):
+        return _finetune(args, flags, command)
     if args.config and is_recipe(read_config_file(args.config)):
         given = [k for k, v in flags.items() if v is not None]
         if given:
@@ -85,6 +89,26 @@ def _train(args: argparse.Namespace) -> int:
     data.update({k: v for k, v in flags.items() if v is not None})
     cfg = config_from_dict(TrainConfig, data, where)
     train(args.out, cfg, resume=args.resume, progress=not args.no_progress, sample_grid=write_sample_grid, command=command)
+    return 0
+
+
+def _finetune(args: argparse.Namespace, flags: dict, command: str | None) -> int:
+    """A multi-view or video teacher run (teachers.finetune): the file's settings, then
+    --steps, --seed, --threads and --batch on top; --resume with the run's own settings."""
+    from ..engine.config import ConfigError, config_from_dict, read_config_file
+    from ..evaluate.teachers import score_teacher
+    from ..teachers.finetune import FinetuneConfig, finetune
+
+    image_only = [k for k in ("cooldown_steps", "init_from", "vae_from") if flags[k] is not None]
+    if image_only:
+        flag = {"cooldown_steps": "--cooldown", "init_from": "--init", "vae_from": "--vae-from"}[image_only[0]]
+        raise ConfigError(f"{flag}: applies to the image stack; a {read_config_file(args.config)['kind']} teacher sets it in {args.config}")
+    data = read_config_file(args.config)
+    data.update({k: v for k, v in {"steps": flags["unet_steps"], "seed": flags["seed"], "threads": flags["threads"],
+                                   "batch": flags["batch"]}.items() if v is not None})
+    cfg = config_from_dict(FinetuneConfig, data, str(args.config))
+    teacher = finetune(args.out, cfg, resume=args.resume, progress=not args.no_progress, command=command, score=score_teacher)
+    print(f"wrote {teacher}")
     return 0
 
 
