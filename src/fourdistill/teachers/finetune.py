@@ -223,7 +223,8 @@ def finetune(out, cfg: FinetuneConfig, resume: bool = False, progress: bool = Tr
     def save(done: int) -> None:
         weights = {n: p.detach() for n, p in model.named_parameters() if n in set(trainable_names)}
         save_checkpoint(ckpt_dir, step=done, wall_s=loop.wall_s, model=weights, optimizer=optimizer.state_dict(),
-                        meta={"training": training_info(done)}, weights_name=WEIGHTS_NAME, meta_name=META_NAME)
+                        extra={"trainable": trainable_names}, meta={"training": training_info(done)},
+                        weights_name=WEIGHTS_NAME, meta_name=META_NAME)
 
     loop = Loop(cfg.steps, start_step=start_step, wall_s=wall_s, desc=f"train {cfg.kind} teacher", progress=progress,
                 log=log, save=save, save_every=cfg.checkpoint_every)

@@ -18,6 +18,7 @@ Anything else is a clear error naming the path and what was expected.
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,12 +160,11 @@ def save_multiview_teacher(unet, folder, base: str, num_views: int, info: dict |
     folder = Path(folder)
     with atomic_folder(folder) as tmp:
         tmp = Path(tmp)
-        unet_to_save = unet
+        # processors are not saved (the loader sets them); a copy keeps the caller's U-Net as it is
+        unet_to_save = copy.deepcopy(unet)
         if float16:
-            import copy
-
-            unet_to_save = copy.deepcopy(unet).to(torch.float16)
-        set_multiview(unet_to_save, 1)  # processors are not saved; the loader sets them
+            unet_to_save.to(torch.float16)
+        set_multiview(unet_to_save, 1)
         unet_to_save.save_pretrained(str(tmp / "unet"), safe_serialization=True)
         description = {"kind": "multiview", "num_views": int(num_views), "base": base,
                        "camera": "camera-to-world 4x4, OpenGL camera axes, z-up world; translation normalised to unit length; flattened row-major (MVDream)",
