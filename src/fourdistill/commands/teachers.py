@@ -43,8 +43,15 @@ def register(sub) -> None:
     info.add_argument("model", nargs="?", default=None, help="'embedded' (default), a folder, or a hub id")
     info.set_defaults(handler=_info)
 
-    sample = tsub.add_parser("sample", help="generate images from captions (and held-out reference renders)")
-    sample.add_argument("--model", default=None, help="'embedded' (default), a folder, or a hub id")
+    sample = tsub.add_parser(
+        "sample", help="generate images, 4-view sets or clips from captions (and held-out reference renders)",
+        description="Sample a teacher. --kind image (default): one image per caption, with the held-out reference as image "
+        "prompt unless --no-image-prompt. --kind multiview: a strip of 4 views 90 degrees apart per caption (held-out cameras).",
+    )
+    sample.add_argument("--kind", choices=("image", "multiview"), default="image", help="which teacher (default image)")
+    sample.add_argument("--model", default=None, help="'embedded' (default), a folder, or a hub id (or, for multiview, an MVDream checkpoint file)")
+    sample.add_argument("--base", default=None, metavar="STACK",
+                        help="multiview / video: the stack whose VAE, text encoder and tokenizer the teacher uses (default: the teacher's own)")
     sample.add_argument("--caption", action="append", default=None, help="a caption (repeatable); default: held-out world captions")
     sample.add_argument("--n", type=int, default=8, help="held-out scenes when no caption is given (default 8)")
     sample.add_argument("--no-image-prompt", action="store_true", help="text only (IP-Adapter scale 0)")
@@ -54,7 +61,8 @@ def register(sub) -> None:
                         help="rescale the guided prediction towards the conditional one's spread (diffusers' guidance_rescale, Lin et al.); "
                         "default: 0.7 for a zero-terminal-SNR stack, else 0")
     sample.add_argument("--seed", type=int, default=0)
-    sample.add_argument("--evaluate", action="store_true", help="also print text-to-image judge accuracy and image-prompt PSNR on the held-out scenes")
+    sample.add_argument("--evaluate", action="store_true", help="also print the held-out scores: image: text-to-image judge accuracy and image-prompt PSNR; "
+                        "multiview: the reader's view order and the judge's objects per view, against the true renders'")
     sample.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own; 1 keeps a shared CPU responsive)")
     sample.add_argument("--out", required=True, help="PNG grid to write")
     sample.set_defaults(handler=_sample)
@@ -122,6 +130,8 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _sample(args: argparse.Namespace) -> int:
+    if args.kind == "multiview":
+        return _sample_multiview(args)
     import numpy as np
 
     from ..io import image_grid, save_image
@@ -150,5 +160,35 @@ def _sample(args: argparse.Namespace) -> int:
     if args.evaluate:
         q = evaluate_stack(pipe, n=args.n, seed=args.seed, steps=args.steps, guidance=args.guidance, guidance_rescale=args.guidance_rescale)
         for k, v in q.to_dict().items():
+            print(f"{k}: {v}")
+    return 0
+
+
+def _sample_multiview(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..evaluate.teachers import evaluate_multiview, evaluation_cameras
+    from ..io import image_grid, save_image
+    from ..teachers.load import load_teacher
+    from ..teachers.multiview.train import sample_views
+
+    if args.threads is not None:
+        torch.set_num_threads(max(1, args.threads))
+    teacher = load_teacher("multiview", args.model, **({"base": args.base} if args.base else {}))
+    if args.caption:
+        captions = args.caption
+    else:
+        from ..world import EVAL_SEEDS, make_scene
+
+        captions = [make_scene(s).caption for s in EVAL_SEEDS[: args.n]]
+    c2w, azimuths, _ = evaluation_cameras(len(captions), teacher.parts.resolution, args.seed, teacher.num_views)
+    images = sample_views(teacher, captions, c2w, args.steps, args.guidance, args.guidance_rescale, args.seed)
+    save_image(args.out, image_grid(images.flatten(0, 1).numpy(), rows=len(captions)))
+    for i, c in enumerate(captions):
+        print(f"{i}: {c} (azimuths {', '.join(f'{a:.0f}' for a in azimuths[i])})")
+    print(f"wrote {args.out}")
+    if args.evaluate:
+        q = evaluate_multiview(teacher, args.n, seed=args.seed, steps=args.steps, guidance=args.guidance)
+        for k, v in q.items():
             print(f"{k}: {v}")
     return 0
