@@ -695,7 +695,7 @@ def test_resume_with_a_changed_setting_is_refused_naming_it(flags, setting, stac
 
 
 def test_the_no_network_message_is_not_cut_mid_word():
-    from fourdistill.teachers.image.load import NO_NETWORK, StackLoadError, _from_hub
+    from fourdistill.teachers.image.load import NO_NETWORK, StackLoadError, from_hub
 
     detail = "Cannot find an appropriate cached snapshot folder for the specified revision on the local disk " * 4
 
@@ -703,7 +703,7 @@ def test_the_no_network_message_is_not_cut_mid_word():
         raise OSError(detail)
 
     with pytest.raises(StackLoadError) as info:
-        _from_hub(offline, "owner/model")
+        from_hub(offline, "owner/model")
     text = str(info.value)
     assert text.startswith("owner/model: " + NO_NETWORK)
     inner = text[text.index("(") + 1 : -1]

@@ -20,7 +20,9 @@ def register(sub) -> None:
         "Seeded; checkpoints into OUT/checkpoint; --resume continues bit for bit. The finished stack is OUT/stack "
         "(the layout `load_stack` and StableDiffusionPipeline read). Every TrainConfig setting lives in --config FILE "
         "(JSON or YAML); a file with `runs:` is a recipe, a chain of runs into OUT/<name>/ "
-        "(configs/teachers/stack.yaml is the shipped stack's; docs/teachers.md).",
+        "(configs/teachers/stack.yaml is the shipped stack's; docs/teachers.md). A file with `kind: multiview` or `kind: video` "
+        "fine-tunes that teacher from the image stack instead (configs/teachers/multiview.yaml, video.yaml); the finished "
+        "teacher is OUT/teacher.",
     )
     add_common_flags(train, argparse.Namespace(seed=0), out_required=True)
     train.add_argument("--unet-steps", dest="steps", type=int, default=None, metavar="N",
@@ -41,8 +43,15 @@ def register(sub) -> None:
     info.add_argument("model", nargs="?", default=None, help="'embedded' (default), a folder, or a hub id")
     info.set_defaults(handler=_info)
 
-    sample = tsub.add_parser("sample", help="generate images from captions (and held-out reference renders)")
-    sample.add_argument("--model", default=None, help="'embedded' (default), a folder, or a hub id")
+    sample = tsub.add_parser(
+        "sample", help="generate images, 4-view sets or clips from captions (and held-out reference renders)",
+        description="Sample a teacher. --kind image (default): one image per caption, with the held-out reference as image "
+        "prompt unless --no-image-prompt. --kind multiview: a strip of 4 views 90 degrees apart per caption (held-out cameras).",
+    )
+    sample.add_argument("--kind", choices=("image", "multiview"), default="image", help="which teacher (default image)")
+    sample.add_argument("--model", default=None, help="'embedded' (default), a folder, or a hub id (or, for multiview, an MVDream checkpoint file)")
+    sample.add_argument("--base", default=None, metavar="STACK",
+                        help="multiview / video: the stack whose VAE, text encoder and tokenizer the teacher uses (default: the teacher's own)")
     sample.add_argument("--caption", action="append", default=None, help="a caption (repeatable); default: held-out world captions")
     sample.add_argument("--n", type=int, default=8, help="held-out scenes when no caption is given (default 8)")
     sample.add_argument("--no-image-prompt", action="store_true", help="text only (IP-Adapter scale 0)")
@@ -52,7 +61,8 @@ def register(sub) -> None:
                         help="rescale the guided prediction towards the conditional one's spread (diffusers' guidance_rescale, Lin et al.); "
                         "default: 0.7 for a zero-terminal-SNR stack, else 0")
     sample.add_argument("--seed", type=int, default=0)
-    sample.add_argument("--evaluate", action="store_true", help="also print text-to-image judge accuracy and image-prompt PSNR on the held-out scenes")
+    sample.add_argument("--evaluate", action="store_true", help="also print the held-out scores: image: text-to-image judge accuracy and image-prompt PSNR; "
+                        "multiview: the reader's view order and the judge's objects per view, against the true renders'")
     sample.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own; 1 keeps a shared CPU responsive)")
     sample.add_argument("--out", required=True, help="PNG grid to write")
     sample.set_defaults(handler=_sample)
@@ -68,6 +78,8 @@ def _train(args: argparse.Namespace) -> int:
     flags = {"seed": args.seed, "threads": args.threads, "unet_steps": args.steps, "cooldown_steps": args.cooldown,
              "init_from": args.init, "vae_from": args.vae_from, "batch": args.batch}
     command = invoked_command()
+    if args.config and "kind" in read_config_file(args.config):
+        return _finetune(args, flags, command)
     if args.config and is_recipe(read_config_file(args.config)):
         given = [k for k, v in flags.items() if v is not None]
         if given:
@@ -88,6 +100,26 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _finetune(args: argparse.Namespace, flags: dict, command: str | None) -> int:
+    """A multi-view or video teacher run (teachers.finetune): the file's settings, then
+    --steps, --seed, --threads and --batch on top; --resume with the run's own settings."""
+    from ..engine.config import ConfigError, config_from_dict, read_config_file
+    from ..evaluate.teachers import score_teacher
+    from ..teachers.finetune import FinetuneConfig, finetune
+
+    image_only = [k for k in ("cooldown_steps", "init_from", "vae_from") if flags[k] is not None]
+    if image_only:
+        flag = {"cooldown_steps": "--cooldown", "init_from": "--init", "vae_from": "--vae-from"}[image_only[0]]
+        raise ConfigError(f"{flag}: applies to the image stack; a {read_config_file(args.config)['kind']} teacher sets it in {args.config}")
+    data = read_config_file(args.config)
+    data.update({k: v for k, v in {"steps": flags["unet_steps"], "seed": flags["seed"], "threads": flags["threads"],
+                                   "batch": flags["batch"]}.items() if v is not None})
+    cfg = config_from_dict(FinetuneConfig, data, str(args.config))
+    teacher = finetune(args.out, cfg, resume=args.resume, progress=not args.no_progress, command=command, score=score_teacher)
+    print(f"wrote {teacher}")
+    return 0
+
+
 def _info(args: argparse.Namespace) -> int:
     from ..teachers.image.load import describe_stack, load_stack
 
@@ -98,6 +130,8 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _sample(args: argparse.Namespace) -> int:
+    if args.kind == "multiview":
+        return _sample_multiview(args)
     import numpy as np
 
     from ..io import image_grid, save_image
@@ -126,5 +160,35 @@ def _sample(args: argparse.Namespace) -> int:
     if args.evaluate:
         q = evaluate_stack(pipe, n=args.n, seed=args.seed, steps=args.steps, guidance=args.guidance, guidance_rescale=args.guidance_rescale)
         for k, v in q.to_dict().items():
+            print(f"{k}: {v}")
+    return 0
+
+
+def _sample_multiview(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..evaluate.teachers import evaluate_multiview, evaluation_cameras
+    from ..io import image_grid, save_image
+    from ..teachers.load import load_teacher
+    from ..teachers.multiview.train import sample_views
+
+    if args.threads is not None:
+        torch.set_num_threads(max(1, args.threads))
+    teacher = load_teacher("multiview", args.model, **({"base": args.base} if args.base else {}))
+    if args.caption:
+        captions = args.caption
+    else:
+        from ..world import EVAL_SEEDS, make_scene
+
+        captions = [make_scene(s).caption for s in EVAL_SEEDS[: args.n]]
+    c2w, azimuths, _ = evaluation_cameras(len(captions), teacher.parts.resolution, args.seed, teacher.num_views)
+    images = sample_views(teacher, captions, c2w, args.steps, args.guidance, args.guidance_rescale, args.seed)
+    save_image(args.out, image_grid(images.flatten(0, 1).numpy(), rows=len(captions)))
+    for i, c in enumerate(captions):
+        print(f"{i}: {c} (azimuths {', '.join(f'{a:.0f}' for a in azimuths[i])})")
+    print(f"wrote {args.out}")
+    if args.evaluate:
+        q = evaluate_multiview(teacher, args.n, seed=args.seed, steps=args.steps, guidance=args.guidance)
+        for k, v in q.items():
             print(f"{k}: {v}")
     return 0

@@ -112,9 +112,9 @@ def load_stack(
         try:
             pipe = StableDiffusionPipeline.from_pretrained(where, local_files_only=True, **kwargs)
         except (OSError, ValueError, KeyError) as exc:
-            raise StackLoadError(where, f"cannot load as a Stable Diffusion pipeline ({_first_line(exc)})") from None
+            raise StackLoadError(where, f"cannot load as a Stable Diffusion pipeline ({first_line(exc)})") from None
     else:
-        pipe = _from_hub(lambda: StableDiffusionPipeline.from_pretrained(where, **kwargs), where)
+        pipe = from_hub(lambda: StableDiffusionPipeline.from_pretrained(where, **kwargs), where)
     pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
     if ip_adapter:
         src = ip_adapter_model
@@ -128,7 +128,7 @@ def load_stack(
             check_ip_adapter_folder(Path(src) / IP_ADAPTER_SUBFOLDER, weight, pipe.unet)
             pipe.load_ip_adapter(src, subfolder=IP_ADAPTER_SUBFOLDER, weight_name=weight, local_files_only=True)
         else:
-            _from_hub(lambda: pipe.load_ip_adapter(src, subfolder=IP_ADAPTER_SUBFOLDER, weight_name=weight), src)
+            from_hub(lambda: pipe.load_ip_adapter(src, subfolder=IP_ADAPTER_SUBFOLDER, weight_name=weight), src)
     return pipe.to(device)
 
 
@@ -141,17 +141,17 @@ def _local_ip_adapter_weight(models: Path) -> str:
     return found[0]
 
 
-def _first_line(exc: Exception) -> str:
+def first_line(exc: Exception) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
 
 
-def _from_hub(fn, model_id: str):
+def from_hub(fn, model_id: str):
     """Run a hub load; turn "cannot reach the hub / not cached" into the project's message."""
     try:
         return fn()
     except OSError as exc:
-        detail = _first_line(exc)
+        detail = first_line(exc)
         if len(detail) > 200:  # cut between words, and say that it was cut
             detail = detail[:200].rsplit(" ", 1)[0].rstrip(" ,;:(") + " ..."
         raise StackLoadError(model_id, f"{NO_NETWORK} ({detail})") from None
