@@ -292,7 +292,7 @@ def test_folders_of_no_known_layout_are_named(tmp_path, adapter_folder, stack_un
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "config.json").write_text("{not json")
-    with pytest.raises(VideoLoadError, match=rf"^{broken / 'config.json'}: not readable JSON"):
+    with pytest.raises(ValueError, match=rf"^{broken / 'config.json'}: damaged model config: not valid JSON"):
         load_video_teacher(str(broken))
     weightless = tmp_path / "weightless"
     shutil.copytree(adapter_folder, weightless)

@@ -33,7 +33,9 @@ from diffusers import (
 )
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from ..image.load import StackLoadError, _first_line, _from_hub, check_stack_folder, resolve_model
+from ...engine.checkpoint import read_json_object
+from ..image.load import StackLoadError, check_stack_folder, first_line, from_hub, resolve_model
+from ..parts import TeacherParts
 from .model import check_clip_length, max_frames, video_unet_output
 
 KINDS = ("animatediff", "zeroscope")
@@ -56,8 +58,9 @@ class VideoLoadError(StackLoadError):
 
 
 @dataclass
-class VideoTeacher:
-    """A text-to-video denoiser and the parts it samples with.
+class VideoTeacher(TeacherParts):
+    """A text-to-video denoiser and the parts it samples with (TeacherParts: encode_text,
+    decode_latents, the training scheduler, ...).
 
     unet: UNetMotionModel (animatediff) or UNet3DConditionModel (zeroscope), on latents
     (B, C, F, H, W); vae, text_encoder, tokenizer: the image stack's (AnimateDiff) or the
@@ -65,50 +68,17 @@ class VideoTeacher:
     over the model's training schedule; num_frames: the clip length it was trained on.
     """
 
-    unet: torch.nn.Module
-    vae: torch.nn.Module
-    text_encoder: torch.nn.Module
-    tokenizer: object
-    scheduler: object
-    kind: str
-    num_frames: int
-    source: str = ""
+    kind: str = "animatediff"  # KINDS
+    num_frames: int = 16
 
     @property
     def max_frames(self) -> int | None:
         """The longest clip the U-Net takes (an adapter's motion_max_seq_length), or None."""
         return max_frames(self.unet)
 
-    @property
-    def device(self) -> torch.device:
-        return next(self.unet.parameters()).device
-
-    @property
-    def resolution(self) -> int:
-        """Frame size in pixels (latent sample size x the VAE's downsampling)."""
-        return int(self.unet.config.sample_size) * 2 ** (len(self.vae.config.block_out_channels) - 1)
-
-    def to(self, device=None, dtype=None) -> "VideoTeacher":
-        for m in (self.unet, self.vae, self.text_encoder):
-            m.to(device=device, dtype=dtype)
-        return self
-
-    def eval(self) -> "VideoTeacher":
-        for m in (self.unet, self.vae, self.text_encoder):
-            m.eval()
-        return self
-
-    @torch.no_grad()
-    def encode_text(self, captions: list[str]) -> torch.Tensor:
-        """(N, L, D) last hidden states for `captions`, padded to the tokenizer's length (SD's)."""
-        ids = self.tokenizer(list(captions), padding="max_length", max_length=self.tokenizer.model_max_length,
-                             truncation=True, return_tensors="pt").input_ids
-        return self.text_encoder(ids.to(self.text_encoder.device))[0]
-
-    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        """Latents (N, C, h, w) -> frames (N, H, W, 3) float in [0, 1]."""
-        x = self.vae.decode(latents.to(self.vae.dtype) / self.vae.config.scaling_factor).sample
-        return ((x.permute(0, 2, 3, 1) + 1) / 2).clamp(0, 1)
+    def predict(self, latents: torch.Tensor, timesteps, text_states: torch.Tensor) -> torch.Tensor:
+        """(B, C, F, H, W) output; see `predict`."""
+        return video_unet_output(self.unet, latents, timesteps, text_states)
 
 
 def predict(teacher: VideoTeacher, latents: torch.Tensor, t, text_states: torch.Tensor) -> torch.Tensor:
@@ -126,16 +96,6 @@ def check_num_frames(teacher: VideoTeacher, num_frames: int, what: str = "num_fr
 # ------------------------------------------------------------------------------- detection
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise VideoLoadError(path, f"not readable JSON ({_first_line(exc)})") from None
-    if not isinstance(data, dict):
-        raise VideoLoadError(path, "not a JSON object")
-    return data
-
-
 def folder_layout(folder) -> str:
     """'animatediff' or 'zeroscope' for a local folder, else a VideoLoadError naming it and
     saying what it found."""
@@ -144,7 +104,7 @@ def folder_layout(folder) -> str:
         raise VideoLoadError(folder, f"not a folder ({_EXPECTED})")
     config, index = folder / "config.json", folder / "model_index.json"
     if config.is_file():
-        name = _read_json(config).get("_class_name")
+        name = read_json_object(config, "model config").get("_class_name")
         if name == "MotionAdapter":
             return "animatediff"
         raise VideoLoadError(folder, f"config.json is a {name or 'model without _class_name'}, not a video teacher ({_EXPECTED})")
@@ -152,7 +112,7 @@ def folder_layout(folder) -> str:
         unet_config = folder / "unet" / "config.json"
         if not unet_config.is_file():
             raise VideoLoadError(unet_config, f"missing ({_EXPECTED})")
-        name = _read_json(unet_config).get("_class_name")
+        name = read_json_object(unet_config, "U-Net config").get("_class_name")
         if name == "UNet3DConditionModel":
             return "zeroscope"
         hint = " (an image stack: pass it as base= with a motion adapter)" if name == "UNet2DConditionModel" else ""
@@ -180,7 +140,7 @@ def _hub_layout(model_id: str) -> str:
             except OSError:
                 raise
             except Exception as exc:  # the HTTP client's connection errors are not OSErrors
-                raise OSError(_first_line(exc)) from exc
+                raise OSError(first_line(exc)) from exc
         if name not in listed:
             return None
         return json.loads(Path(hf_hub_download(model_id, name)).read_text())
@@ -197,13 +157,19 @@ def _hub_layout(model_id: str) -> str:
     raise VideoLoadError(model_id, f"not a video teacher on the hub ({_EXPECTED})")
 
 
-def _trained_frames(folder: Path | None, kind: str) -> int:
-    if folder is not None and (folder / VIDEO_INFO_NAME).is_file():
-        frames = _read_json(folder / VIDEO_INFO_NAME).get("num_frames")
-        if not isinstance(frames, int) or frames < 1:
-            raise VideoLoadError(folder / VIDEO_INFO_NAME, f"num_frames must be a positive integer, got {frames!r}")
-        return frames
-    return DEFAULT_FRAMES[kind]
+def read_video_info(folder) -> dict:
+    """The video trainer's description next to an adapter (VIDEO_INFO_NAME: num_frames, base,
+    training), checked; {} when the folder has none (a real AnimateDiff adapter)."""
+    path = Path(folder) / VIDEO_INFO_NAME
+    if not path.is_file():
+        return {}
+    info = read_json_object(path, "video teacher description")
+    frames = info.get("num_frames")
+    if not isinstance(frames, int) or isinstance(frames, bool) or frames < 1:
+        raise VideoLoadError(path, f"num_frames must be a positive integer, got {frames!r}")
+    if not isinstance(info.get("base", "embedded"), str):
+        raise VideoLoadError(path, f"base must name a stack ('embedded', a folder or a hub id), got {info['base']!r}")
+    return info
 
 
 # ------------------------------------------------------------------------------- loading
@@ -216,15 +182,17 @@ def load_video_teacher(path_or_id: str, base: str | None = None, device="cpu", d
     dtype = dtype or torch.float32
     if path_or_id is None:
         raise VideoLoadError("path_or_id", f"no video teacher given ({_EXPECTED})")
-    where, local = _resolve(path_or_id)
-    kind = folder_layout(where) if local else _from_hub(lambda: _hub_layout(where), where)
+    where, local = _resolve(str(path_or_id))
+    kind = folder_layout(where) if local else from_hub(lambda: _hub_layout(where), where)
     if kind == "animatediff":
+        info = read_video_info(where) if local else {}
+        base = base if base is not None else info.get("base")
         teacher = _load_animatediff(where, local, base, dtype)
+        teacher.num_frames = info.get("num_frames", DEFAULT_FRAMES[kind])
     else:
         if base is not None:
             raise VideoLoadError(where, "a Zeroscope/ModelScope folder has its own text encoder and VAE; do not pass base")
         teacher = _load_zeroscope(where, local, dtype)
-    teacher.num_frames = _trained_frames(Path(where) if local else None, kind)
     return teacher.to(device).eval()
 
 
@@ -253,9 +221,9 @@ def _load_animatediff(adapter_where: str, adapter_local: bool, base: str | None,
         try:
             adapter = MotionAdapter.from_pretrained(adapter_where, torch_dtype=dtype, local_files_only=True)
         except (OSError, ValueError, KeyError) as exc:
-            raise VideoLoadError(adapter_where, f"cannot load as a MotionAdapter ({_first_line(exc)})") from None
+            raise VideoLoadError(adapter_where, f"cannot load as a MotionAdapter ({first_line(exc)})") from None
     else:
-        adapter = _from_hub(lambda: MotionAdapter.from_pretrained(adapter_where, torch_dtype=dtype), adapter_where)
+        adapter = from_hub(lambda: MotionAdapter.from_pretrained(adapter_where, torch_dtype=dtype), adapter_where)
 
     def pipeline(**kw):
         return AnimateDiffPipeline.from_pretrained(base_where, motion_adapter=adapter, torch_dtype=dtype, **kw)
@@ -265,9 +233,9 @@ def _load_animatediff(adapter_where: str, adapter_local: bool, base: str | None,
         try:
             pipe = pipeline(local_files_only=True)
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
-            raise VideoLoadError(adapter_where, f"does not fit the image stack {base_where} ({_first_line(exc)})") from None
+            raise VideoLoadError(adapter_where, f"does not fit the image stack {base_where} ({first_line(exc)})") from None
     else:
-        pipe = _from_hub(pipeline, base_where)
+        pipe = from_hub(pipeline, base_where)
     return VideoTeacher(unet=pipe.unet, vae=pipe.vae, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer,
                         scheduler=_dpm_solver(pipe.scheduler), kind="animatediff", num_frames=DEFAULT_FRAMES["animatediff"],
                         source=f"{adapter_where} on {base or 'embedded'}")
@@ -291,8 +259,8 @@ def _load_zeroscope(where: str, local: bool, dtype) -> VideoTeacher:
         )
 
     if not local:
-        return _from_hub(load, where)
+        return from_hub(load, where)
     try:
         return load()
     except (OSError, ValueError, KeyError) as exc:
-        raise VideoLoadError(where, f"cannot load as a Zeroscope/ModelScope folder ({_first_line(exc)})") from None
+        raise VideoLoadError(where, f"cannot load as a Zeroscope/ModelScope folder ({first_line(exc)})") from None

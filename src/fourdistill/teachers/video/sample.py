@@ -9,21 +9,19 @@ spread, as AnimateDiffPipeline's guidance sees one clip as one sample.
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ...diffusion import DEFAULT_GUIDANCE, DEFAULT_STEPS
-from ...diffusion.guidance import guide, rescale_guidance, resolve_guidance_rescale
 from ...io import image_grid, write_video
+from ..sampling import sample_sets
 from .load import VideoTeacher, check_num_frames, predict
 
 DEFAULT_FPS = 8
 
 
-@torch.no_grad()
 def sample_clips(
     teacher: VideoTeacher,
     captions: list[str],
@@ -35,40 +33,17 @@ def sample_clips(
     negative: str = "",
 ) -> torch.Tensor:
     """Clips (B, F, H, W, 3) float in [0, 1] for B captions; F = num_frames (default: the
-    length the teacher was trained on). The initial noise is drawn (B, F, C, h, w) from a
-    torch.Generator seeded with `seed`. guidance_rescale None: the teacher's default (0.7 on a
+    length the teacher was trained on). The sampler is teachers.sampling.sample_sets (the
+    initial noise (B, F, C, h, w) from a torch.Generator seeded with `seed`) with the teacher's
+    prediction on (B, C, F, h, w). guidance_rescale None: the teacher's default (0.7 on a
     zero-terminal-SNR schedule, else 0)."""
-    if not captions:
-        raise ValueError("captions: at least one caption is needed")
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
     frames = int(teacher.num_frames if num_frames is None else num_frames)
     check_num_frames(teacher, frames, "num_frames")
-    scheduler = copy.deepcopy(teacher.scheduler)
-    rescale = resolve_guidance_rescale(scheduler, guidance_rescale)
-    b = len(captions)
-    text = teacher.encode_text(list(captions))
-    uncond = teacher.encode_text([negative] * b)
-    unet = teacher.unet
-    device, dtype = teacher.device, unet.dtype
-    gen = torch.Generator().manual_seed(int(seed))
-    shape = (b, frames, unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
-    latents = torch.randn(shape, generator=gen).permute(0, 2, 1, 3, 4).to(device, dtype)  # (B, C, F, h, w)
-    scheduler.set_timesteps(steps)
-    latents = latents * scheduler.init_noise_sigma
-    for t in scheduler.timesteps:
-        x = scheduler.scale_model_input(latents, t)
-        tt = torch.full((b,), int(t), device=device)
-        if guidance > 0:
-            both = predict(teacher, torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([text, uncond]))
-            cond, un = both.chunk(2)
-            pred = rescale_guidance(guide(cond, un, guidance), cond, rescale)
-        else:
-            pred = predict(teacher, x, tt, text)
-        latents = scheduler.step(pred, t, latents).prev_sample
-    flat = latents.permute(0, 2, 1, 3, 4).flatten(0, 1)  # (B F, C, h, w)
-    images = torch.cat([teacher.decode_latents(flat[i : i + 64]) for i in range(0, len(flat), 64)])
-    return images.reshape(b, frames, *images.shape[1:]).float().cpu()
+
+    def predict_set(x, t, text, rows):  # (N, F, C, h, w) <-> the U-Net's (N, C, F, h, w)
+        return predict(teacher, x.transpose(1, 2), t, text).transpose(1, 2)
+
+    return sample_sets(teacher, predict_set, list(captions), frames, steps, guidance, guidance_rescale, seed, negative)
 
 
 def clip_frames(clips) -> np.ndarray:
