@@ -316,3 +316,64 @@ def test_unreachable_hub_ids_say_no_network(adapter_folder):
         load_video_teacher("fourdistill-nonexistent/motion-adapter-that-is-not-cached")
     with pytest.raises(StackLoadError, match=NO_NETWORK):  # a hub base for a local adapter
         load_video_teacher(str(adapter_folder), base="fourdistill-nonexistent/stack-that-is-not-cached")
+
+
+# ------------------------------------------------------------------------------------ training
+
+
+def test_video_training_command_runs_resumes_exactly_and_writes_a_loadable_adapter(tmp_path, capsys):
+    import yaml
+    from safetensors.torch import load_file
+
+    from fourdistill.cli import main
+    from fourdistill.teachers.load import load_teacher
+    from fourdistill.teachers.video.load import VIDEO_INFO_NAME
+
+    shipped = yaml.safe_load(open("configs/teachers/video.yaml"))
+    assert shipped["kind"] == "video" and shipped["n_frames"] == 8
+    config = tmp_path / "video.yaml"
+    config.write_text(yaml.safe_dump({**shipped, "data": {"n_scenes": 3, "views_per_scene": 1}, "n_frames": 4,
+                                      "batch": 2, "warmup_steps": 1, "cooldown_steps": 0, "checkpoint_every": 1,
+                                      "eval_scenes": 0}))
+
+    def train(out, steps, *extra):
+        assert main(["teachers", "train", "--config", str(config), "--out", str(out), "--steps", str(steps), "--no-progress", *extra]) == 0
+
+    train(tmp_path / "straight", 3)
+    train(tmp_path / "split", 2)
+    train(tmp_path / "split", 3, "--resume")
+    a = load_file(str(tmp_path / "straight" / "checkpoint" / "trainable.safetensors"))
+    b = load_file(str(tmp_path / "split" / "checkpoint" / "trainable.safetensors"))
+    assert set(a) == set(b) and a and all(".motion_modules." in k for k in a)  # only the motion modules train
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    losses = [[json.loads(r)["loss"] for r in (tmp_path / run / "log.jsonl").read_text().splitlines()] for run in ("straight", "split")]
+    assert len(losses[0]) == 3 and losses[0] == losses[1]
+
+    folder = tmp_path / "split" / "teacher"
+    info = json.loads((folder / VIDEO_INFO_NAME).read_text())
+    assert info["num_frames"] == 4 and info["base"] == "embedded" and info["adapter_dtype"] == "float16"
+    teacher = load_teacher("video", folder)
+    assert teacher.kind == "animatediff" and teacher.num_frames == 4
+    # the output projections moved off zero, and the saved adapter is the trained one (float16)
+    weights = load_file(str(folder / "diffusion_pytorch_model.safetensors"))
+    assert all(v.dtype == torch.float16 for v in weights.values())
+    proj = [k for k in weights if k.endswith("proj_out.weight")]
+    assert proj and any(float(weights[k].float().abs().max()) > 0 for k in proj)
+    assert set(b) <= set(weights)  # and the frame-position tables (buffers)
+    for k, v in weights.items():
+        assert torch.equal(teacher.unet.state_dict()[k], v.float())
+    for k in b:
+        assert torch.equal(weights[k], b[k].half())
+    assert "3 steps" in (folder / "README.md").read_text()
+    capsys.readouterr()
+
+
+def test_video_training_refuses_a_clip_longer_than_the_adapter_takes(tmp_path):
+    from fourdistill.engine.config import config_from_dict
+    from fourdistill.teachers.finetune import FinetuneConfig, finetune
+    from fourdistill.teachers.video.model import ClipLengthError
+
+    cfg = config_from_dict(FinetuneConfig, {"kind": "video", "data": {"n_scenes": 1, "views_per_scene": 1}, "n_frames": 33,
+                                            "batch": 1, "steps": 1, "eval_scenes": 0}, "test")
+    with pytest.raises(ClipLengthError, match=r"^n_frames: a clip of 33 frames is longer than the motion adapter's motion_max_seq_length 32"):
+        finetune(tmp_path / "run", cfg, progress=False)
