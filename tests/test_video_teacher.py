@@ -377,3 +377,18 @@ def test_video_training_refuses_a_clip_longer_than_the_adapter_takes(tmp_path):
                                             "batch": 1, "steps": 1, "eval_scenes": 0}, "test")
     with pytest.raises(ClipLengthError, match=r"^n_frames: a clip of 33 frames is longer than the motion adapter's motion_max_seq_length 32"):
         finetune(tmp_path / "run", cfg, progress=False)
+
+
+def test_sample_command_writes_a_clip_video(adapter_folder, tmp_path, capsys):
+    from PIL import Image
+
+    from fourdistill.cli import main
+
+    out = tmp_path / "clips.gif"
+    assert main(["teachers", "sample", "--kind", "video", "--model", str(adapter_folder), "--caption", "a red cube spinning",
+                 "--caption", "a blue ball growing", "--steps", "2", "--threads", "1", "--out", str(out)]) == 0
+    with Image.open(out) as im:
+        assert im.n_frames == 16 and im.size == (2 * 64 + 3 * 2, 64 + 2 * 2)  # AnimateDiff's 16 frames, 2 clips side by side
+    assert "wrote" in capsys.readouterr().out
+    assert main(["teachers", "sample", "--kind", "video", "--model", str(adapter_folder), "--out", str(tmp_path / "clips.png")]) != 0
+    assert f"--out {tmp_path / 'clips.png'}: a video teacher writes a video" in capsys.readouterr().err

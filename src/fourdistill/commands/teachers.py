@@ -46,9 +46,10 @@ def register(sub) -> None:
     sample = tsub.add_parser(
         "sample", help="generate images, 4-view sets or clips from captions (and held-out reference renders)",
         description="Sample a teacher. --kind image (default): one image per caption, with the held-out reference as image "
-        "prompt unless --no-image-prompt. --kind multiview: a strip of 4 views 90 degrees apart per caption (held-out cameras).",
+        "prompt unless --no-image-prompt. --kind multiview: a strip of 4 views 90 degrees apart per caption (held-out cameras). "
+        "--kind video: one clip per caption, side by side, as --out mp4 / gif (an AnimateDiff adapter or a Zeroscope folder).",
     )
-    sample.add_argument("--kind", choices=("image", "multiview"), default="image", help="which teacher (default image)")
+    sample.add_argument("--kind", choices=("image", "multiview", "video"), default="image", help="which teacher (default image)")
     sample.add_argument("--model", default=None, help="'embedded' (default), a folder, or a hub id (or, for multiview, an MVDream checkpoint file)")
     sample.add_argument("--base", default=None, metavar="STACK",
                         help="multiview / video: the stack whose VAE, text encoder and tokenizer the teacher uses (default: the teacher's own)")
@@ -64,7 +65,7 @@ def register(sub) -> None:
     sample.add_argument("--evaluate", action="store_true", help="also print the held-out scores: image: text-to-image judge accuracy and image-prompt PSNR; "
                         "multiview: the reader's view order and the judge's objects per view, against the true renders'")
     sample.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own; 1 keeps a shared CPU responsive)")
-    sample.add_argument("--out", required=True, help="PNG grid to write")
+    sample.add_argument("--out", required=True, help="PNG grid to write (video: an mp4, webm, avi or gif)")
     sample.set_defaults(handler=_sample)
 
 
@@ -132,6 +133,8 @@ def _info(args: argparse.Namespace) -> int:
 def _sample(args: argparse.Namespace) -> int:
     if args.kind == "multiview":
         return _sample_multiview(args)
+    if args.kind == "video":
+        return _sample_video(args)
     import numpy as np
 
     from ..io import image_grid, save_image
@@ -191,4 +194,35 @@ def _sample_multiview(args: argparse.Namespace) -> int:
         q = evaluate_multiview(teacher, args.n, seed=args.seed, steps=args.steps, guidance=args.guidance)
         for k, v in q.items():
             print(f"{k}: {v}")
+    return 0
+
+
+def _sample_video(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import torch
+
+    from ..io import VIDEO_SUFFIXES, check_writable
+    from ..teachers.load import load_teacher
+    from ..teachers.video.sample import sample_clips, write_clips
+
+    if Path(args.out).suffix.lower() not in VIDEO_SUFFIXES:
+        raise ValueError(f"--out {args.out}: a video teacher writes a video; name a {', '.join(VIDEO_SUFFIXES)} file")
+    if args.evaluate:
+        raise ValueError("--evaluate: the video teacher's held-out scores are not measured by this command")
+    check_writable(args.out, folder=False)
+    if args.threads is not None:
+        torch.set_num_threads(max(1, args.threads))
+    teacher = load_teacher("video", args.model, **({"base": args.base} if args.base else {}))
+    if args.caption:
+        captions = args.caption
+    else:
+        from ..world import EVAL_SEEDS, make_scene
+
+        captions = [make_scene(s).caption for s in EVAL_SEEDS[: args.n]]
+    clips = sample_clips(teacher, captions, steps=args.steps, guidance=args.guidance, guidance_rescale=args.guidance_rescale, seed=args.seed)
+    write_clips(args.out, clips)
+    for i, c in enumerate(captions):
+        print(f"{i}: {c}")
+    print(f"wrote {args.out} ({clips.shape[1]} frames)")
     return 0
