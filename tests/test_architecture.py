@@ -16,7 +16,7 @@ FLOORS = {
     "cameras": 0, "io": 0, "diffusion": 0, "engine": 0,
     "world": 1, "sources": 1,
     "pairs": 2, "mappers": 2, "conditioning": 2, "teachers": 2, "field": 2,
-    "distill": 3, "generate": 3,
+    "distill": 3, "generate": 3, "sds": 3,
     "evaluate": 4,
     "commands": 5, "cli": 5, "app": 5,
 }
