@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "fourdistill.commands.teachers",
     "fourdistill.commands.distill",
     "fourdistill.commands.generate",
+    "fourdistill.commands.text_to_4d",
     "fourdistill.commands.app",
 )
 
