@@ -147,3 +147,29 @@ def test_the_command_runs_a_preset_and_refuses_a_caption_in_it(tmp_path, teacher
     path.write_text(yaml.safe_dump({**preset, "caption": "x"}))
     assert main(["text-to-4d", "a blue cone", "--config", str(path), "--out", str(tmp_path / "other")]) == 2
     assert "give the caption on the command line" in capsys.readouterr().err
+
+
+def test_ablations_move_the_removed_teachers_steps_to_the_image_teacher(teachers):
+    from fourdistill.evaluate.text_to_4d import variant_config
+
+    cfg = tiny(teachers)
+    for variant, want in [("no-multiview", (0.0, 0.5, 0.5)), ("no-video", (0.25, 0.75, 0.0)), ("image-only", (0.0, 1.0, 0.0))]:
+        s = variant_config(cfg, variant).stages[2]
+        assert (s.p_multiview, s.p_image, s.p_video) == want
+    assert cfg.stages[2].p_video == 0.5  # the preset itself is unchanged
+
+
+def test_evaluate_text_to_4d_runs_scores_and_reuses_finished_runs(tmp_path, teachers):
+    from fourdistill.evaluate.text_to_4d import evaluate_text_to_4d
+
+    cfg = tiny(teachers, stages=[{"name": "static", "steps": 1, "p_multiview": 1.0, "p_image": 0.0, "p_video": 0.0},
+                                 {"name": "dynamic", "steps": 1, "p_multiview": 0.0, "p_image": 0.5, "p_video": 0.5, "dynamic": True}])
+    report = evaluate_text_to_4d(tmp_path, cfg, n_captions=1, variants=("full", "image-only"), pool_size=5, progress=False)
+    assert set(report["variants"]) == {"full", "image-only"}
+    assert report["truth"]["object_accuracy"] > 0.5
+    for row in report["variants"].values():
+        assert 0.0 <= row["object_accuracy"] <= 1.0 and len(row["per_caption"]) == 1
+    assert "| full |" in (tmp_path / "report.md").read_text()
+    stamp = (tmp_path / "runs" / "full" / "00" / "grid.png").stat().st_mtime
+    evaluate_text_to_4d(tmp_path, cfg, n_captions=1, variants=("full",), pool_size=5, progress=False)
+    assert (tmp_path / "runs" / "full" / "00" / "grid.png").stat().st_mtime == stamp
