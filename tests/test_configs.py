@@ -35,3 +35,14 @@ def test_the_mappers_config_is_the_shipped_mappers():
     # which is the stack the mappers were distilled against (recorded as its run folder)
     assert cfg.model is None and recorded["model"].endswith("stack")
     assert replace(cfg, model=shipped.model, out=shipped.out) == shipped
+
+
+@pytest.mark.parametrize("kind, info_file", [("multiview", "multiview.json"), ("video", "fourdistill_video.json")])
+def test_the_teacher_configs_are_the_shipped_teachers(kind, info_file):
+    from fourdistill.teachers.finetune import FinetuneConfig
+
+    folder = Path(__file__).resolve().parent.parent / "src" / "fourdistill" / "assets" / kind
+    recorded = json.loads((folder / info_file).read_text())["training"]
+    shipped = config_from_dict(FinetuneConfig, recorded["config"], f"shipped {kind} teacher")
+    assert load_config(FinetuneConfig, CONFIGS / "teachers" / f"{kind}.yaml") == shipped
+    assert recorded["steps"] == shipped.steps
