@@ -46,3 +46,12 @@ def test_the_teacher_configs_are_the_shipped_teachers(kind, info_file):
     shipped = config_from_dict(FinetuneConfig, recorded["config"], f"shipped {kind} teacher")
     assert load_config(FinetuneConfig, CONFIGS / "teachers" / f"{kind}.yaml") == shipped
     assert recorded["steps"] == shipped.steps
+
+
+def test_the_embedded_text_to_4d_preset_is_the_default_and_the_paper_preset_loads():
+    from fourdistill.sds.text_to_4d import TextTo4DConfig
+
+    assert load_config(TextTo4DConfig, CONFIGS / "text_to_4d" / "embedded.yaml") == TextTo4DConfig()
+    paper = load_config(TextTo4DConfig, CONFIGS / "text_to_4d" / "fourdfy-paper.yaml")
+    assert [s.steps for s in paper.stages] == [10000, 25000, 100000]
+    assert (paper.multiview.guidance_scale, paper.image.guidance_scale, paper.video.guidance_scale) == (50.0, 7.5, 100.0)

@@ -27,7 +27,8 @@ from ..field.hash_grid import HashGridConfig
 from ..field.render import OccupancyConfig, RenderConfig
 from .image import VSDConfig
 from .multiview import MultiViewSDSConfig
-from .recipe import CameraConfig, Regularisers, StageConfig, _stages
+from ..diffusion.schedule import TimestepAnnealing
+from .recipe import CameraConfig, Regularisers, StageConfig, embedded_stages
 from .video import VideoSDSConfig
 
 CHECKPOINT_DIR = "checkpoint"
@@ -48,6 +49,11 @@ def _field() -> FieldConfig:
     )
 
 
+def _annealed(steps: int) -> TimestepAnnealing:
+    """t in [0.02, t_max], t_max falling linearly 0.98 -> 0.5 over `steps` (4D-fy's multi-view range)."""
+    return TimestepAnnealing(t_min=(0.02, 0.02), t_max=(0.98, 0.5), steps=steps)
+
+
 @dataclass
 class TextTo4DConfig:
     """Everything a text-to-4D run uses (configs/text_to_4d/embedded.yaml and fourdfy-paper.yaml).
@@ -65,11 +71,13 @@ class TextTo4DConfig:
     image_teacher: str = "embedded"
     multiview_teacher: str = "embedded"
     video_teacher: str = "embedded"
-    stages: list[StageConfig] = dataclass_field(default_factory=_stages)
-    image: VSDConfig = dataclass_field(default_factory=VSDConfig)
-    image_loss: str = "vsd"  # "vsd" (4D-fy, ProlificDreamer) or "sds" (DreamFusion)
-    multiview: MultiViewSDSConfig = dataclass_field(default_factory=MultiViewSDSConfig)
-    video: VideoSDSConfig = dataclass_field(default_factory=VideoSDSConfig)
+    stages: list[StageConfig] = dataclass_field(default_factory=embedded_stages)
+    # the embedded preset: guidance 10 for every teacher (the tiny teachers saturate colours at
+    # 4D-fy's 50 / 100), each stage's max t annealed 0.98 -> 0.5 as 4D-fy's multi-view schedule
+    image: VSDConfig = dataclass_field(default_factory=lambda: VSDConfig(guidance_scale=10.0, timesteps=_annealed(200)))
+    image_loss: str = "sds"  # "sds" (DreamFusion; the embedded default, no LoRA step) or "vsd" (4D-fy, ProlificDreamer)
+    multiview: MultiViewSDSConfig = dataclass_field(default_factory=lambda: MultiViewSDSConfig(guidance_scale=10.0, timesteps=_annealed(300)))
+    video: VideoSDSConfig = dataclass_field(default_factory=lambda: VideoSDSConfig(guidance_scale=10.0))
     loss_weights: dict = dataclass_field(default_factory=lambda: {"multiview": 1.0, "image": 1.0, "video": 0.1})
     camera: CameraConfig = dataclass_field(default_factory=CameraConfig)
     field: FieldConfig = dataclass_field(default_factory=_field)
