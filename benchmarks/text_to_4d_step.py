@@ -26,7 +26,8 @@ def main() -> None:
     from fourdistill.field.checkpoint import step_size
     from fourdistill.field.field import Field4D
     from fourdistill.field.render import OccupancyGrid, render_cameras
-    from fourdistill.sds.recipe import clip_times, sample_cameras
+    from fourdistill.sds.recipe import sample_cameras
+    from fourdistill.teachers.data import clip_times
     from fourdistill.sds.text_to_4d import TextTo4DConfig, Teachers
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

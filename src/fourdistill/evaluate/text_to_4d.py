@@ -168,7 +168,6 @@ def evaluate_text_to_4d(out, cfg, n_captions: int = 4, variants=VARIANTS, pool_s
     resumed), score each (read_scene) and the R-precision among `pool_size` held-out captions;
     the world's own scenes are scored as the ceiling ("truth"). Returns the report dict (also
     OUT/report.json, OUT/report.md)."""
-    import copy
     from pathlib import Path
 
     from ..field.checkpoint import load_checkpoint
@@ -190,8 +189,7 @@ def evaluate_text_to_4d(out, cfg, n_captions: int = 4, variants=VARIANTS, pool_s
         readings, walls = [], []
         for k, scene in enumerate(scenes):
             run = out / "runs" / variant / f"{k:02d}"
-            vcfg = variant_config(cfg, variant)
-            vcfg = copy.deepcopy(vcfg)
+            vcfg = variant_config(cfg, variant)  # a copy
             vcfg.caption, vcfg.seed = scene.caption, seed + k
             if not run_is_finished(run):
                 resume = (run / "config.json").is_file()

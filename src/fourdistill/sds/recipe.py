@@ -107,11 +107,6 @@ def sample_cameras(cam: CameraConfig, rng: np.random.Generator, n_views: int, re
             for k in range(n_views)]
 
 
-def clip_times(rng: np.random.Generator, n_frames: int) -> np.ndarray:
-    """4D-fy's frame times t_k = t0 + k / T, t0 ~ U(0, 1 / T)."""
-    return rng.uniform(0.0, 1.0 / n_frames) + np.arange(n_frames) / n_frames
-
-
 @dataclass
 class Regularisers:
     """Weights of the field's regularisers (4D-fy: sparsity 10; opacity entropy 1000 after

@@ -14,7 +14,6 @@ Run layout under OUT:
 
 from __future__ import annotations
 
-import time
 import warnings
 from dataclasses import dataclass, field as dataclass_field
 from pathlib import Path
@@ -22,12 +21,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..diffusion.schedule import TimestepAnnealing
 from ..field.field import FieldConfig
 from ..field.hash_grid import HashGridConfig
 from ..field.render import OccupancyConfig, RenderConfig
 from .image import VSDConfig
 from .multiview import MultiViewSDSConfig
-from ..diffusion.schedule import TimestepAnnealing
 from .recipe import CameraConfig, Regularisers, StageConfig, embedded_stages
 from .video import VideoSDSConfig
 
@@ -188,7 +187,8 @@ def teacher_step(teachers: Teachers, teacher: str, field, grid, cfg: TextTo4DCon
                  np_rng: np.random.Generator, gen: torch.Generator):
     """Render what `teacher` looks at and take its score-distillation loss: (weighted loss,
     {"loss_<teacher>": value}, the rendered opacity for the regularisers, the guidance's dict)."""
-    from .recipe import clip_times, sample_cameras
+    from ..teachers.data import clip_times
+    from .recipe import sample_cameras
 
     res = cfg.render_resolution
     g = teachers.guidance[teacher]
@@ -225,7 +225,9 @@ def generate_4d(out, cfg: TextTo4DConfig, resume: bool = False, progress: bool =
     from ..engine.checkpoint import capture_rng
     from ..engine.loop import Loop, RunLog, step_generators
     from ..engine.run import set_threads
-    from ..field.checkpoint import checkpoint_folder, field_metadata, load_checkpoint, load_training_state, save_checkpoint, step_size
+    from ..cameras import OrbitRange
+    from ..field.checkpoint import (checkpoint_folder, field_metadata, load_checkpoint, load_training_state, orbit_to_dict,
+                                    save_checkpoint, step_size)
     from ..field.field import Field4D
     from ..field.render import OccupancyGrid
     from .recipe import draw_teacher, field_optimizer, regulariser_losses, set_stage, stage_at, total_steps
@@ -256,11 +258,9 @@ def generate_4d(out, cfg: TextTo4DConfig, resume: bool = False, progress: bool =
     steps = total_steps(stages)
     log = RunLog(out, main="log")
     log.truncate(start_step)
-    stage_walls = {s.name: 0.0 for s in stages}
     meta_extra = dict(caption=cfg.caption, source="text-to-4d", resolution=[cfg.render_resolution, cfg.render_resolution],
-                      orbit={"azimuth_deg": list(cfg.camera.azimuth_deg), "elevation_deg": list(cfg.camera.elevation_deg),
-                             "radius": list(cfg.camera.radius), "fov_x_deg": float(np.mean(cfg.camera.fov_deg)),
-                             "target": [0.0, 0.0, 0.0]})
+                      orbit=orbit_to_dict(OrbitRange(cfg.camera.azimuth_deg, cfg.camera.elevation_deg, cfg.camera.radius,
+                                                     float(np.mean(cfg.camera.fov_deg)))))
 
     def save(done: int) -> None:
         si, k = stage_at(stages, max(done - 1, 0)) if done else (0, 0)
@@ -282,7 +282,6 @@ def generate_4d(out, cfg: TextTo4DConfig, resume: bool = False, progress: bool =
         teacher = draw_teacher(stage, np_rng)
         set_stage(field, optimizer, stage, teacher)
         field.train()
-        tick = time.perf_counter()
         loss, info, opacity, result = teacher_step(teachers, teacher, field, grid, cfg, stage, k, np_rng, gen)
         regs = regulariser_losses(opacity, cfg.regularisers, step)
         total = loss + sum(regs.values()) if regs else loss
@@ -299,7 +298,6 @@ def generate_4d(out, cfg: TextTo4DConfig, resume: bool = False, progress: bool =
             info["loss_lora"] = float(lora_loss.detach())
         field.eval()
         grid.refresh(field, step, gen)
-        stage_walls[stage.name] += time.perf_counter() - tick
         last.update(info)
         loop.log(step + 1, postfix={"stage": stage.name, **{k2.removeprefix("loss_"): f"{v:.3g}" for k2, v in last.items()}},
                  stage=si, teacher=teacher, loss=float(total.detach()), **info, **{k2: float(v.detach()) for k2, v in regs.items()})

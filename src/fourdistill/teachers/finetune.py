@@ -29,7 +29,6 @@ its model card. The renders are encoded once into OUT/latents.safetensors (rebui
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -252,14 +251,3 @@ def finetune(out, cfg: FinetuneConfig, resume: bool = False, progress: bool = Tr
         kind.save(model, parts, teacher, info)
     return teacher
 
-
-def saved_config(out) -> FinetuneConfig:
-    """The configuration a run folder was started with (OUT/config.json)."""
-    from ..engine.config import config_from_dict
-
-    path = Path(out) / "config.json"
-    try:
-        data = json.loads(path.read_text())["config"]
-    except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise ValueError(f"{path}: no readable run configuration ({type(exc).__name__})") from None
-    return config_from_dict(FinetuneConfig, data, str(path))
