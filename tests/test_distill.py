@@ -117,3 +117,71 @@ def test_the_final_checkpoint_has_a_model_card(tmp_path, stack_folder):
     card = (tmp_path / "run" / "checkpoint" / "README.md").read_text()
     assert "fourdistill distill --steps 2" in card and "2 steps" in card and "wall time" in card and "training loss" in card
     assert json.loads((tmp_path / "run" / "checkpoint" / "mappers.json").read_text())["wall_s"] > 0
+
+
+def test_the_control_adapter_trains_with_the_mappers_and_resumes_exactly(tmp_path, stack_folder):
+    from fourdistill.engine.checkpoint import load_weights
+
+    kw = dict(mode="joint", adapter_rank=2, adapter_embedding=True, adapter_lr=1e-2, high_noise_share=0.5)
+    d = Distiller(_cfg(tmp_path / "x", stack_folder, **kw))
+    frozen = {n: p.detach().clone() for n, p in d.pipe.unet.named_parameters() if not p.requires_grad}
+    trainable = {n: p.detach().clone() for n, p in d.pipe.unet.named_parameters() if p.requires_grad}
+    assert trainable and all(n.startswith("class_embedding.") or ".lora_" in n for n in trainable)
+    d.train_step()
+    now = dict(d.pipe.unet.named_parameters())
+    assert all(torch.equal(frozen[n], now[n]) for n in frozen)  # the U-Net's own weights stay frozen
+    assert any(not torch.equal(trainable[n], now[n]) for n in trainable)
+    assert [g["lr"] for g in d.optimizer.param_groups] == [pytest.approx(1e-3), pytest.approx(1e-2)]
+
+    straight = run(_cfg(tmp_path / "a", stack_folder, steps=4, **kw), progress=False)
+    run(_cfg(tmp_path / "b", stack_folder, steps=2, **kw), progress=False)
+    resumed = run(_cfg(tmp_path / "b", stack_folder, steps=4, **kw), resume=True, progress=False)
+    np.testing.assert_allclose(straight["losses"][2:], resumed["losses"], rtol=1e-5)
+    a, b = (load_weights(tmp_path / x / "run" / "checkpoint" / "mappers.safetensors") for x in ("a", "b"))
+    assert any(k.startswith("adapter.lora.") for k in a) and any(k.startswith("adapter.class_embedding.") for k in a)
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    meta = json.loads((tmp_path / "a" / "run" / "checkpoint" / "mappers.json").read_text())
+    assert meta["adapter"] == {"rank": 2, "embedding": True}
+    with pytest.raises(ValueError, match="cannot resume: adapter_rank"):
+        run(_cfg(tmp_path / "b", stack_folder, steps=6, **{**kw, "adapter_rank": 4}), resume=True, progress=False)
+
+
+def test_high_noise_share_draws_the_layout_steps(tmp_path, stack_folder):
+    from fourdistill.engine.loop import step_generators
+
+    d = Distiller(_cfg(tmp_path, stack_folder, mode="view", high_noise_share=1.0, high_noise_from=900, batch_size=8))
+    seen = []
+    add_noise = d.noise_scheduler.add_noise
+    d.noise_scheduler.add_noise = lambda z, n, t: seen.append(t) or add_noise(z, n, t)
+    np_rng, gen = step_generators(0, 0, 0)
+    with torch.no_grad():
+        d.loss(d.sampler.batch(8, rng=np_rng), gen)
+    assert seen and bool(torch.all(seen[0] >= 900))
+    with pytest.raises(ValueError, match="high_noise_from must lie in"):
+        Distiller(_cfg(tmp_path, stack_folder, high_noise_share=0.5, high_noise_from=1000))
+
+
+def test_a_checkpoint_with_an_adapter_generates_with_it_and_without_it(tmp_path, stack_folder):
+    from fourdistill.generate import ControlledPipeline, ViewChange
+    from fourdistill.mappers.adapter import adapter_config_of
+    from fourdistill.mappers.checkpoint import save_mappers
+
+    kw = dict(mode="joint", adapter_rank=2, adapter_embedding=True, adapter_lr=5e-2, steps=3, validate_every=0)
+    summary = run(_cfg(tmp_path, stack_folder, **kw), progress=False)
+    pipe = load_stack(str(stack_folder), ip_adapter=True)
+    loaded = load_mappers(pipe, summary["checkpoint"])
+    assert loaded.adapter is not None and adapter_config_of(pipe.unet) == loaded.adapter
+    cp = ControlledPipeline(pipe, loaded)
+    ref = np.full((*cp.size, 3), 0.5, np.float32)
+    args = dict(time=[0.5, -0.5], view=[ViewChange(60.0), ViewChange(-60.0)], num_inference_steps=3, seed=0)
+    on, off = cp(["a red cube"] * 2, ref, **args), cp(["a red cube"] * 2, ref, adapter=False, **args)
+    assert np.abs(on - off).mean() > 1e-4
+    # off is the frozen U-Net: the same mappers saved alone, on a pipeline that never had an adapter
+    save_mappers(tmp_path / "alone", loaded.conditioner, loaded.layers, "tiny")
+    plain = load_stack(str(stack_folder), ip_adapter=True)
+    alone = ControlledPipeline(plain, tmp_path / "alone")
+    np.testing.assert_allclose(alone(["a red cube"] * 2, ref, **args), off, atol=1e-5)
+    # mappers without an adapter on the shared pipeline switch its adapter off; the adapter's own come back
+    shared = ControlledPipeline(pipe, tmp_path / "alone")
+    np.testing.assert_allclose(shared(["a red cube"] * 2, ref, **args), off, atol=1e-5)
+    np.testing.assert_allclose(cp(["a red cube"] * 2, ref, **args), on, atol=1e-5)
