@@ -159,9 +159,17 @@ def test_generate_command_writes_grids_and_videos(tmp_path, stack_folder, joint,
     base = ["generate", "--model", str(stack_folder), "--mappers", str(folder), "--steps", "2"]
     assert main(base + ["--world", "1000002", "--time", "0.25", "--azimuth", "20", "--out", str(tmp_path / "one.png")]) == 0
     assert Image.open(tmp_path / "one.png").size[0] > 64
+    capsys.readouterr()
     assert main(base + ["--world", "1000002", "--sweep", "grid", "--frames", "2", "--out", str(tmp_path / "grid.png")]) == 0
     for suffix in (".png", ".mp4", ".gif"):
         assert (tmp_path / f"grid{suffix}").stat().st_size > 0
+    said = capsys.readouterr().out
+    assert "rows d = +0.00, +1.00" in said and "the true grid to the right" in said  # reference at t = 0: every target exists
+    assert Image.open(tmp_path / "grid.png").size[0] > Image.open(tmp_path / "grid.png").size[1] * 2  # generated | truth
+    assert main(base + ["--world", "1000002", "--sweep", "time", "--frames", "3", "--out", str(tmp_path / "wt.png")]) == 0
+    assert "d = -0.50, +0.00, +0.50" in capsys.readouterr().out  # from t = 0.5, d stays inside [0, 1]
+    for flag in ("--no-adapter", "--no-mappers"):
+        assert main(base + ["--world", "1000002", "--time", "0.25", flag, "--out", str(tmp_path / f"{flag}.png")]) == 0
     ref = tmp_path / "ref.png"
     Image.new("RGB", (64, 64), (200, 30, 30)).save(ref)
     assert main(base + ["--prompt", "a red cube", "--image", str(ref), "--sweep", "time", "--frames", "3", "--out", str(tmp_path / "t.png")]) == 0

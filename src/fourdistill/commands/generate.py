@@ -15,14 +15,18 @@ def register(sub) -> None:
         help="generate with time and view control (a single image or sweeps)",
         description="Generate from a prompt and a reference image with a time displacement d in [-1, 1] "
         "and/or a view change. Defaults: the embedded stack and the shipped mappers, DPM-Solver 30 steps, "
-        "guidance 5. Sweeps write a PNG grid (reference on the left; for --world references the true "
-        "frames below) and the frames as .mp4 and .gif.",
+        "guidance 5. What ships: the Time and View Mappers with their control adapter (a LoRA on the U-Net's "
+        "attention and the asked change added to its timestep embedding, trained with them); --no-adapter "
+        "generates with the mappers alone on the frozen U-Net, --no-mappers with IP-Adapter and the caption "
+        "alone (no control). Sweeps write a PNG grid (reference on the left; for --world references the true "
+        "frames below, or the true grid to the right) and the frames as .mp4 and .gif. With --world the time "
+        "sweep and the grid ask only for targets inside the scene's time [0, 1]: d runs from -REF_TIME to 1 - REF_TIME.",
     )
     p.add_argument("--prompt", default=None, help="caption (default with --world: the scene's caption)")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--image", default=None, help="reference image, the model's size unless --resize (RGBA is composited over white)")
     src.add_argument("--world", type=seed_int, default=None, metavar="SEED", help="use a render of world scene SEED as the reference (held-out seeds: 1000000..1000999)")
-    p.add_argument("--ref-time", type=probability, default=0.5, help="with --world: time of the reference render (default 0.5)")
+    p.add_argument("--ref-time", type=probability, default=None, help="with --world: time of the reference render (default 0.5; 0 for --sweep grid, so d runs 0..1)")
     p.add_argument("--time", type=finite_float, default=None, help="time displacement d = t_target - t_reference in [-1, 1]")
     p.add_argument("--azimuth", type=finite_float, default=None, help="view change: azimuth in degrees")
     p.add_argument("--elevation", type=elevation_deg, default=None, help="view change: elevation in degrees")
@@ -38,6 +42,8 @@ def register(sub) -> None:
     p.add_argument("--ip-scale", type=nonnegative_float, default=None, help="IP-Adapter scale (default: the one the mappers were distilled with)")
     p.add_argument("--seed", type=seed_int, default=0, help="noise seed (default 0)")
     p.add_argument("--resize", action="store_true", help="resize a reference of another size to the model's")
+    p.add_argument("--no-adapter", action="store_true", help="switch the mappers' control adapter off: the mappers alone on the frozen U-Net (the seed method)")
+    p.add_argument("--no-mappers", action="store_true", help="no control at all: IP-Adapter and the caption alone, the same noise (the baseline)")
     p.add_argument("--fps", type=positive_int, default=4, help="frame rate of sweep videos (default 4)")
     p.add_argument("--out", default="generated.png", help="PNG to write (sweeps also write .mp4 and .gif beside it)")
     p.set_defaults(handler=generate_main)
@@ -61,8 +67,9 @@ def generate_main(args: argparse.Namespace) -> int:
     ref = None
     image = args.image
     prompt = args.prompt
+    ref_time = args.ref_time if args.ref_time is not None else (0.0 if args.sweep == "grid" else 0.5)
     if args.world is not None:
-        ref = world_reference(args.world, size=width, time=args.ref_time)
+        ref = world_reference(args.world, size=width, time=ref_time)
         if args.radius is not None and ref.radius + args.radius <= 0.0:
             raise ValueError(
                 f"--radius {args.radius:g}: the reference camera is at radius {ref.radius:g}, so the changed camera would be at "
@@ -72,7 +79,10 @@ def generate_main(args: argparse.Namespace) -> int:
         prompt = prompt if prompt is not None else ref.caption
     if prompt is None:
         raise ValueError("give --prompt (or --world SEED to use a world scene and its caption)")
-    common = dict(num_inference_steps=args.steps, guidance_scale=args.guidance, guidance_rescale=args.guidance_rescale, seed=args.seed, ip_adapter_scale=args.ip_scale, resize=args.resize)
+    common = dict(num_inference_steps=args.steps, guidance_scale=args.guidance, guidance_rescale=args.guidance_rescale, seed=args.seed, ip_adapter_scale=args.ip_scale, resize=args.resize,
+                  adapter=not args.no_adapter, mapped=not args.no_mappers)
+    # time sweeps of a world scene ask only for targets that exist: t_ref + d in [0, 1]
+    d_lo, d_hi = (-ref.time, 1.0 - ref.time) if ref is not None else (-1.0, 1.0)
     reference = None
     if image is not None:
         reference = np.asarray(reference_to_pil(image, cp.size, resize=args.resize), dtype=np.float32) / 255.0
@@ -93,14 +103,18 @@ def generate_main(args: argparse.Namespace) -> int:
         return 0
     n = args.frames or (5 if args.sweep == "grid" else 9)
     if args.sweep == "grid":
-        deltas, azimuths, grid = cp.time_view_grid(prompt, image, np.linspace(-1, 1, n), np.linspace(-90, 90, n), **common)
+        deltas, azimuths, grid = cp.time_view_grid(prompt, image, np.linspace(d_lo, d_hi, n), np.linspace(-90, 90, n), **common)
         rows = [list(r) for r in grid]
+        if ref is not None:  # the true grid to the right, a white column between
+            gap = np.ones_like(grid[0, 0])
+            rows = [row + [gap] + [ref.truth(float(d), ViewChange(azimuth_deg=float(a)), width) for a in azimuths] for row, d in zip(rows, deltas)]
         save_image(out, panel(shown, rows))
         frames = grid.reshape(-1, *grid.shape[2:])
-        print(f"wrote {out}: rows d = {', '.join(f'{d:+.2f}' for d in deltas)}; columns azimuth {', '.join(f'{a:+.0f}' for a in azimuths)} deg")
+        print(f"wrote {out}: rows d = {', '.join(f'{d:+.2f}' for d in deltas)}; columns azimuth {', '.join(f'{a:+.0f}' for a in azimuths)} deg"
+              + (" (the true grid to the right)" if ref is not None else ""))
     else:
         if args.sweep == "time":
-            values, frames = cp.time_sweep(prompt, image, np.linspace(-1, 1, n), **common)
+            values, frames = cp.time_sweep(prompt, image, np.linspace(d_lo, d_hi, n), **common)
             truths = [ref.truth(d, None, width) for d in values] if ref is not None else None
             label = "d = " + ", ".join(f"{d:+.2f}" for d in values)
         else:
@@ -109,7 +123,7 @@ def generate_main(args: argparse.Namespace) -> int:
             label = "azimuth " + ", ".join(f"{a:+.0f}" for a in values) + " deg"
         rows = [list(frames)] + ([truths] if truths is not None else [])
         save_image(out, panel(shown, rows))
-        print(f"wrote {out}: {label}{' (truth below; grey: outside t in [0, 1])' if truths is not None else ''}")
+        print(f"wrote {out}: {label}{' (truth below)' if truths is not None else ''}")
     for suffix in (".mp4", ".gif"):
         write_video(out.with_suffix(suffix), frames, fps=args.fps)
     print(f"wrote {out.with_suffix('.mp4')} and {out.with_suffix('.gif')} ({len(frames)} frames)")
