@@ -363,3 +363,104 @@ def test_bad_input_is_a_clear_error_naming_the_argument(parts, prompts, mv_teach
     with pytest.raises(GuidanceInputError, match="rescale must lie in"):
         MultiViewSDSConfig(rescale=1.5)
     assert issubclass(GuidanceInputError, ValueError)
+
+
+# ------------------------------------------------------------------------------ image-space loss
+
+
+def _deaf_to_channel(vae, channel: int):
+    """A copy of `vae` whose decoder ignores one latent channel (its post_quant_conv column zeroed),
+    as a VAE trained with little KL ends up with channels collapsed to the prior."""
+    vae = copy.deepcopy(vae)
+    with torch.no_grad():
+        vae.post_quant_conv.weight[:, channel] = 0
+    return vae
+
+
+def test_image_space_loss_is_the_pixel_distance_to_the_decoded_target():
+    from fourdistill.sds.core import image_space_loss, vae_decode
+    from tiny_models import tiny_vae
+
+    vae = tiny_vae()
+    gen = torch.Generator().manual_seed(11)
+    images = torch.rand(2, 8, 8, 3, generator=gen).requires_grad_(True)
+    target = torch.randn(2, 4, 8, 8, generator=gen)
+    loss = image_space_loss(vae, images, target, resolution=16)
+    loss.backward()
+    with torch.no_grad():
+        up = torch.nn.functional.interpolate(images.detach().permute(0, 3, 1, 2), (16, 16), mode="bilinear", align_corners=False)
+        decoded = ((vae.decode(target / vae.config.scaling_factor).sample + 1) / 2).clamp(0, 1)
+    torch.testing.assert_close(vae_decode(vae, target), decoded)
+    torch.testing.assert_close(loss, 0.5 * ((up - decoded) ** 2).sum() / up.numel(), rtol=1e-5, atol=0)
+    # the gradient reaches the renders through the resize only, never the encoder
+    x = images.detach().requires_grad_(True)
+    up = torch.nn.functional.interpolate(x.permute(0, 3, 1, 2), (16, 16), mode="bilinear", align_corners=False)
+    (0.5 * ((up - decoded) ** 2).sum() / up.numel()).backward()
+    torch.testing.assert_close(images.grad, x.grad)
+
+
+def test_a_latent_channel_the_decoder_ignores_moves_no_colour_in_image_space():
+    """The colour cast of the embedded text-to-4D runs: through the encoder, the target of a latent
+    channel the decoder never reads still moves the renders' colours; decoded first, it cannot."""
+    from fourdistill.sds.core import distillation_loss, image_space_loss, vae_encode
+    from tiny_models import tiny_vae
+
+    vae = _deaf_to_channel(tiny_vae(), 3)
+    gen = torch.Generator().manual_seed(12)
+    images = torch.rand(2, 16, 16, 3, generator=gen)
+    with torch.no_grad():
+        target = vae.encode(torch.rand(2, 3, 16, 16, generator=gen) * 2 - 1).latent_dist.mean
+    moved = target.clone()
+    moved[:, 3] += 1.0  # a target that differs only where the decoder does not look
+
+    def pixel_grad(loss_of):
+        x = images.clone().requires_grad_(True)
+        loss_of(x).backward()
+        return x.grad
+
+    def latent(tgt):
+        return lambda x: distillation_loss(vae_encode(vae, x, generator=torch.Generator().manual_seed(0)), tgt)
+
+    def image(tgt):
+        return lambda x: image_space_loss(vae, x, tgt)
+
+    through_encoder = pixel_grad(latent(moved)) - pixel_grad(latent(target))
+    assert through_encoder.abs().max() > 1e-4  # the latent path does move colours for it
+    torch.testing.assert_close(pixel_grad(image(moved)), pixel_grad(image(target)), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("teacher", ["image", "multiview", "video"])
+def test_loss_space_image_takes_each_teachers_target_in_pixels(parts, prompts, mv_teacher, video_parts, teacher):
+    from fourdistill.sds.core import image_space_loss
+
+    gen = torch.Generator().manual_seed(13)
+    if teacher == "image":
+        g = ImageSDS(parts, ImageSDSConfig(guidance_scale=10.0, loss_space="image"))
+        renders, args, flat = torch.rand(2, 32, 32, 3, generator=gen), (), lambda r: r
+        vae = parts.vae
+    elif teacher == "multiview":
+        g = MultiViewSDS(mv_teacher, MultiViewSDSConfig(guidance_scale=10.0, loss_space="image"))
+        renders, args, flat = torch.rand(1, 4, 32, 32, 3, generator=gen), (cameras(4)[None],), lambda r: r.flatten(0, 1)
+        vae = mv_teacher.parts.vae
+    else:
+        g = VideoSDS(video_parts, None, VideoSDSConfig(guidance_scale=10.0, loss_space="image"))
+        renders, args, flat = torch.rand(1, 4, 32, 32, 3, generator=gen), (), lambda r: r.flatten(0, 1)
+        vae = video_parts.vae
+    x = renders.clone().requires_grad_(True)
+    out = g(x, g.prompts([CAPTION]) if teacher == "video" else prompts, *args, step=0, generator=torch.Generator().manual_seed(1))
+    out["loss"].backward()
+    target = out["target"].transpose(1, 2).flatten(0, 1) if teacher == "video" else flat(out["target"])
+    y = renders.clone().requires_grad_(True)
+    batch = None if teacher == "image" else (4 if teacher == "multiview" else 1)
+    image_space_loss(vae, flat(y), target, g.resolution, "mean", batch).backward()
+    torch.testing.assert_close(x.grad, y.grad)
+    assert out["loss"].item() > 0
+
+
+def test_loss_space_is_checked():
+    with pytest.raises(GuidanceInputError, match="loss_space"):
+        ImageSDSConfig(loss_space="pixels")
+    with pytest.raises(GuidanceInputError, match="loss_space"):
+        MultiViewSDSConfig(loss_space="")
+    with pytest.raises(GuidanceInputError, match="loss_space"):
+        VideoSDSConfig(loss_space="rgb")

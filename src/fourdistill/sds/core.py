@@ -37,6 +37,8 @@ from ..diffusion.schedule import alphas_at, annealed_timesteps
 
 NORMALISATIONS = ("mean", "sum")
 Normalisation = Literal["mean", "sum"]
+LOSS_SPACES = ("latent", "image")
+LossSpace = Literal["latent", "image"]
 
 
 class GuidanceInputError(ValueError):
@@ -153,15 +155,55 @@ def check_latents(latents, dims: int, channels: int, what: str, layout: str) -> 
         raise GuidanceInputError(f"{what}: expected {channels} latent channels {layout}, got shape {tuple(latents.shape)}")
 
 
-def vae_encode(vae, images: torch.Tensor, resolution: int | None = None, generator=None) -> torch.Tensor:
-    """Images (N, H, W, 3) in [0, 1] -> scaled latents (N, C, h, w), a sample of the VAE posterior
-    (differentiable), bilinearly resized to `resolution` pixels first when given (4D-fy renders
-    smaller than the teacher and upsamples)."""
+def teacher_pixels(vae, images: torch.Tensor, resolution: int | None = None) -> torch.Tensor:
+    """Images (N, H, W, 3) in [0, 1] -> (N, 3, r, r) in [0, 1] on the VAE's device and dtype,
+    bilinearly resized to `resolution` pixels when given (4D-fy renders smaller than the teacher
+    and upsamples). Differentiable."""
     x = images.permute(0, 3, 1, 2).to(vae.device, vae.dtype)
     if resolution is not None and tuple(x.shape[-2:]) != (resolution, resolution):
         x = F.interpolate(x, (resolution, resolution), mode="bilinear", align_corners=False)
-    posterior = vae.encode(x * 2 - 1).latent_dist
+    return x
+
+
+def vae_encode(vae, images: torch.Tensor, resolution: int | None = None, generator=None) -> torch.Tensor:
+    """Images (N, H, W, 3) in [0, 1] -> scaled latents (N, C, h, w), a sample of the VAE posterior
+    (differentiable), resized to `resolution` pixels first when given (teacher_pixels)."""
+    posterior = vae.encode(teacher_pixels(vae, images, resolution) * 2 - 1).latent_dist
     return posterior.sample(generator) * vae.config.scaling_factor
+
+
+@torch.no_grad()
+def vae_decode(vae, latents: torch.Tensor) -> torch.Tensor:
+    """Scaled latents (N, C, h, w) -> images (N, 3, H, W) in [0, 1], float32, without autograd."""
+    x = vae.decode(latents.to(vae.device, vae.dtype) / vae.config.scaling_factor).sample
+    return ((x.float() + 1) / 2).clamp(0, 1)
+
+
+def image_space_loss(vae, images: torch.Tensor, target_latents: torch.Tensor, resolution: int | None = None,
+                     normalisation: Normalisation = "mean", batch: int | None = None) -> torch.Tensor:
+    """A score-distillation loss in pixels: 0.5 * ||x - sg(D(target))||^2 / N, x the renders
+    (N, H, W, 3) in [0, 1] at the teacher's `resolution` (teacher_pixels), D the VAE decoder, and
+    `target_latents` (N, C, h, w) the guidance's target z - grad (SDS) or x0 (MVDream). N: the
+    pixel elements ("mean") or `batch` ("sum"; default N images). HiFA (Zhu et al. 2023, "HiFA:
+    High-fidelity Text-to-3D Generation with Advanced Diffusion Guidance") adds this image-space
+    term to the latent one.
+
+    Why here: the gradient of the latent loss reaches the renders through the encoder's Jacobian,
+    which only follows the teacher where the encoder inverts the decoder. A latent channel the
+    decoder ignores (a VAE trained with little KL lets channels collapse to the prior) still
+    depends on the colours in the encoder, so its share of the gradient, as large as any other's,
+    moves colours the decoder never shows: docs/results/2026-12-04-colour-cast.md. Decoding the
+    target first takes only what the decoder reads."""
+    x = teacher_pixels(vae, images, resolution).float()
+    target = vae_decode(vae, target_latents).to(x.device)
+    if target.shape != x.shape:
+        raise GuidanceInputError(f"target_latents decode to {tuple(target.shape)}, the renders are {tuple(x.shape)}")
+    return distillation_loss(x, target, normalisation, batch)
+
+
+def check_loss_space(space: str) -> None:
+    if space not in LOSS_SPACES:
+        raise GuidanceInputError(f"loss_space must be one of {LOSS_SPACES}, got {space!r}")
 
 
 def teacher_resolution(vae, unet) -> int:

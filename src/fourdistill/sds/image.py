@@ -30,8 +30,9 @@ import torch.nn.functional as F
 from ..diffusion.guidance import guide, predict
 from ..diffusion.schedule import TimestepAnnealing, predicted_noise, prediction_target
 from ..teachers.multiview.model import camera_input, multiview_unet
-from .core import (GuidanceInputError, Normalisation, PromptStates, add_noise, check_images, check_latents, clean_gradient,
-                   draw_timesteps, prompt_states, sds_loss, sds_weight, teacher_resolution, training_schedule, vae_encode)
+from .core import (GuidanceInputError, LossSpace, Normalisation, PromptStates, add_noise, check_images, check_latents, check_loss_space,
+                   clean_gradient, draw_timesteps, image_space_loss, prompt_states, sds_loss, sds_weight, teacher_resolution,
+                   training_schedule, vae_encode)
 
 LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")  # the attention projections (ProlificDreamer's LoRA layers)
 
@@ -41,13 +42,19 @@ class ImageSDSConfig:
     """guidance_scale: classifier-free guidance (DreamFusion: 100). timesteps: the annealed
     range of t (DreamFusion's U(0.02, 0.98) by default). normalisation: "mean" or "sum" (core).
     grad_clip: element-wise clamp of the gradient (None: off). resolution: pixels the renders are
-    resized to before the VAE (None: the teacher's own)."""
+    resized to before the VAE (None: the teacher's own). loss_space: "latent" (DreamFusion: the
+    gradient reaches the renders through the VAE encoder) or "image" (the target decoded, the
+    loss on the pixels: core.image_space_loss)."""
 
     guidance_scale: float = 100.0  # DreamFusion
     timesteps: TimestepAnnealing = field(default_factory=TimestepAnnealing)
     normalisation: Normalisation = "mean"
     grad_clip: float | None = None
     resolution: int | None = None
+    loss_space: LossSpace = "latent"
+
+    def __post_init__(self):
+        check_loss_space(self.loss_space)
 
 
 @dataclass
@@ -87,7 +94,17 @@ class ImageSDS:
         return vae_encode(self.parts.vae, images, self.resolution, generator)
 
     def __call__(self, images, prompts: PromptStates, step: int = 0, generator=None, **kw) -> dict:
+        if self.config.loss_space == "image":
+            with torch.no_grad():
+                latents = self.encode(images, generator)
+            return self.in_pixels(images, self.latent_loss(latents, prompts, step, generator, **kw))
         return self.latent_loss(self.encode(images, generator), prompts, step, generator, **kw)
+
+    def in_pixels(self, images, result: dict) -> dict:
+        """`result` of latent_loss with its loss replaced by the image-space loss of the renders
+        (B, H, W, 3) against its decoded target (core.image_space_loss)."""
+        loss = image_space_loss(self.parts.vae, images, result["target"], self.resolution, self.config.normalisation)
+        return {**result, "loss": loss}
 
     def _draw(self, latents, step, generator, t, noise):
         b = latents.shape[0]
@@ -107,7 +124,7 @@ class ImageSDS:
     def _finish(self, latents, grad, t, w) -> dict:
         grad = clean_gradient(grad, self.config.grad_clip)
         return {"loss": sds_loss(latents, grad, self.config.normalisation), "t": t, "w": w.reshape(-1),
-                "grad_norm": grad.norm().detach()}
+                "grad_norm": grad.norm().detach(), "target": (latents.detach().float() - grad).detach()}
 
     def latent_loss(self, latents, prompts: PromptStates, step: int = 0, generator=None, t=None, noise=None) -> dict:
         """The SDS loss at latents (B, 4, h, w); `t` (B,) and `noise` (B, 4, h, w) override the
@@ -160,6 +177,10 @@ class ImageVSD(ImageSDS):
         return self.lora_unet(x, t, encoder_hidden_states=cond, class_labels=cam).sample
 
     def __call__(self, images, prompts: PromptStates, cameras, step: int = 0, generator=None, **kw) -> dict:
+        if self.config.loss_space == "image":
+            with torch.no_grad():
+                latents = self.encode(images, generator)
+            return self.in_pixels(images, self.latent_loss(latents, prompts, cameras, step, generator, **kw))
         return self.latent_loss(self.encode(images, generator), prompts, cameras, step, generator, **kw)
 
     def latent_loss(self, latents, prompts: PromptStates, cameras, step: int = 0, generator=None, t=None, noise=None) -> dict:

@@ -28,8 +28,8 @@ import torch
 
 from ..diffusion.guidance import guide, rescale_guidance
 from ..diffusion.schedule import TimestepAnnealing, alphas_at, predicted_clean_latents
-from .core import (GuidanceInputError, Normalisation, PromptStates, add_noise, check_images, check_latents, distillation_loss,
-                   draw_timesteps, prompt_states, teacher_resolution, training_schedule, vae_encode)
+from .core import (GuidanceInputError, LossSpace, Normalisation, PromptStates, add_noise, check_images, check_latents, check_loss_space,
+                   distillation_loss, draw_timesteps, image_space_loss, prompt_states, teacher_resolution, training_schedule, vae_encode)
 
 
 @dataclass
@@ -37,15 +37,18 @@ class MultiViewSDSConfig:
     """guidance_scale: classifier-free guidance (MVDream and 4D-fy: 50). rescale: the mix of the
     std-rescaled x0 (MVDream: 0.5; 0: plain x0). timesteps: the annealed range of t (4D-fy anneals
     it per stage). normalisation: "mean" or "sum" (core). resolution: pixels the renders are
-    resized to before the VAE (None: the teacher's)."""
+    resized to before the VAE (None: the teacher's). loss_space: "latent" (MVDream) or "image" (x0'
+    decoded, the loss on the pixels: core.image_space_loss)."""
 
     guidance_scale: float = 50.0  # MVDream, 4D-fy
     rescale: float = 0.5  # MVDream's x0 std rescale
     timesteps: TimestepAnnealing = field(default_factory=TimestepAnnealing)
     normalisation: Normalisation = "mean"
     resolution: int | None = None
+    loss_space: LossSpace = "latent"
 
     def __post_init__(self):
+        check_loss_space(self.loss_space)
         if not 0.0 <= self.rescale <= 1.0:
             raise GuidanceInputError(f"rescale must lie in [0, 1], got {self.rescale}")
 
@@ -70,7 +73,15 @@ class MultiViewSDS:
         return z.reshape(b, v, *z.shape[1:])
 
     def __call__(self, images, prompts: PromptStates, cameras, step: int = 0, generator=None, **kw) -> dict:
-        return self.latent_loss(self.encode(images, generator), prompts, cameras, step, generator, **kw)
+        if self.config.loss_space != "image":
+            return self.latent_loss(self.encode(images, generator), prompts, cameras, step, generator, **kw)
+        with torch.no_grad():
+            latents = self.encode(images, generator)
+        result = self.latent_loss(latents, prompts, cameras, step, generator, **kw)
+        b, v = images.shape[:2]
+        loss = image_space_loss(self.teacher.parts.vae, images.reshape(b * v, *images.shape[2:]), result["target"].flatten(0, 1),
+                                self.resolution, self.config.normalisation, batch=b * v)
+        return {**result, "loss": loss}
 
     def latent_loss(self, latents, prompts: PromptStates, cameras, step: int = 0, generator=None, t=None, noise=None) -> dict:
         """The x0 loss at latents (B, V, C, h, w) seen from cameras (B, V, 4, 4); `t` (B,) and
@@ -98,4 +109,5 @@ class MultiViewSDS:
             target = torch.nan_to_num(rescale_guidance(x0, x0_cond, self.config.rescale))
         a = alphas_at(self.scheduler, t, noisy).reshape(-1)
         loss = distillation_loss(latents, target, self.config.normalisation, batch=b * v)
-        return {"loss": loss, "t": t, "w": ((1 - a) / a).sqrt(), "grad_norm": (latents.detach().float() - target).norm()}
+        return {"loss": loss, "t": t, "w": ((1 - a) / a).sqrt(), "grad_norm": (latents.detach().float() - target).norm(),
+                "target": target}

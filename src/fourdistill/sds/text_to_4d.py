@@ -73,10 +73,12 @@ class TextTo4DConfig:
     stages: list[StageConfig] = dataclass_field(default_factory=embedded_stages)
     # the embedded preset: guidance 10 for every teacher (the tiny teachers saturate colours at
     # 4D-fy's 50 / 100), each stage's max t annealed 0.98 -> 0.5 as 4D-fy's multi-view schedule
-    image: VSDConfig = dataclass_field(default_factory=lambda: VSDConfig(guidance_scale=10.0, timesteps=_annealed(200)))
+    # the embedded teachers' losses are taken in pixels (core.image_space_loss): through their tiny
+    # VAE's encoder the latent gradient casts the scene green / magenta (docs/results/2026-12-04-colour-cast.md)
+    image: VSDConfig = dataclass_field(default_factory=lambda: VSDConfig(guidance_scale=10.0, timesteps=_annealed(200), loss_space="image"))
     image_loss: str = "sds"  # "sds" (DreamFusion; the embedded default, no LoRA step) or "vsd" (4D-fy, ProlificDreamer)
-    multiview: MultiViewSDSConfig = dataclass_field(default_factory=lambda: MultiViewSDSConfig(guidance_scale=10.0, timesteps=_annealed(300)))
-    video: VideoSDSConfig = dataclass_field(default_factory=lambda: VideoSDSConfig(guidance_scale=10.0))
+    multiview: MultiViewSDSConfig = dataclass_field(default_factory=lambda: MultiViewSDSConfig(guidance_scale=10.0, timesteps=_annealed(300), loss_space="image"))
+    video: VideoSDSConfig = dataclass_field(default_factory=lambda: VideoSDSConfig(guidance_scale=10.0, loss_space="image"))
     loss_weights: dict = dataclass_field(default_factory=lambda: {"multiview": 1.0, "image": 1.0, "video": 0.1})
     camera: CameraConfig = dataclass_field(default_factory=CameraConfig)
     field: FieldConfig = dataclass_field(default_factory=_field)
@@ -209,6 +211,8 @@ def teacher_step(teachers: Teachers, teacher: str, field, grid, cfg: TextTo4DCon
         elif hasattr(g, "lora_parameters"):  # VSD: its LoRA is conditioned on the camera and trains on the latents
             latents = g.encode(out["rgb"], gen)
             result = {**g.latent_loss(latents, prompts, c2w[0], step=stage_step, generator=gen), "latents": latents, "cameras": c2w[0]}
+            if g.config.loss_space == "image":
+                result = g.in_pixels(out["rgb"], result)
         else:
             result = g(out["rgb"], prompts, step=stage_step, generator=gen)
     weight = float(cfg.loss_weights.get(teacher, 1.0))

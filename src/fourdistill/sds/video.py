@@ -32,8 +32,9 @@ import torch
 
 from ..diffusion.guidance import guide
 from ..diffusion.schedule import TimestepAnnealing, predicted_noise
-from .core import (GuidanceInputError, Normalisation, PromptStates, add_noise, check_images, check_latents, clean_gradient,
-                   draw_timesteps, prompt_states, sds_loss, sds_weight, teacher_resolution, training_schedule, vae_encode)
+from .core import (GuidanceInputError, LossSpace, Normalisation, PromptStates, add_noise, check_images, check_latents, check_loss_space,
+                   clean_gradient, draw_timesteps, image_space_loss, prompt_states, sds_loss, sds_weight, teacher_resolution,
+                   training_schedule, vae_encode)
 
 MOTION_NEGATIVE_PROMPT = "low motion, static statue, not moving, no motion"  # 4D-fy (VideoCrafter2 option)
 
@@ -45,7 +46,9 @@ class VideoSDSConfig:
     (None: off). motion_amplification: k (1: off; 4D-fy's VideoCrafter2 option uses larger k).
     negative_prompt: the unconditional text ("": none; MOTION_NEGATIVE_PROMPT). vae_grad_frames:
     frames per clip back-propagated through the VAE (None: all). resolution: pixels the frames are
-    resized to before the VAE (None: the teacher's; frames are square here)."""
+    resized to before the VAE (None: the teacher's; frames are square here). loss_space: "latent"
+    (4D-fy) or "image" (the target decoded, the loss on the pixels: core.image_space_loss; every
+    frame then carries the gradient and vae_grad_frames does not apply)."""
 
     guidance_scale: float = 100.0  # 4D-fy, Zeroscope
     timesteps: TimestepAnnealing = field(default_factory=TimestepAnnealing)
@@ -55,8 +58,10 @@ class VideoSDSConfig:
     negative_prompt: str = ""
     vae_grad_frames: int | None = None
     resolution: int | None = None
+    loss_space: LossSpace = "latent"
 
     def __post_init__(self):
+        check_loss_space(self.loss_space)
         if self.vae_grad_frames is not None and self.vae_grad_frames < 1:
             raise GuidanceInputError(f"vae_grad_frames must be >= 1 or None, got {self.vae_grad_frames}")
 
@@ -94,7 +99,16 @@ class VideoSDS:
         return z.reshape(b, f, *z.shape[1:]).transpose(1, 2)
 
     def __call__(self, frames, prompts: PromptStates, step: int = 0, generator=None, **kw) -> dict:
-        return self.latent_loss(self.encode(frames, generator), prompts, step, generator, **kw)
+        if self.config.loss_space != "image":
+            return self.latent_loss(self.encode(frames, generator), prompts, step, generator, **kw)
+        with torch.no_grad():
+            latents = self.encode(frames, generator)
+        result = self.latent_loss(latents, prompts, step, generator, **kw)
+        b, f = frames.shape[:2]
+        target = result["target"].transpose(1, 2).flatten(0, 1)  # (B F, C, h, w)
+        loss = image_space_loss(self.parts.vae, frames.reshape(b * f, *frames.shape[2:]), target, self.resolution,
+                                self.config.normalisation, batch=b)
+        return {**result, "loss": loss}
 
     def latent_loss(self, latents, prompts: PromptStates, step: int = 0, generator=None, t=None, noise=None) -> dict:
         """The video SDS loss at latents (B, C, F, h, w); `t` (B,) and `noise` (B, C, F, h, w)
@@ -121,4 +135,4 @@ class VideoSDS:
         w = sds_weight(self.scheduler, t, noisy)
         grad = clean_gradient(w * score, self.config.grad_clip)
         return {"loss": sds_loss(latents, grad, self.config.normalisation, batch=b), "t": t, "w": w.reshape(-1),
-                "grad_norm": grad.norm().detach()}
+                "grad_norm": grad.norm().detach(), "target": (latents.detach().float() - grad).detach()}
