@@ -192,7 +192,7 @@ def image_space_loss(vae, images: torch.Tensor, target_latents: torch.Tensor, re
     which only follows the teacher where the encoder inverts the decoder. A latent channel the
     decoder ignores (a VAE trained with little KL lets channels collapse to the prior) still
     depends on the colours in the encoder, so its share of the gradient, as large as any other's,
-    moves colours the decoder never shows: docs/results/2026-12-04-colour-cast.md. Decoding the
+    moves colours the decoder never shows: docs/results/2026-12-03-colour-cast.md. Decoding the
     target first takes only what the decoder reads."""
     x = teacher_pixels(vae, images, resolution).float()
     target = vae_decode(vae, target_latents).to(x.device)

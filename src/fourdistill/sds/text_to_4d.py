@@ -74,7 +74,7 @@ class TextTo4DConfig:
     # the embedded preset: guidance 10 for every teacher (the tiny teachers saturate colours at
     # 4D-fy's 50 / 100), each stage's max t annealed 0.98 -> 0.5 as 4D-fy's multi-view schedule
     # the embedded teachers' losses are taken in pixels (core.image_space_loss): through their tiny
-    # VAE's encoder the latent gradient casts the scene green / magenta (docs/results/2026-12-04-colour-cast.md)
+    # VAE's encoder the latent gradient casts the scene green / magenta (docs/results/2026-12-03-colour-cast.md)
     image: VSDConfig = dataclass_field(default_factory=lambda: VSDConfig(guidance_scale=10.0, timesteps=_annealed(200), loss_space="image"))
     image_loss: str = "sds"  # "sds" (DreamFusion; the embedded default, no LoRA step) or "vsd" (4D-fy, ProlificDreamer)
     multiview: MultiViewSDSConfig = dataclass_field(default_factory=lambda: MultiViewSDSConfig(guidance_scale=10.0, timesteps=_annealed(300), loss_space="image"))
