@@ -69,8 +69,7 @@ from .engine.loop import Loop, RunLog, step_generators
 from .evaluate.metrics import psnr_numpy
 from .generate import ControlledPipeline, ViewChange
 from .io import atomic_path, image_grid, save_image
-from .mappers.adapter import AdapterConfig, adapter_parameters, adapter_state_dict, attach_adapter, control_features, load_adapter_state
-from .mappers.checkpoint import ADAPTER_PREFIX, CONFIG_NAME, WEIGHTS_NAME, mapper_config, read_mapper_config, split_weights, write_mapper_card
+from .mappers.checkpoint import CONFIG_NAME, WEIGHTS_NAME, mapper_config, read_mapper_config, write_mapper_card
 from .mappers.neti import MapperConfig, TimeMapper, ViewMapper
 from .pairs import PairConfig, PairSampler
 from .sources import open_source
@@ -111,15 +110,6 @@ class DistillConfig:
     view_alpha: float = 0.2  # NeTI's alpha; 1.0 breaks the view token on a v-prediction stack (docs/results/2026-12-stack-experiments.md)
     normalize_base: bool = True  # NeTI: v_base scaled to the norm of "time" / "view"
     nested_dropout_p: float = 0.5
-    # the control adapter (fourdistill.mappers.adapter), trained with the mappers; off in the
-    # reference method (rank 0, no embedding)
-    adapter_rank: int = 0  # LoRA rank on the U-Net's attention (0: none)
-    adapter_embedding: bool = False  # the control embedding added to the U-Net's timestep embedding
-    adapter_lr: float = 1e-3
-    # timestep weighting: this share of each batch draws t from [high_noise_from, T) instead of
-    # [0, T), the steps where the sampler decides the layout (0: the reference's uniform t)
-    high_noise_share: float = 0.0
-    high_noise_from: int = 500
     save_every: int = 250
     validate_every: int = 250
     log_every: int = 10
@@ -132,17 +122,6 @@ class DistillConfig:
             raise ValueError(f"mixed_precision must be no, fp16 or bf16, got {self.mixed_precision!r}")
         if self.steps < 1 or self.batch_size < 1 or self.grad_accum < 1:
             raise ValueError("steps, batch_size and grad_accum must be positive")
-        if not 0.0 <= self.high_noise_share <= 1.0:
-            raise ValueError(f"high_noise_share must lie in [0, 1], got {self.high_noise_share}")
-        if self.adapter_rank < 0:
-            raise ValueError(f"adapter_rank must be >= 0, got {self.adapter_rank}")
-
-    @property
-    def adapter(self) -> AdapterConfig | None:
-        """The control adapter this run trains, or None (the mappers alone)."""
-        if not self.adapter_rank and not self.adapter_embedding:
-            return None
-        return AdapterConfig(rank=int(self.adapter_rank), embedding=bool(self.adapter_embedding))
         self.betas = tuple(self.betas)
         self.world_seeds = tuple(self.world_seeds)
         self.time_delta_abs = tuple(self.time_delta_abs)
@@ -200,9 +179,6 @@ class Distiller:
         if pipe is None:
             pipe = load_stack(cfg.model, ip_adapter=True, device=device, dtype=weight_dtype)
         pipe.set_ip_adapter_scale(cfg.ip_adapter_scale)
-        n_train = pipe.scheduler.config.num_train_timesteps
-        if cfg.high_noise_share > 0 and not 0 <= cfg.high_noise_from < n_train:
-            raise ValueError(f"high_noise_from must lie in [0, {n_train}) for this stack's {n_train} timesteps, got {cfg.high_noise_from}")
         for module in (pipe.vae, pipe.unet, pipe.text_encoder, pipe.image_encoder):
             module.requires_grad_(False).eval()
         self.pipe = pipe
@@ -222,13 +198,7 @@ class Distiller:
         conditioner = MappedTextConditioner(
             pipe.text_encoder, pipe.tokenizer, len(self.layers), time_mapper, view_mapper, BypassConfig(cfg.time_alpha, cfg.view_alpha)
         ).to(device)
-        groups = [{"params": list(conditioner.parameters()), "lr": cfg.lr}]
-        self.adapter_params = []
-        if cfg.adapter is not None:
-            attach_adapter(pipe.unet, cfg.adapter)
-            self.adapter_params = adapter_parameters(pipe.unet)
-            groups.append({"params": self.adapter_params, "lr": cfg.adapter_lr})
-        optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+        optimizer = torch.optim.AdamW(conditioner.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
         self.conditioner, self.optimizer = self.accelerator.prepare(conditioner, optimizer)
         self.weight_dtype = weight_dtype
         vae_scale = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
@@ -297,26 +267,18 @@ class Distiller:
             image_embeds = self.image_embeds(batch.reference[rows])
         noise = torch.randn((n, *latents.shape[1:]), generator=gen)[rows].to(device=device, dtype=latents.dtype)
         n_train = pipe.scheduler.config.num_train_timesteps
-        all_timesteps = torch.randint(0, n_train, (n,), generator=gen)
-        if self.cfg.high_noise_share > 0:  # the layout-deciding steps, drawn for the whole batch
-            high = torch.rand(n, generator=gen) < self.cfg.high_noise_share
-            all_timesteps = torch.where(high, torch.randint(self.cfg.high_noise_from, n_train, (n,), generator=gen), all_timesteps)
-        all_timesteps = all_timesteps.to(device)
+        all_timesteps = torch.randint(0, n_train, (n,), generator=gen).to(device)
         timesteps = all_timesteps[rows]
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
         # in the frozen U-Net's dtype: under mixed precision accelerate returns the conditioner's
         # output in fp32 (as diffusers' textual-inversion script casts encoder_hidden_states)
         conds = self.conditions(batch, all_timesteps)[:, rows].to(self.weight_dtype)
-        extra = {}
-        if self.cfg.adapter is not None and self.cfg.adapter.embedding:
-            extra["class_labels"] = control_features(batch.time_delta[rows], batch.spherical_delta[rows]).to(device, self.weight_dtype)
         pred = pipe.unet(
             noisy,
             timesteps,
             encoder_hidden_states=conds[0],
             added_cond_kwargs={"image_embeds": image_embeds},
             cross_attention_kwargs={"layer_conditions": conds},
-            **extra,
         ).sample
         # the teacher's own target: epsilon for SD 1.x, v for SD 2.x 768-v (its scheduler config says which)
         return F.mse_loss(pred.float(), prediction_target(self.noise_scheduler, latents, noise, timesteps).float())
@@ -347,10 +309,6 @@ class Distiller:
             with acc.accumulate(self.conditioner):
                 loss = self.loss(batch, gen, rows)
                 acc.backward(loss if processes == 1 else loss * (share * processes / n))
-                if processes > 1 and acc.sync_gradients:  # the adapter lives in the frozen U-Net, outside DDP
-                    for p in self.adapter_params:
-                        if p.grad is not None:
-                            p.grad = acc.reduce(p.grad, reduction="mean")
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
             if processes == 1:
@@ -428,12 +386,8 @@ class Distiller:
             },
         )
         wall_s = self.wall_before + time.perf_counter() - self.started if wall_s is None else wall_s
-        weights = dict(module.state_dict())
-        if self.cfg.adapter is not None:
-            meta["adapter"] = self.cfg.adapter.to_dict()
-            weights.update({ADAPTER_PREFIX + k: v for k, v in adapter_state_dict(self.pipe.unet).items()})
         return save_checkpoint(
-            folder, step=self.step, wall_s=wall_s, model=weights, optimizer=self.optimizer.state_dict(),
+            folder, step=self.step, wall_s=wall_s, model=module.state_dict(), optimizer=self.optimizer.state_dict(),
             rng=capture_rng(), meta=meta, weights_name=WEIGHTS_NAME, meta_name=CONFIG_NAME,
         )
 
@@ -450,10 +404,7 @@ class Distiller:
         else:  # written before the engine: optimizer.pt held {"optimizer", "step"}
             state = load_torch_file(folder / OPTIMIZER_NAME, "optimizer state")
             weights, optimizer, step, wall_s = load_weights(folder / WEIGHTS_NAME), state["optimizer"], state["step"], config.get("wall_s", 0.0)
-        weights, adapter = split_weights(weights)
         self.mapper_module.load_state_dict(weights)
-        if self.cfg.adapter is not None:
-            load_adapter_state(self.pipe.unet, adapter)
         self.optimizer.load_state_dict(optimizer)
         self.step = int(step)
         self.wall_before = float(wall_s)

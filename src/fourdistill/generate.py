@@ -37,7 +37,6 @@ from .cameras import orbit_camera
 from .diffusion import DEFAULT_GUIDANCE, DEFAULT_STEPS
 from .diffusion.guidance import resolve_guidance_rescale
 from .io import image_grid
-from .mappers.adapter import adapter_config_of, enable_adapter, load_adapter_state, set_controls
 from .mappers.checkpoint import LoadedMappers, load_mappers
 from .teachers.image.ip_adapter import encode_image_prompts, per_prompt_image_embeds
 from .teachers.image.load import load_stack
@@ -163,15 +162,13 @@ class ControlledPipeline:
 
     def __init__(self, pipe, mappers=None, max_rows: int = 2048, conditioner=None):
         self.pipe = pipe
-        if conditioner is not None:  # the U-Net's adapter, if any, is the one training with it
+        if conditioner is not None:
             self.conditioner, self.config = conditioner, {}
-            self.adapter, self.adapter_weights = adapter_config_of(pipe.unet), None
         else:
             if mappers is None:
                 raise ValueError("no mappers: pass a mapper checkpoint folder, or what load_mappers(pipe, folder) returned")
             loaded = mappers if isinstance(mappers, LoadedMappers) else load_mappers(pipe, mappers)
             self.conditioner, self.config = loaded.conditioner, loaded.config
-            self.adapter, self.adapter_weights = loaded.adapter, loaded.adapter_weights
         self.max_rows = int(max_rows)
 
     @classmethod
@@ -190,24 +187,6 @@ class ControlledPipeline:
     @property
     def has_view(self) -> bool:
         return self.conditioner.view_mapper is not None
-
-    @property
-    def has_adapter(self) -> bool:
-        """Whether these mappers were trained with a control adapter (on the U-Net)."""
-        return self.adapter is not None
-
-    def _prepare_adapter(self, use: bool) -> bool:
-        """Put this pipeline's adapter weights on the U-Net (another mapper checkpoint loaded on
-        the same pipeline may have replaced them) and switch it on or off. Returns whether the
-        U-Net has an adapter at all (mappers without one switch a shared U-Net's off)."""
-        unet = self.pipe.unet
-        if adapter_config_of(unet) is None:
-            return False
-        if self.adapter is not None and self.adapter_weights is not None and getattr(unet, "_control_owner", None) is not self:
-            load_adapter_state(unet, self.adapter_weights)
-            unet._control_owner = self
-        enable_adapter(unet, use and self.adapter is not None)
-        return True
 
     @property
     def size(self) -> tuple[int, int]:
@@ -310,7 +289,6 @@ class ControlledPipeline:
         mapped: bool = True,
         guidance_rescale: float | None = None,
         textual_bypass: bool = True,
-        adapter: bool = True,
     ) -> np.ndarray:
         """Images (N, H, W, 3) float32 in [0, 1].
 
@@ -327,9 +305,6 @@ class ControlledPipeline:
             stack's default, 0.7 for a zero-terminal-SNR stack, else 0.
         textual_bypass: False generates with the mappers' textual bypass off (alpha 0 for both tokens),
             the `no_bypass` ablation of `fourdistill evaluate`.
-        adapter: False switches off the control adapter the mappers were trained with (where they
-            have one: `has_adapter`), so the mappers alone condition the frozen U-Net (the
-            `mappers_only` ablation). With mapped=False the adapter is always off.
         """
         pipe = self.pipe
         prompts = _as_list(prompt, None, "prompt")
@@ -406,10 +381,6 @@ class ControlledPipeline:
             latents, generator = None, torch.Generator().manual_seed(int(seed))
         pipe.set_ip_adapter_scale(scale)
         handle = pipe.unet.register_forward_pre_hook(pre_hook, with_kwargs=True, prepend=True) if mapped else None  # before any hook of the user
-        use_adapter = bool(mapped and adapter and self.has_adapter)
-        attached = self._prepare_adapter(use_adapter)
-        if use_adapter:  # the control adapter reads the asked change itself, in both guidance passes
-            set_controls(pipe.unet, times, np.array([v.spherical for v in views], dtype=np.float32))
         try:
             with per_prompt_image_embeds(pipe.unet, image_embeds[0]):
                 out = pipe(
@@ -427,9 +398,6 @@ class ControlledPipeline:
         finally:
             if handle is not None:
                 handle.remove()
-            if attached:
-                set_controls(pipe.unet)
-                enable_adapter(pipe.unet, True)
         return np.asarray(out, dtype=np.float32)
 
     def plain(self, prompt, image=None, **kwargs) -> np.ndarray:

@@ -12,8 +12,7 @@ from ..engine.flags import check_settings, nonnegative_float, nonnegative_int, p
 SETTING_TYPES = {
     "steps": positive_int, "seed": seed_int, "batch_size": positive_int, "grad_accum": positive_int, "lr": positive_float,
     "ip_adapter_scale": nonnegative_float, "time_alpha": probability, "view_alpha": probability, "nested_dropout_p": probability,
-    "save_every": positive_int, "validate_every": nonnegative_int, "adapter_rank": nonnegative_int, "adapter_lr": positive_float,
-    "high_noise_share": probability, "high_noise_from": nonnegative_int,
+    "save_every": positive_int, "validate_every": nonnegative_int,
 }
 
 
@@ -21,11 +20,9 @@ def register(sub) -> None:
     p = sub.add_parser(
         "distill",
         help="distil a 4D source into Time / View Mappers of a frozen diffusion model",
-        description="Train NeTI-style Time and View Mappers on pairs from a 4D source. The VAE, U-Net, text encoder, "
-        "image encoder and IP-Adapter stay frozen; with --adapter-rank / --adapter-embedding a control adapter "
-        "(a LoRA on the U-Net's attention and the asked change added to its timestep embedding) trains with the "
-        "mappers and is saved with them. The shipped mappers: --config configs/distill/mappers.yaml. Runs "
-        "data-parallel under `accelerate launch -m fourdistill.cli distill ...`.",
+        description="Train NeTI-style Time and View Mappers on pairs from a 4D source. Only the mappers train; "
+        "the VAE, U-Net, text encoder, image encoder and IP-Adapter stay frozen. Runs data-parallel under "
+        "`accelerate launch -m fourdistill.cli distill ...`.",
     )
     p.add_argument("--source", default=None, help="'world' (procedural scenes), a video, a D-NeRF or nerfstudio folder, or a fitted field (default: DistillConfig.source)")
     p.add_argument("--mode", default=None, choices=("time", "view", "joint"), help="which control to learn (default: DistillConfig.mode)")
@@ -41,11 +38,6 @@ def register(sub) -> None:
     p.add_argument("--view-alpha", type=probability, default=None, help="bypass alpha of the view token (default: DistillConfig.view_alpha)")
     p.add_argument("--nested-dropout", type=probability, default=None, help="nested-dropout probability (default: DistillConfig.nested_dropout_p; 0 turns it off)")
     p.add_argument("--view-condition", default=None, choices=["spherical", "matrix"], help="View Mapper input (default: DistillConfig.view_condition)")
-    p.add_argument("--adapter-rank", type=nonnegative_int, default=None, help="rank of the control adapter's LoRA on the U-Net's attention (default: DistillConfig.adapter_rank; 0: none)")
-    p.add_argument("--adapter-embedding", default=None, action=argparse.BooleanOptionalAction, help="add the asked change (d, relative camera) to the U-Net's timestep embedding (default: DistillConfig.adapter_embedding)")
-    p.add_argument("--adapter-lr", type=positive_float, default=None, help="AdamW learning rate of the adapter (default: DistillConfig.adapter_lr)")
-    p.add_argument("--high-noise-share", type=probability, default=None, help="share of each batch drawn from t >= --high-noise-from, the steps that decide the layout (default: DistillConfig.high_noise_share; 0: uniform t)")
-    p.add_argument("--high-noise-from", type=nonnegative_int, default=None, help="first timestep of the high-noise draw (default: DistillConfig.high_noise_from)")
     p.add_argument("--save-every", type=positive_int, default=None, help="checkpoint interval in steps (default: DistillConfig.save_every)")
     p.add_argument("--validate-every", type=nonnegative_int, default=None, help="steps between validation grids in OUT/validation (default: DistillConfig.validate_every; 0: none)")
     p.set_defaults(handler=distill_main)
@@ -78,11 +70,6 @@ def distill_main(args: argparse.Namespace) -> int:
             "time_alpha": args.time_alpha,
             "view_alpha": args.view_alpha,
             "nested_dropout_p": args.nested_dropout,
-            "adapter_rank": args.adapter_rank,
-            "adapter_embedding": args.adapter_embedding,
-            "adapter_lr": args.adapter_lr,
-            "high_noise_share": args.high_noise_share,
-            "high_noise_from": args.high_noise_from,
         },
     )
     check_settings(cfg, SETTING_TYPES, args.config or "flags")

@@ -15,10 +15,8 @@ def register(sub) -> None:
         help="generate with time and view control (a single image or sweeps)",
         description="Generate from a prompt and a reference image with a time displacement d in [-1, 1] "
         "and/or a view change. Defaults: the embedded stack and the shipped mappers, DPM-Solver 30 steps, "
-        "guidance 5. What ships: the Time and View Mappers with their control adapter (a LoRA on the U-Net's "
-        "attention and the asked change added to its timestep embedding, trained with them); --no-adapter "
-        "generates with the mappers alone on the frozen U-Net, --no-mappers with IP-Adapter and the caption "
-        "alone (no control). Sweeps write a PNG grid (reference on the left; for --world references the true "
+        "guidance 5. What ships: the Time and View Mappers on the frozen U-Net; --no-mappers generates with "
+        "IP-Adapter and the caption alone (no control, the same noise). Sweeps write a PNG grid (reference on the left; for --world references the true "
         "frames below, or the true grid to the right) and the frames as .mp4 and .gif. With --world the time "
         "sweep and the grid ask only for targets inside the scene's time [0, 1]: d runs from -REF_TIME to 1 - REF_TIME.",
     )
@@ -42,7 +40,6 @@ def register(sub) -> None:
     p.add_argument("--ip-scale", type=nonnegative_float, default=None, help="IP-Adapter scale (default: the one the mappers were distilled with)")
     p.add_argument("--seed", type=seed_int, default=0, help="noise seed (default 0)")
     p.add_argument("--resize", action="store_true", help="resize a reference of another size to the model's")
-    p.add_argument("--no-adapter", action="store_true", help="switch the mappers' control adapter off: the mappers alone on the frozen U-Net (the seed method)")
     p.add_argument("--no-mappers", action="store_true", help="no control at all: IP-Adapter and the caption alone, the same noise (the baseline)")
     p.add_argument("--fps", type=positive_int, default=4, help="frame rate of sweep videos (default 4)")
     p.add_argument("--out", default="generated.png", help="PNG to write (sweeps also write .mp4 and .gif beside it)")
@@ -80,7 +77,7 @@ def generate_main(args: argparse.Namespace) -> int:
     if prompt is None:
         raise ValueError("give --prompt (or --world SEED to use a world scene and its caption)")
     common = dict(num_inference_steps=args.steps, guidance_scale=args.guidance, guidance_rescale=args.guidance_rescale, seed=args.seed, ip_adapter_scale=args.ip_scale, resize=args.resize,
-                  adapter=not args.no_adapter, mapped=not args.no_mappers)
+                  mapped=not args.no_mappers)
     # time sweeps of a world scene ask only for targets that exist: t_ref + d in [0, 1]
     d_lo, d_hi = (-ref.time, 1.0 - ref.time) if ref is not None else (-1.0, 1.0)
     reference = None

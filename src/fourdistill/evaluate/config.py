@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from ..diffusion import DEFAULT_GUIDANCE, DEFAULT_STEPS
 
-METHODS = ("mappers", "copy", "ip_adapter", "ip_adapter_phrase", "no_bypass", "mappers_only")  # see evaluate/control.py
+METHODS = ("mappers", "copy", "ip_adapter", "ip_adapter_phrase", "no_bypass")  # see evaluate/control.py
 KINDS = ("time", "view", "joint")
 
 

@@ -11,8 +11,6 @@ the true target:
 - `ip_adapter_phrase`: IP-Adapter with the change written in words ("a moment later",
   "seen from the left", ...), the text-only way to ask for it;
 - `no_bypass`: the mappers with the textual bypass switched off at inference (alpha = 0);
-- `mappers_only`: mappers trained with a control adapter, the adapter switched off (the frozen
-  U-Net, as the seed method has it); run only for such mappers;
 - any further checkpoint given by name (e.g. mappers distilled without nested dropout).
 
 Numbers: PSNR and SSIM, unmasked and masked to the target's objects, per pair; their means per
@@ -250,7 +248,7 @@ def generate_method(cp, method: str, pairs: EvalPairs, cfg: ControlEvalConfig) -
             continue
         time = list(pairs.time_delta[sl]) if pairs.kind != "view" and cp.has_time else None
         view = views[sl] if pairs.kind != "time" and cp.has_view else None
-        out.append(cp(pairs.captions[sl], refs, time=time, view=view, textual_bypass=method != "no_bypass", adapter=method != "mappers_only", **common))
+        out.append(cp(pairs.captions[sl], refs, time=time, view=view, textual_bypass=method != "no_bypass", **common))
     return np.concatenate(out)
 
 
@@ -297,8 +295,7 @@ def evaluate_control(
     kinds = [k for k in cfg.kinds if (k != "time" or cp.has_time) and (k != "view" or cp.has_view) and (k != "joint" or (cp.has_time and cp.has_view))]
     if not kinds:
         raise ValueError("the mappers support none of the asked kinds of control")
-    # mappers_only (the adapter switched off) is the seed's frozen method beside mappers trained with an adapter
-    methods = [m for m in cfg.methods if m != "mappers_only" or cp.has_adapter] + list(extra_pipelines)
+    methods = list(cfg.methods) + list(extra_pipelines)
     report = {"config": {**asdict(cfg), "kinds": kinds}, "kinds": {}}
     side = cp.size[0]
     bar = tqdm(total=len(kinds) * len(methods), desc="evaluate", disable=not progress)

@@ -1,10 +1,9 @@
 """Save trained mappers, and load them for a pipeline the user already has.
 
 A mapper checkpoint is a folder with `mappers.safetensors` (the weights, keys prefixed
-`time_mapper.` / `view_mapper.`, and `adapter.` for a control adapter trained with them) and
-`mappers.json` (everything needed to rebuild: base model, cross-attention layer list, mapper
-configs with encoding seeds and sigmas, bypass alphas, placeholder tokens, and the adapter's
-config under "adapter" where there is one). Folders are written atomically.
+`time_mapper.` / `view_mapper.`) and `mappers.json` (everything needed to rebuild: base model,
+cross-attention layer list, mapper configs with encoding seeds and sigmas, bypass alphas,
+placeholder tokens). Folders are written atomically.
 """
 
 from __future__ import annotations
@@ -22,20 +21,11 @@ from ..engine.checkpoint import CheckpointError, load_weights, read_json_object
 from ..engine.loop import read_rows
 from ..io import atomic_dir
 from ..sources.world_seed import world_seed_of
-from .adapter import AdapterConfig, AdapterError, adapter_config_of, attach_adapter, load_adapter_state
 from .neti import MapperConfig, build_mapper
 
 FORMAT_VERSION = 1
 WEIGHTS_NAME = "mappers.safetensors"
 CONFIG_NAME = "mappers.json"
-ADAPTER_PREFIX = "adapter."  # the control adapter's keys in mappers.safetensors
-
-
-def split_weights(weights: dict) -> tuple[dict, dict]:
-    """A checkpoint's weights -> (the mappers', the control adapter's without ADAPTER_PREFIX)."""
-    mappers = {k: v for k, v in weights.items() if not k.startswith(ADAPTER_PREFIX)}
-    adapter = {k[len(ADAPTER_PREFIX):]: v for k, v in weights.items() if k.startswith(ADAPTER_PREFIX)}
-    return mappers, adapter
 
 
 def mapper_config(conditioner, layers: list[str], base_model: str, extra: dict | None = None) -> dict:
@@ -103,16 +93,11 @@ class LoadedMappers:
     layers: the U-Net's cross-attention processor names, in the order the conditions index them.
     config: the checkpoint's mappers.json (base model, mapper configs, bypass alphas, and the
         distillation config where the checkpoint came from `fourdistill distill`).
-    adapter: the control adapter attached to the pipeline's U-Net (fourdistill.mappers.adapter),
-        or None for mappers trained alone; adapter_weights its weights (ControlledPipeline loads
-        them back before it generates, so several mapper checkpoints can share one pipeline).
     """
 
     conditioner: object
     layers: list[str]
     config: dict
-    adapter: AdapterConfig | None = None
-    adapter_weights: dict | None = None
 
 
 def load_mappers(pipe, folder) -> LoadedMappers:
@@ -121,10 +106,8 @@ def load_mappers(pipe, folder) -> LoadedMappers:
     What the pipeline gets is what diffusers supports: layer-aware attention processors on its
     U-Net (`set_attn_processor`, keeping a loaded IP-Adapter's weights and scale) and the
     placeholder tokens in its tokenizer, with the text encoder's embedding table grown to match.
-    Load the IP-Adapter first: `load_ip_adapter` replaces attention processors. Mappers trained
-    with a control adapter attach it to the U-Net too (a PEFT LoRA and the control embedding;
-    `fourdistill.mappers.adapter.enable_adapter(pipe.unet, False)` switches it off). Everything
-    else is returned: generate with `ControlledPipeline(pipe, load_mappers(pipe, folder))`.
+    Load the IP-Adapter first: `load_ip_adapter` replaces attention processors. Everything else
+    is returned: generate with `ControlledPipeline(pipe, load_mappers(pipe, folder))`.
     """
     folder = Path(folder)
     config = read_mapper_config(folder)
@@ -138,28 +121,13 @@ def load_mappers(pipe, folder) -> LoadedMappers:
     for key in ("time_mapper", "view_mapper"):
         if config[key] and config[key]["word_dim"] != width:
             raise ValueError(f"{folder}: {key} outputs width {config[key]['word_dim']}, this text encoder has {width}")
-    weights, adapter_weights = split_weights(load_weights(folder / WEIGHTS_NAME))
     try:
-        cond = build_conditioner(config, pipe.text_encoder, pipe.tokenizer, weights)
-        adapter = AdapterConfig(**config["adapter"]) if config.get("adapter") else None
-    except (TypeError, KeyError) as exc:  # a config whose mapper, bypass or adapter fields do not fit
+        cond = build_conditioner(config, pipe.text_encoder, pipe.tokenizer, load_weights(folder / WEIGHTS_NAME))
+    except (TypeError, KeyError) as exc:  # a config whose mapper or bypass fields do not fit
         raise CheckpointError(folder / CONFIG_NAME, f"damaged mapper configuration ({type(exc).__name__}: {exc})") from None
-    if adapter is None and adapter_weights:
-        raise CheckpointError(folder / WEIGHTS_NAME, "holds control-adapter weights but mappers.json has no 'adapter' entry")
-    if adapter is not None:
-        try:
-            attached = adapter_config_of(pipe.unet)
-            if attached is None:
-                attach_adapter(pipe.unet, adapter, adapter_weights)
-            elif attached == adapter:  # mappers of the same kind loaded again: replace the weights
-                load_adapter_state(pipe.unet, adapter_weights)
-            else:
-                raise AdapterError(f"the U-Net already has a control adapter {attached}, these mappers need {adapter}")
-        except AdapterError as exc:
-            raise CheckpointError(folder / WEIGHTS_NAME, str(exc)) from None
     param = next(pipe.unet.parameters())
     cond.to(device=param.device).eval()
-    return LoadedMappers(conditioner=cond, layers=layers, config=config, adapter=adapter, adapter_weights=adapter_weights if adapter else None)
+    return LoadedMappers(conditioner=cond, layers=layers, config=config)
 
 
 def training_data(cfg: dict) -> str:
